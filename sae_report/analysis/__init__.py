@@ -1,0 +1,1 @@
+"""Finding what happened in a run."""

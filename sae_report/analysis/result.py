@@ -1,0 +1,252 @@
+"""The analysis result: what the analyzer found in one run, as plain named data.
+
+Flow: runlog reader -> detectors / summary / recommender -> ``Analysis`` -> render. Templates and
+``analysis.json`` receive ``Analysis.to_dict()``; nothing downstream calls back into the analyzer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from ..runlog import to_jsonable
+
+ANALYSIS_SCHEMA_VERSION = 1
+
+Severity = Literal["info", "warn", "fail"]
+Status = Literal["ok", "warn", "fail"]
+
+
+class FindingKind(str, Enum):
+    """What a detector can find. Each kind has one small pure detector and one template partial."""
+
+    SPARSIFICATION = "sparsification"
+    """L0 falls from its initial dense level (about half the features firing) to a sparse level:
+    the normal way an SAE becomes sparse, reported for the record, not as an alarm."""
+    DORMANCY = "dormancy"
+    """A metric stays flat at its starting value for a stretch at the start of the run (e.g. no
+    dead features until the dead window has filled)."""
+    COLLAPSE = "collapse"
+    """L0 undershoots far below the level the run later settles at (and the target), and/or dead
+    features surge past most of the dictionary."""
+    RECOVERY = "recovery"
+    """After a collapse, L0 climbs back (and/or dead features fall) towards the settled level."""
+    PLATEAU = "plateau"
+    """A metric is flat within noise over a long span."""
+    OSCILLATION = "oscillation"
+    """Large detrended variance over a span: the metric swings rather than settles."""
+    LATE_SPIKE = "late_spike"
+    """A transient excursion in the last part of the run that does not persist."""
+    SECONDARY_RISE = "secondary_rise"
+    """Growth resumes after a plateau (dead features start dying again late in the run)."""
+    NOT_CONVERGED = "not_converged"
+    """The metric is still trending at the end of the run."""
+    DIVERGED = "diverged"
+    """Loss blows up or turns non-finite."""
+    RESAMPLE_THRASH = "resample_thrash"
+    """Features revived by resampling die again before the next resample."""
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """A logged intervention a finding coincides with."""
+
+    kind: Literal["resample", "lr_change", "l1_change", "resume"]
+    """Event kind."""
+    step: int
+    """Step of the event."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing that happened in the run, with its evidence."""
+
+    kind: FindingKind
+    """What was found."""
+    metric: str
+    """Canonical metric it was found in (``l0_frac``, ``dead_frac``, ``loss``, ...)."""
+    step: int
+    """Step where it starts (or happens)."""
+    end_step: int | None
+    """Step where a span ends; None for point findings."""
+    severity: Severity
+    """``info`` (for the record), ``warn`` (worth acting on), ``fail`` (the run is not usable)."""
+    evidence: dict[str, Any]
+    """Numbers behind the finding, named (e.g. ``{"from": 0.504, "to": 0.007, "ratio": 72}``)."""
+    coincides_with: Intervention | None
+    """The logged intervention closely before it, if any."""
+    explanation: str
+    """One or two sentences in plain words, with direction stated unambiguously."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A span of the run with a name ("Initial collapse")."""
+
+    name: str
+    """Human name of the phase."""
+    metric: str
+    """Metric the phase was cut on."""
+    start_step: int
+    """First step of the span."""
+    end_step: int
+    """Last step of the span."""
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One row of a step table (the metric at every 10% of the run)."""
+
+    step: int
+    """Step."""
+    values: dict[str, float | None]
+    """Canonical metric -> value at that step (None when not logged near it)."""
+    annotation: str
+    """Short note such as "<- Rapid decay" or "" when nothing stands out."""
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Summary figures of one metric."""
+
+    metric: str
+    """Canonical metric name."""
+    final: float | None
+    """Last finite value."""
+    second_half_mean: float | None
+    """Mean over the second half of the run (by step)."""
+    second_half_std: float | None
+    """Standard deviation over the second half."""
+    second_half_median: float | None
+    """Median over the second half: the robust settled level used by the recommender."""
+    best: float | None
+    """Best value (lowest loss; L0 closest to target; fewest dead)."""
+    best_step: int | None
+    """Step of the best value."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the targets table."""
+
+    metric: str
+    """Label, e.g. "Final L0 Sparsity"."""
+    result: float | None
+    """Achieved value."""
+    target: float | None
+    """Target value (None when the row only reports)."""
+    percent_of_target: float | None
+    """result / target * 100."""
+    status: Status
+    """ok / warn / fail."""
+    comparison: str = ""
+    """How the target reads: "5.0%", "<75%", "<0.02"."""
+
+
+@dataclass(frozen=True)
+class ResampleRecord:
+    """What one resampling event did."""
+
+    step: int
+    """Step of the event."""
+    n_resampled: int
+    """Features resampled."""
+    dead_before: float | None
+    """Dead fraction just before the event."""
+    dead_after: float | None
+    """Dead fraction some steps after."""
+    revived_survival_steps: float | None
+    """Median steps the revived features kept firing (None when not measurable)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One proposed change for the next run (filled by the recommender)."""
+
+    parameter: str
+    """Config key (``l1_alpha``, ``total_steps``, ``resample_interval``, ``learning_rate``, ...)."""
+    current: Any
+    """Value in this run."""
+    proposed: Any
+    """Proposed value."""
+    low: float | None
+    """Lower end of the interval for numeric proposals."""
+    high: float | None
+    """Upper end of the interval."""
+    reason: str
+    """Why, in unambiguous words ("raise l1_alpha -> fewer active features -> lower L0")."""
+    predicted_effect: str
+    """What the change should do."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An analysis that could not run."""
+
+    analysis: str
+    """Name of the analysis or detector."""
+    reason: str
+    """Why (e.g. "no dead-feature metric in the log")."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Identity and provenance of the analyzed run."""
+
+    id: str
+    """Run id (``train_e01c6183``)."""
+    path: str
+    """Where it was read from."""
+    config: dict[str, Any]
+    """Config as read, with flag overrides applied."""
+    source: str
+    """What wrote the log."""
+    rows: int
+    """Metric rows read."""
+    first_step: int | None
+    """First logged step."""
+    last_step: int | None
+    """Last logged step."""
+    sampled: bool
+    """True when the log is a sample of the history."""
+    d_sae: int | None
+    """Dictionary size, when known (needed to report L0 both as count and fraction)."""
+    notes: list[str] = field(default_factory=list)
+    """Reader notes."""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the analyzer found in one run."""
+
+    run: RunInfo
+    """Which run."""
+    summary: dict[str, MetricSummary]
+    """Summary figures per canonical metric."""
+    step_table: list[StepRow]
+    """The metrics at every 10% of the run, annotated."""
+    targets: list[Target]
+    """The targets table."""
+    phases: list[Phase]
+    """The run cut into named spans."""
+    findings: list[Finding]
+    """What happened, in step order."""
+    resampling: list[ResampleRecord]
+    """One record per resampling event."""
+    input_outliers: list[dict[str, Any]]
+    """Outlier input dimensions (``{"dim", "absmax", "ratio"}``) when the run recorded them."""
+    recommendations: list[Recommendation]
+    """Proposals for the next run (empty until the recommender fills them)."""
+    skipped: list[Skipped]
+    """Analyses that could not run and why."""
+    schema_version: int = ANALYSIS_SCHEMA_VERSION
+    """Version of this document's layout."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: the ``analysis.json`` document and the templates' input."""
+        return to_jsonable(asdict(self, dict_factory=_enum_values))
+
+
+def _enum_values(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in items}
