@@ -346,14 +346,38 @@ def read_metrics_dir(metrics_dir: Path, notes: list[str] | None = None) -> pl.Da
     """Read every part of ``metrics/`` into one frame, sorted by step, one row per step."""
     metrics_dir = Path(metrics_dir)
     notes = notes if notes is not None else []
+    for attempt in range(3):
+        try:
+            frames = _read_parts(metrics_dir, notes)
+            break
+        except FileNotFoundError:
+            # a live writer rolled a tail CSV into parquet between listing and reading: list again
+            if attempt == 2:
+                raise RunLogError(f"{metrics_dir}: parts keep changing while being read") from None
+    if not frames:
+        raise RunLogError(f"{metrics_dir}: no metrics parts (part-NNNNNN.parquet or .csv)")
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    n_before = frame.height
+    frame = supersede_and_dedup(frame)
+    if frame.height < n_before:
+        notes.append(f"{n_before - frame.height} rows superseded by later writes (resume or repeated steps)")
+    return frame
+
+
+def _read_parts(metrics_dir: Path, notes: list[str]) -> list[pl.DataFrame]:
     frames: list[pl.DataFrame] = []
-    for i, part in enumerate(_metric_parts(metrics_dir)):
+    parts = _metric_parts(metrics_dir)
+    for i, part in enumerate(parts):
         if part.suffix == ".parquet":
             try:
                 frame = pl.read_parquet(part)
+            except FileNotFoundError:
+                raise
             except Exception as exc:
                 raise RunLogError(f"{part}: not a readable parquet part ({_first_line(exc)})") from None
         else:
+            if len(parts) > 1 and _no_complete_line(part):
+                continue  # a tail just opened by a live writer (or cut before its header): no rows yet
             read = read_metrics_csv(part)
             frame = read.frame
             if read.dropped_partial_line:
@@ -363,14 +387,13 @@ def read_metrics_dir(metrics_dir: Path, notes: list[str] | None = None) -> pl.Da
         cols = [c for c in METRIC_COLUMNS if c in frame.columns]
         frame = frame.select([pl.col(c).cast(_METRIC_SCHEMA[c]) for c in cols])
         frames.append(frame.with_columns(pl.lit(i, dtype=pl.Int32).alias("_part"), pl.int_range(pl.len()).alias("_row")))
-    if not frames:
-        raise RunLogError(f"{metrics_dir}: no metrics parts (part-NNNNNN.parquet or .csv)")
-    frame = pl.concat(frames, how="diagonal_relaxed")
-    n_before = frame.height
-    frame = supersede_and_dedup(frame)
-    if frame.height < n_before:
-        notes.append(f"{n_before - frame.height} rows superseded by later writes (resume or repeated steps)")
-    return frame
+    return frames
+
+
+def _no_complete_line(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    return b"\n" not in head or not head.split(b"\n", 1)[1].strip()
 
 
 def supersede_and_dedup(frame: pl.DataFrame) -> pl.DataFrame:
