@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import polars as pl
 import yaml
+from polars.exceptions import PanicException
 
 SCHEMA_VERSION = 1
 
@@ -96,12 +97,19 @@ class RunLogError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; a report is meant to be shared
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -319,7 +327,7 @@ def read_metrics_csv(path: Path) -> CsvRead:
     overrides = {c: (pl.Int64 if c == "step" else pl.Float64) for c in header if c in _METRIC_SCHEMA}
     try:
         frame = pl.read_csv(io.BytesIO(raw), schema_overrides=overrides, infer_schema_length=0 if not overrides else 100)
-    except Exception as exc:  # polars raises several types; the message is what matters
+    except (Exception, PanicException) as exc:  # polars raises several types; the message is what matters
         raise RunLogError(f"{path}: not a readable metrics CSV ({_first_line(exc)})") from None
     return CsvRead(frame=frame, dropped_partial_line=dropped)
 
@@ -373,7 +381,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> list[pl.DataFrame]:
                 frame = pl.read_parquet(part)
             except FileNotFoundError:
                 raise
-            except Exception as exc:
+            except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
                 raise RunLogError(f"{part}: not a readable parquet part ({_first_line(exc)})") from None
         else:
             if len(parts) > 1 and _no_complete_line(part):
@@ -402,6 +410,11 @@ def supersede_and_dedup(frame: pl.DataFrame) -> pl.DataFrame:
     A row of part i survives only if its step is below the first step of every later part; among
     rows with the same step the last written wins. Result sorted by step.
     """
+    steps = frame.get_column("step")
+    if steps.null_count() == 0 and (frame.height < 2 or bool((steps.diff().drop_nulls() > 0).all())):
+        # Fast path (the usual log): steps strictly increasing in write order, so nothing is
+        # superseded or repeated. One O(n) check instead of a join, a sort and a unique.
+        return frame.drop(["_part", "_row"])
     firsts = frame.group_by("_part").agg(pl.col("step").min().alias("_first")).sort("_part", descending=True)
     # suffix minimum of later parts' first steps = cutoff for this part
     cutoff = firsts.with_columns(pl.col("_first").cum_min().shift(1).alias("_cutoff")).select("_part", "_cutoff")
@@ -428,7 +441,7 @@ def read_events(path: Path, notes: list[str] | None = None) -> list[Event]:
             rec = json.loads(line)
             step = int(rec.pop("step"))
             kind = str(rec.pop("kind"))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             bad += 1
             continue
         if kind == "resume":
@@ -490,8 +503,11 @@ def read_run(path: Path) -> RunData:
     if (stats / "input_dims.csv").exists():
         try:
             input_dims = pl.read_csv(stats / "input_dims.csv")
-        except Exception:
+        except (Exception, PanicException):
             notes.append("stats/input_dims.csv: unreadable, ignored")
+    # A run written by `sae-report import` keeps where its data came from (ingest/convert.py).
+    imported = config.get("imported_from") if isinstance(config.get("imported_from"), dict) else {}
+    notes[:0] = [f"imported from {imported.get('source')}: {n}" for n in imported.get("notes") or []]
     return RunData(
         path=path,
         run_id=str(config.get("run_id") or path.resolve().name),
@@ -499,6 +515,7 @@ def read_run(path: Path) -> RunData:
         metrics=metrics,
         events=events,
         source="sae-report",
+        sampled=bool(imported.get("sampled", False)),
         notes=notes,
         summary=summary,
         feature_freq=feature_freq,

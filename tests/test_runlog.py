@@ -171,3 +171,14 @@ def test_writer_rejects_unknown_columns(tmp_path: Path) -> None:
         w.log_metrics({"step": [1], "l0_pct": [3.0]})
     w.close()
     assert not os.listdir(tmp_path / "metrics")
+
+
+def test_atomic_writes_respect_umask(tmp_path: Path) -> None:
+    from sae_report.runlog import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644

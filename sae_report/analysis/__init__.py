@@ -1,1 +1,132 @@
-"""Finding what happened in a run."""
+"""Finding what happened in a run: ``analyze(RunData) -> Analysis``.
+
+Flow: canonical config (+ flag overrides) -> per-metric ``Series`` (binned, log scale for L0 and
+loss) -> one pure detector per ``FindingKind`` -> phases, summary figures, step table, targets,
+resampling records, input outliers. Missing metrics give ``Skipped`` entries, never errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import polars as pl
+
+from ..ingest.aliases import canonical_config
+from ..runlog import METRIC_COLUMNS, RunData
+from .config import AnalyzerConfig
+from .detectors import Context, run_detectors
+from .detectors.resampling import measure_resamples
+from .phases import cut_phases
+from .result import Analysis, RunInfo, Skipped
+from .series import bin_all, prepare
+from .summary import input_outliers, metric_summaries, step_table, targets_table
+
+__all__ = ["AnalyzerConfig", "analyze", "OVERRIDE_KEYS"]
+
+#: Config keys a caller (the CLI flags) may fill or override.
+OVERRIDE_KEYS = ("target_l0", "d_sae", "l1_alpha", "learning_rate", "resample_interval", "total_steps",
+                 "target_loss", "dead_window")
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and abs(f) != float("inf") else None
+
+
+def _with_pairs(frame: pl.DataFrame, d_sae: int | None) -> tuple[pl.DataFrame, int | None]:
+    """Fill l0 <-> l0_frac and dead <-> dead_frac given d_sae (inferring d_sae from a pair)."""
+    cols = set(frame.columns)
+    if d_sae is None:
+        for count, frac in (("dead", "dead_frac"), ("l0", "l0_frac")):
+            if count in cols and frac in cols:
+                r = frame.select((pl.col(count) / pl.col(frac)).alias("r")).filter(
+                    pl.col("r").is_finite() & (pl.col("r") > 0)).get_column("r")
+                if r.len():
+                    d_sae = int(round(float(r.median())))
+                    break
+    if d_sae:
+        adds = []
+        for count, frac in (("l0", "l0_frac"), ("dead", "dead_frac")):
+            if count in cols and frac not in cols:
+                adds.append((pl.col(count) / d_sae).alias(frac))
+            elif frac in cols and count not in cols:
+                adds.append((pl.col(frac) * d_sae).alias(count))
+        if adds:
+            frame = frame.with_columns(adds)
+    return frame, d_sae
+
+
+def analyze(data: RunData, *, config: AnalyzerConfig | None = None,
+            overrides: Mapping[str, Any] | None = None) -> Analysis:
+    """Find what happened in ``data``. ``overrides`` are flag values (``target_l0``, ``d_sae``,
+    ``l1_alpha``, ...) that fill or replace config keys; None values are ignored."""
+    cfg = config or AnalyzerConfig()
+    run_cfg = canonical_config(data.config)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            run_cfg[k] = v
+    d_raw = _num(run_cfg.get("d_sae"))
+    d_sae = int(d_raw) if d_raw and d_raw > 0 else None
+    frame = data.metrics
+    if "step" not in frame.columns:
+        frame = pl.DataFrame({"step": pl.Series([], dtype=pl.Int64)})
+    frame, d_sae = _with_pairs(frame, d_sae)
+    if d_sae:
+        run_cfg["d_sae"] = d_sae
+    skipped: list[Skipped] = []
+    target = _num(run_cfg.get("target_l0"))
+    if target is not None and target > 1:
+        if d_sae:
+            target = target / d_sae
+        else:
+            skipped.append(Skipped("targets", f"target_l0 {target:g} looks like a count but d_sae is unknown (--d-sae)"))
+            target = None
+    if target is not None and target <= 0:
+        target = None
+    steps = frame.get_column("step").drop_nulls()
+    t0, t1 = (int(steps.min()), int(steps.max())) if steps.len() else (0, 0)
+    present = [m for m in METRIC_COLUMNS if m not in ("step", "tokens") and m in frame.columns
+               and frame.schema[m].is_numeric()]
+    binned = bin_all(frame, present, t0, t1, cfg.bins) if steps.len() else {}
+    series = {}
+    for m in present:
+        s = prepare(frame, m, cfg, t0, t1, d_sae, binned.get(m))
+        if s is not None:
+            series[m] = s
+    # Events whose step no 64-bit step column could hold are corrupt records: left out.
+    events = [e for e in data.events if isinstance(e.step, int) and -(2**62) < e.step < 2**62]
+    if len(events) < len(data.events):
+        skipped.append(Skipped("events", f"{len(data.events) - len(events)} event(s) with an impossible step ignored"))
+    ctx = Context(series=series, events=events, cfg=cfg, config=run_cfg, t0=t0, t1=t1,
+                  target_l0=target, d_sae=d_sae)
+    if frame.height < 10 or t1 <= t0:
+        skipped.append(Skipped("detectors", f"only {frame.height} logged step(s): too few to judge a curve"))
+        findings = []
+    else:
+        findings = run_detectors(ctx)
+    if target is None and ctx.l0 is not None and not any(k.analysis == "targets" for k in skipped):
+        skipped.append(Skipped("targets", "no target_l0 in the config: L0 is reported without a target (--target-l0)"))
+    if ctx.l0 is not None and ctx.l0.metric == "l0" and not d_sae:
+        skipped.append(Skipped("l0_frac", "L0 is a count and d_sae is unknown: no fraction of the dictionary (--d-sae)"))
+    summary = metric_summaries(ctx, frame)
+    info = RunInfo(
+        id=data.run_id, path=str(data.path), config=run_cfg, source=data.source, rows=frame.height,
+        first_step=t0 if steps.len() else None, last_step=t1 if steps.len() else None, sampled=data.sampled,
+        d_sae=d_sae, notes=list(data.notes))
+    return Analysis(
+        run=info,
+        summary=summary,
+        step_table=step_table(ctx, findings, summary) if steps.len() else [],
+        targets=targets_table(ctx, data, summary, findings),
+        phases=cut_phases(ctx, findings) if findings or series else [],
+        findings=findings,
+        resampling=measure_resamples(ctx),
+        input_outliers=input_outliers(data, cfg),
+        recommendations=[],
+        skipped=[*ctx.skipped, *skipped],
+    )

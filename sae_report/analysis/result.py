@@ -158,6 +158,12 @@ class ResampleRecord:
     """Dead fraction some steps after."""
     revived_survival_steps: float | None
     """Median steps the revived features kept firing (None when not measurable)."""
+    outcome: str = ""
+    """``died`` (half the revived features were dead again before the next resample), ``survived``
+    (they were still alive at the next resample or the end), ``no_drop`` (the dead count did not
+    visibly drop: nothing to follow), or ``no_data`` (no dead-feature metric near the event)."""
+    next_step: int | None = None
+    """Step of the next resample (or the end of the run): the survival horizon."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,120 @@
-"""`sae-report analyze` (being built)."""
+"""`sae-report analyze PATH`: find what happened in a run and write its report."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
 
 import click
 
+from ..analysis.result import FindingKind
+from ..runlog import RunLogError
+
+SOURCES = ("auto", "sae-report", "csv", "ndjson", "parquet", "wandb", "tensorboard", "mlflow")
+KINDS = tuple(k.value for k in FindingKind)
+
+
+class Fraction(click.ParamType):
+    """``0.05``, ``5%`` or a count (``> 1``, converted with d_sae)."""
+
+    name = "FRACTION"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            v = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number or a percentage", param, ctx)
+        if not v > 0 or v != v or v == float("inf"):
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return v
+
+
+def _kinds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise click.BadParameter(f"unknown finding kind(s) {', '.join(bad)} (choose from {', '.join(KINDS)})")
+    return kinds
+
+
+def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    fmts = tuple(f.strip() for f in value.split(",") if f.strip())
+    bad = [f for f in fmts if f not in ("md", "html", "json")]
+    if bad or not fmts:
+        raise click.BadParameter(f"unknown format(s) {', '.join(bad) or '(none)'} (choose from md, html, json)")
+    return fmts
+
 
 @click.command()
-def analyze() -> None:
-    """Not built yet."""
-    raise click.ClickException("analyze is not built yet")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Report folder (default: RUN/report/, or report/ beside a metrics file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis document (analysis.json) on stdout.")
+@click.option("--format", "formats", callback=_formats, default=None, metavar="md,html,json",
+              help="Report formats to write (default md,html,json; with --json: json).")
+@click.option("--target-l0", type=Fraction(), default=None, help="Target L0: 0.05, 5% or a count with --d-sae.")
+@click.option("--d-sae", type=click.IntRange(min=1), default=None, help="Dictionary size (to report L0 as count and fraction).")
+@click.option("--l1-alpha", type=float, default=None, help="l1_alpha of the run, when the log does not say.")
+@click.option("--learning-rate", type=float, default=None, help="Learning rate of the run, when the log does not say.")
+@click.option("--resample-interval", type=click.IntRange(min=1), default=None, help="Resample interval in steps.")
+@click.option("--total-steps", type=click.IntRange(min=1), default=None, help="Planned length of the run in steps.")
+@click.option("--target-loss", type=float, default=None, help="Final-loss target (the write-up's <0.02).")
+@click.option("--source", type=click.Choice(SOURCES), default="auto", show_default=True, help="Force the reader.")
+@click.option("--run", "run_id", default=None, help="Which run, in a store holding several (W&B, MLflow, a folder of tables).")
+@click.option("--fail-on", callback=_kinds, default=None, metavar="KIND[,KIND]",
+              help=f"Exit 1 when a finding of these kinds is present ({', '.join(KINDS)}).")
+@click.option("--no-siblings", is_flag=True, help="Do not compare with sibling runs in the same folder.")
+def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, ...] | None, target_l0: float | None,
+            d_sae: int | None, l1_alpha: float | None, learning_rate: float | None, resample_interval: int | None,
+            total_steps: int | None, target_loss: float | None, source: str, run_id: str | None,
+            fail_on: tuple[str, ...], no_siblings: bool) -> None:
+    """Find what happened in a run: findings, phases, targets; write RUN/report/.
+
+    PATH is a run directory, a metrics file (CSV, NDJSON, Parquet with config.yaml beside it),
+    a W&B offline run, TensorBoard event files or an MLflow store.
+
+    \b
+    Examples:
+      sae-report analyze runs/train_e01c6183 --target-l0 5%
+      sae-report analyze metrics.csv --d-sae 8192 --json > analysis.json
+      sae-report analyze runs/x --fail-on collapse,diverged   # exit 1 in CI
+    Exit codes: 0 analyzed, 1 a --fail-on kind was found, 2 unusable input.
+    """
+    from ..console import print_summary
+    from ..pipeline import OutputError, analyze_path
+
+    overrides = {"target_l0": target_l0, "d_sae": d_sae, "l1_alpha": l1_alpha, "learning_rate": learning_rate,
+                 "resample_interval": resample_interval, "total_steps": total_steps, "target_loss": target_loss}
+    fmts = formats if formats is not None else (("json",) if as_json else ("md", "html", "json"))
+    command = "sae-report analyze " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    try:
+        result = analyze_path(path, out_dir=out_dir, formats=fmts, source=source, run=run_id, overrides=overrides,
+                              siblings=not no_siblings, command=command)
+    except RunLogError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:  # last resort: never a traceback
+        click.echo(f"Error: {path}: could not analyze this log ({type(exc).__name__}: {exc}); please report it", err=True)
+        raise click.exceptions.Exit(2) from None
+    if as_json:
+        click.echo(json.dumps(result.analysis.to_dict(), indent=2, allow_nan=False))
+        for n in result.notes:
+            click.echo(f"Note: {n}", err=True)
+    else:
+        print_summary(result.analysis, files=result.files, notes=result.notes)
+    hits = [f for f in result.analysis.findings if f.kind.value in fail_on]
+    if hits:
+        f = hits[0]
+        click.echo(f"Failing: {len(hits)} finding(s) of kind {', '.join(sorted({h.kind.value for h in hits}))} "
+                   f"(first: {f.kind.value} in {f.metric} at step {f.step})", err=True)
+        raise click.exceptions.Exit(1)

@@ -1,9 +1,93 @@
-"""`sae-report recommend` (being built)."""
+"""`sae-report recommend`: the next l1_alpha (with an interval, never in the wrong direction), rules
+from the findings, and the next run's config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
+from ..recommend.params import TARGET_L0
+from .compare import InputError
+
 
 @click.command()
-def recommend() -> None:
-    """Not built yet."""
-    raise click.ClickException("recommend is not built yet")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--target-l0", type=TARGET_L0, default=None,
+              help="Target L0 as a fraction (0.05) or percent (5%). Default: the runs' common target_l0.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recommendation as JSON on stdout.")
+@click.option("--write-config", "write_config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the next run's full config YAML here (ready for `sae-report train CONFIG`).")
+@click.option("--base", default=None, metavar="RUN",
+              help="Run whose config the next run starts from (default: the most recent run with a config and the common d_in/d_sae).")
+@click.option("--no-rules", is_flag=True, help="Only the l1_alpha fit; skip analyzing runs for other rules.")
+def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, write_config: Path | None,
+              base: str | None, no_rules: bool) -> None:
+    """Recommend the next config from one or more runs.
+
+    Achieved L0 per run is the second-half median (not the last point); l1_alpha comes from a
+    monotone log-log fit (L0 falls as l1_alpha rises), with an interval.
+
+    \b
+    Example:
+      sae-report recommend runs/train_* --target-l0 0.05 --write-config next.yaml
+      sae-report train next.yaml --report
+    """
+    from ..compare import expand_paths
+    from ..recommend.advice import advise
+    from ..recommend.nextconfig import NextConfigError, write_next_config
+
+    paths = expand_paths(list(runs))
+    if not paths:
+        raise InputError(f"{runs[0]}: no runs found (give run directories, globs, or a folder of runs)")
+    try:
+        advice = advise(paths, target_l0, base=base, with_rules=not no_rules)
+    except NextConfigError as exc:
+        raise click.ClickException(f"next config is not valid: {exc}") from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    comp = advice.comparison
+    if not comp.rows:
+        raise InputError(comp.unreadable[0]["reason"] if comp.unreadable else f"{runs[0]}: no runs found")
+    if advice.l1 is None:
+        if comp.target_l0 is None:
+            raise click.UsageError("no target L0: pass --target-l0 (e.g. 0.05 for 5%), or record target_l0 in the runs' config")
+        reasons = "; ".join(f"{r.id}: {r.excluded}" for r in comp.excluded) or comp.no_recommendation_reason
+        raise click.ClickException(f"no run can be used for the l1_alpha fit ({reasons})")
+    if write_config is not None:
+        if advice.next is None:
+            raise click.ClickException(f"{advice.base_id}: no config recorded, cannot write the next config")
+        try:
+            write_next_config(write_config, advice.next)
+        except OSError as exc:
+            raise click.ClickException(f"{write_config}: cannot write ({exc.strerror or exc})") from None
+    if as_json:
+        doc = advice.to_dict()
+        doc["config_written"] = str(write_config) if write_config else None
+        click.echo(json.dumps(doc, indent=2, allow_nan=False))
+        return
+    _print(advice, write_config)
+
+
+def _print(advice, write_config: Path | None) -> None:
+    l1 = advice.l1
+    click.secho(f"l1_alpha: {l1.l1_alpha:.3g}  (range {l1.low:.3g} to {l1.high:.3g}; {l1.direction} relative to "
+                f"{l1.reference_l1_alpha:g}; predicted settled L0 {100 * l1.predicted_l0:.3g}%)", bold=True)
+    click.echo(l1.explanation)
+    for w in l1.warnings:
+        click.secho(f"warning: {w}", fg="yellow")
+    for r in advice.comparison.excluded:
+        click.secho(f"excluded: {r.id}: {r.excluded}", fg="yellow")
+    for w in advice.comparison.warnings:
+        if w.startswith("Confounder") or "not settled" in w:
+            click.secho(f"warning: {w}", fg="yellow")
+    if advice.rules:
+        click.echo("\nAlso change (from the findings of " + advice.base_id + "):")
+        for r in advice.rules:
+            click.echo(f"- {r.parameter}: {r.current} -> {r.proposed}. {r.reason} Expected: {r.predicted_effect}")
+    for n in advice.notes:
+        click.echo(f"note: {n}")
+    if write_config is not None:
+        click.echo(f"\nwrote {write_config} (based on {advice.base_id}); run it with: "
+                   f"sae-report train {write_config}")

@@ -1,9 +1,109 @@
-"""`sae-report train` (being built)."""
+"""`sae-report train`: train an SAE (torch, imported only here) and optionally report on it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import click
 
+INSTALL_HINT = "the trainer needs torch: pip install 'sae-report[train]'"
+
+
+class ConfigProblem(click.ClickException):
+    """Unusable config or data: one line, exit code 2."""
+
+    exit_code = 2
+
 
 @click.command()
-def train() -> None:
-    """Not built yet."""
-    raise click.ClickException("train is not built yet")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (YAML value), e.g. --set l1_alpha=0.04. Repeatable.")
+@click.option("--out", "out_dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory the run directory train_<8 hex>/ is created in.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue this run directory from its newest checkpoint (its config, plus --set).")
+@click.option("--report", is_flag=True, help="Analyze the run right after training and write its report.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume: Path | None, report: bool,
+          quiet: bool) -> None:
+    """Train a sparse autoencoder and write a run directory (metrics, events, checkpoints, stats).
+
+    Without CONFIG, trains the built-in default: a small SAE on synthetic activations with known
+    features (about a minute on a laptop CPU). Keys and defaults: docs/trainer.md.
+
+    \b
+    Examples:
+      sae-report train --report
+      sae-report train examples/writeup_iter2.yaml --set l1_alpha=0.04
+      sae-report train --set data_source=files --set data_path=acts/ --set d_sae=4096
+      sae-report train --resume runs/train_e01c6183
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        click.echo(f"Error: {INSTALL_HINT}", err=True)
+        raise click.exceptions.Exit(1)
+    from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run
+    from trainer import train as run_training
+
+    if resume is not None and config is not None:
+        raise click.UsageError("give either CONFIG or --resume RUN (a resumed run keeps its own config)")
+    try:
+        if resume is not None:
+            if not resume.is_dir():
+                raise ConfigError(f"{resume}: no such run directory")
+            cfg = config_from_run(resume, overrides)
+        else:
+            cfg = TrainConfig.from_yaml(config, overrides)
+        result = run_training(cfg, out_dir, resume=resume, progress=not quiet)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        raise ConfigProblem(str(exc)) from None
+
+    click.echo(f"{result.status}: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.1f} s "
+               f"({result.tokens_per_s:,.0f} tokens/s)")
+    click.echo(f"run directory: {result.run_dir}")
+    if result.status == "interrupted":
+        click.echo(f"resume with: sae-report train --resume {result.run_dir}")
+    if result.status == "diverged":
+        click.echo("the loss became non-finite: training stopped (see events.ndjson, 'nonfinite')", err=True)
+    if report:
+        _report(result.run_dir)
+    if result.status == "interrupted":
+        raise click.exceptions.Exit(130)
+    if result.status == "diverged":
+        raise click.exceptions.Exit(1)
+
+
+def _report(run_dir: Path) -> None:
+    """Analyze the run with the pipeline (as `sae-report analyze RUN`); without it, print summary.json."""
+    try:
+        from sae_report.console import print_summary
+        from sae_report.pipeline import OutputError, analyze_path
+    except ImportError:  # a build without the analyzer: the minimal summary we have
+        _minimal_summary(run_dir)
+        return
+    from sae_report.runlog import RunLogError
+
+    try:
+        result = analyze_path(run_dir, command=f"sae-report analyze {run_dir}")
+    except (RunLogError, OutputError) as exc:
+        raise click.ClickException(f"the run was trained, but its report failed: {exc}") from None
+    print_summary(result.analysis, files=result.files, notes=result.notes)
+
+
+def _minimal_summary(run_dir: Path) -> None:
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    final = summary.get("final") or {}
+    click.echo("report: the analyzer is not installed in this build; minimal summary from summary.json:")
+    lines = [f"  status {summary['status']}, {summary['steps']} steps, {summary['tokens']:,} tokens"]
+    if final:
+        lines.append(f"  final L0 {final['l0']:.1f} ({100 * final['l0_frac']:.2f}% of features), "
+                     f"dead {100 * final['dead_frac']:.1f}%, loss {final['loss']:.4g}, "
+                     f"explained variance {final['explained_variance']:.3f}")
+    rec = summary.get("feature_recovery")
+    if rec:
+        lines.append(f"  true-feature recovery (mean max cosine similarity) {rec['mmcs']:.3f}")
+    click.echo("\n".join(lines), file=sys.stdout)

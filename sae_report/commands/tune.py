@@ -1,9 +1,89 @@
-"""`sae-report tune` (being built)."""
+"""`sae-report tune`: train -> analyze -> recommend -> train until the settled L0 hits the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+from ..recommend.params import TARGET_L0
+from .compare import InputError
+
+
+def _progress(event: str, camp, it) -> None:
+    """One line per event: planned, training, result, end."""
+    n = len(camp.iterations)
+    if event == "plan" and it is not None:
+        why = it.why if len(it.why) < 220 else it.why[:217] + "..."
+        click.echo(f"[{it.index}/{camp.max_runs}] l1_alpha {it.l1_alpha:.3g}: {why}")
+    elif event == "start" and it is not None:
+        verb = "resuming" if (camp.out_dir / it.run_id / "checkpoints").exists() else "training"
+        click.echo(f"[{it.index}/{camp.max_runs}] {verb} {camp.out_dir / it.run_id} ...")
+    elif event == "done" and it is not None:
+        r = it.row or {}
+        s = r.get("settled_l0")
+        if s:
+            mark = "within tolerance" if it.within else ("above target" if s > camp.target_l0 else "below target")
+            took = f" in {it.train_seconds:.0f} s" if it.train_seconds is not None else " (reused)"
+            click.echo(f"[{it.index}/{camp.max_runs}] {it.run_id}: settled L0 {100 * s:.3g}% "
+                       f"({100 * s / camp.target_l0:.0f}% of target, {mark}){took}")
+        else:
+            click.echo(f"[{it.index}/{camp.max_runs}] {it.run_id}: no usable L0 ({r.get('excluded') or it.status})")
+    elif event == "end":
+        click.echo(f"{camp.message} ({n} run{'s' if n != 1 else ''})")
+
 
 @click.command()
-def tune() -> None:
-    """Not built yet."""
-    raise click.ClickException("tune is not built yet")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target-l0", type=TARGET_L0, required=True, help="Target L0 as a fraction (0.05) or percent (5%).")
+@click.option("--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
+              help="Relative tolerance on the settled L0 (0.1 = within 10% of the target).")
+@click.option("--max-runs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Run budget, counting runs already in --out.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"),
+              show_default=True, help="Campaign folder: one run per iteration, campaign.json, campaign.md/.html.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@click.option("--progress/--no-progress", "show_progress", default=False,
+              help="Show the trainer's progress bar inside each run.")
+def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int, out_dir: Path,
+         overrides: tuple[str, ...], show_progress: bool) -> None:
+    """Tune l1_alpha until the settled L0 is within tolerance of the target.
+
+    CONFIG is a training config YAML (default: the trainer's defaults). Each iteration trains a run
+    in --out, reads its settled L0 (second-half median), and fits the next l1_alpha. Stop it any
+    time (Ctrl-C); the same command resumes from what is on disk.
+
+    \b
+    Example:
+      sae-report tune --target-l0 0.05 --out runs/tune5          # trainer defaults, synthetic data
+      sae-report tune my.yaml --target-l0 5% --set total_steps=1000 --max-runs 6
+    """
+    if config is not None and not config.exists():
+        raise InputError(f"{config}: no such config file")
+    try:
+        from trainer.config import ConfigError
+    except ImportError:
+        raise click.ClickException("tune needs the trainer: pip install 'sae-report[train]'") from None
+    from ..tune import TuneError
+    from ..tune import tune as run_tune
+
+    try:
+        camp = run_tune(config, target_l0, tolerance=tolerance, max_runs=max_runs, out_dir=out_dir,
+                        overrides=overrides, progress=_progress, trainer_progress=show_progress)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+    except TuneError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Run the same command again to resume from {out_dir}.", err=True)
+        raise SystemExit(130) from None
+    click.echo(f"report: {out_dir / 'campaign.md'} and {out_dir / 'campaign.html'}")
+    if camp.status == "interrupted":
+        click.echo(f"Interrupted. Run the same command again to resume from {out_dir}.", err=True)
+        raise SystemExit(130)
+    best = camp.best_iteration()
+    if best is not None:
+        click.echo(f"final choice: {best.run_id} (l1_alpha {best.l1_alpha:.3g}, settled L0 "
+                   f"{100 * best.row['settled_l0']:.3g}%); config in {out_dir / 'best_config.yaml'}")
+    if camp.status != "reached":
+        raise SystemExit(1)

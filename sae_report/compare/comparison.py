@@ -1,0 +1,271 @@
+"""Compare runs: the table of the write-up, the finding across runs, confounders, the l1 fit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..recommend.fit import L1Recommendation, RunPoint, recommend_l1
+from ..runlog import RunData, RunLogError, to_jsonable
+from .runs import RunRow, expand_paths, run_row
+
+#: Config keys that say nothing about training dynamics: never confounders.
+IGNORED_KEYS = frozenset({
+    "run_id", "schema_version", "seed", "created", "created_at", "started_at", "provenance", "git",
+    "host", "hostname", "version", "sae_report_version", "torch_version", "out_dir", "run_dir",
+    "device", "log_every", "checkpoint_every", "progress", "resume", "init_from", "init_optimizer",
+    "target_l0", "name", "notes", "data_path", "wandb", "command", "python", "platform", "dtype",
+    "scenario", "start_time", "device_requested", "dead_window_steps", "dead_window_tokens", "loss_formula",
+    "init_from_step", "input_scale", "threads", "flush_every", "flush_secs", "keep_checkpoints", "stats_sample",
+})
+#: The parameter a comparison sweeps.
+SWEPT = "l1_alpha"
+
+
+@dataclass(frozen=True)
+class Confounder:
+    """A setting that changed across runs besides the swept one."""
+
+    key: str
+    """Config key."""
+    values: dict[str, Any]
+    """Run id -> value."""
+    message: str
+    """The warning in words."""
+
+
+@dataclass
+class Comparison:
+    """What comparing runs found."""
+
+    rows: list[RunRow]
+    """All runs, in l1_alpha order (excluded ones included, with their reason)."""
+    target_l0: float | None
+    """Target L0 fraction (flag, else the runs' common config value)."""
+    target_source: str
+    """``flag``, ``config`` or ``none``."""
+    key_finding: str
+    """The finding across runs in words."""
+    recommendation: L1Recommendation | None
+    """The l1_alpha fit (None without a target or usable runs)."""
+    no_recommendation_reason: str = ""
+    """Why there is no recommendation."""
+    confounders: list[Confounder] = field(default_factory=list)
+    """Settings that changed besides l1_alpha."""
+    warnings: list[str] = field(default_factory=list)
+    """Comparison-level warnings (confounders, unstable runs, exclusions)."""
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    """Paths that could not be read: ``{"path", "reason"}``."""
+
+    @property
+    def used(self) -> list[RunRow]:
+        """Rows that enter the fit."""
+        return [r for r in self.rows if r.excluded is None]
+
+    @property
+    def excluded(self) -> list[RunRow]:
+        """Rows left out of the fit."""
+        return [r for r in self.rows if r.excluded is not None]
+
+    def points(self) -> list[RunPoint]:
+        """The fit's input."""
+        return [RunPoint(r.id, float(r.l1_alpha), float(r.settled_l0), r.l0_noise) for r in self.used]
+
+    def latest(self) -> RunRow | None:
+        """The most recent run with a config (even an excluded one: a diverged last run is what the
+        next run follows), else the most recent run."""
+        pool = [r for r in self.rows if r.config and not (r.excluded or "").startswith(("d_sae", "d_in"))]
+        pool = pool or self.rows
+        return max(pool, key=lambda r: r.order) if pool else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe data (the ``comparison.json`` document)."""
+        return to_jsonable({
+            "target_l0": self.target_l0,
+            "target_source": self.target_source,
+            "key_finding": self.key_finding,
+            "recommendation": self.recommendation.to_dict() if self.recommendation else None,
+            "no_recommendation_reason": self.no_recommendation_reason,
+            "runs": [{k: v for k, v in asdict(r).items() if k != "order"} for r in self.rows],
+            "excluded": [{"id": r.id, "reason": r.excluded} for r in self.excluded],
+            "confounders": [asdict(c) for c in self.confounders],
+            "warnings": self.warnings,
+            "unreadable": self.unreadable,
+        })
+
+
+def load_runs(paths: Sequence[str | Path]) -> tuple[list[RunData], list[dict[str, str]]]:
+    """Read runs (paths, globs, directories of runs); unreadable ones come back with a reason."""
+    from ..ingest import load_run
+
+    datas, bad = [], []
+    for p in expand_paths([str(x) for x in paths]):
+        try:
+            datas.append(load_run(p))
+        except RunLogError as exc:
+            bad.append({"path": str(p), "reason": str(exc)})
+    return datas, bad
+
+
+def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | None = None, *,
+                 runs: Sequence[RunData] | None = None) -> Comparison:
+    """Compare runs given as paths (or already read, ``runs=``) against ``target_l0`` (a fraction)."""
+    datas, bad = (list(runs), []) if runs is not None else load_runs(paths or [])
+    target_source = "flag" if target_l0 else "none"
+    if not target_l0:
+        targets = {float(t) for d in datas if (t := _cfg_target(d)) is not None}
+        if len(targets) == 1:
+            target_l0, target_source = targets.pop(), "config"
+    rows = [run_row(d, target_l0) for d in datas]
+    _exclude_mismatched_shapes(rows)
+    rows.sort(key=lambda r: (r.l1_alpha is None, r.l1_alpha or 0.0, r.id))
+    comp = Comparison(rows=rows, target_l0=target_l0, target_source=target_source, key_finding="",
+                      recommendation=None, unreadable=bad)
+    comp.confounders = find_confounders(comp.used)
+    comp.warnings.extend(c.message for c in comp.confounders)
+    for r in comp.rows:
+        if r.unstable and r.excluded is None:
+            comp.warnings.append(f"{r.id}: {r.warnings[0] if r.warnings else 'second half unstable'}; "
+                                 "its settled L0 is uncertain (the fit weights it less)")
+    for r in comp.excluded:
+        comp.warnings.append(f"{r.id}: excluded from the fit - {r.excluded}")
+    for b in bad:
+        comp.warnings.append(f"{b['reason']} (not compared)")
+    if not target_l0:
+        comp.no_recommendation_reason = "no target L0: pass --target-l0 (e.g. 0.05 for 5%)"
+    elif not comp.used:
+        comp.no_recommendation_reason = "no run is usable for the fit (see the exclusions)"
+    else:
+        comp.recommendation = recommend_l1(comp.points(), target_l0)
+    comp.key_finding = key_finding(comp)
+    return comp
+
+
+def _cfg_target(data: RunData) -> float | None:
+    from .runs import canonical
+
+    try:
+        t = float(canonical(dict(data.config)).get("target_l0"))
+    except (TypeError, ValueError):
+        return None
+    return t if 0 < t <= 1 else None
+
+
+def _exclude_mismatched_shapes(rows: list[RunRow]) -> None:
+    for key in ("d_sae", "d_in"):
+        values = Counter(getattr(r, key) for r in rows if r.excluded is None and getattr(r, key) is not None)
+        if len(values) <= 1:
+            continue
+        common, _ = values.most_common(1)[0]
+        for r in rows:
+            v = getattr(r, key)
+            if r.excluded is None and v is not None and v != common:
+                r.excluded = f"{key} {v:,} differs from the other runs' {common:,} (L0 is not comparable)"
+
+
+def _comparable(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, (list, dict)):
+        return repr(v)
+    return v
+
+
+def find_confounders(rows: Sequence[RunRow]) -> list[Confounder]:
+    """Config keys (besides l1_alpha) whose values differ between the rows."""
+    if len(rows) < 2:
+        return []
+    keys = sorted(set().union(*(r.config.keys() for r in rows)) - IGNORED_KEYS - {SWEPT})
+    out = []
+    for key in keys:
+        values = {r.id: _comparable(r.config.get(key)) for r in rows}
+        if len({repr(v) for v in values.values()}) <= 1:
+            continue
+        shown = ", ".join(f"{rid}={v}" for rid, v in values.items())
+        out.append(Confounder(key=key, values=values, message=(
+            f"Confounder: {key} changed together with l1_alpha ({shown}); the L0 differences are not "
+            f"due to l1_alpha alone.")))
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.3g}%"
+
+
+def key_finding(comp: Comparison) -> str:
+    """The finding across runs in words (the write-up's "Key Finding")."""
+    used = comp.used
+    if not used:
+        return "No run could be placed on the l1_alpha/L0 curve (see the exclusions)."
+    pairs = ", ".join(f"{r.l1_alpha:g} -> {_pct(r.settled_l0)}" for r in used)
+    if len(used) == 1:
+        text = f"One usable run: l1_alpha {pairs} settled L0 (second-half median)."
+    else:
+        l0s = [r.settled_l0 for r in used if r.settled_l0]
+        distinct = len({r.l1_alpha for r in used}) > 1
+        falling = all(b <= a for a, b in zip(l0s, l0s[1:]))
+        if distinct and falling:
+            text = (f"L0 falls as l1_alpha rises: l1_alpha {pairs} (settled L0, second-half median). "
+                    "Higher l1_alpha = stronger sparsity penalty = fewer active features = lower L0; "
+                    "lower l1_alpha = weaker penalty = more active features = higher L0.")
+        else:
+            text = (f"The runs do not fall monotonically with l1_alpha ({pairs}, settled L0): noise, "
+                    "unsettled runs or confounders; the fit pools the contradicting runs.")
+    rec = comp.recommendation
+    if rec is not None and rec.bracket:
+        lo = next(r for r in used if r.id == rec.bracket[0])
+        hi = next(r for r in used if r.id == rec.bracket[1])
+        text += (f" The {fmt_target(comp.target_l0)} target lies between l1_alpha {lo.l1_alpha:g} "
+                 f"({_pct(lo.settled_l0)}) and {hi.l1_alpha:g} ({_pct(hi.settled_l0)}): the next l1_alpha "
+                 f"belongs between them, about {rec.l1_alpha:.3g} ({rec.direction} l1_alpha relative to "
+                 f"{rec.reference_l1_alpha:g}).")
+    elif rec is not None:
+        text += (f" No run brackets the {fmt_target(comp.target_l0)} target: {rec.direction} l1_alpha beyond "
+                 f"{rec.reference_l1_alpha:g}, about {rec.l1_alpha:.3g} (extrapolated).")
+    elif comp.no_recommendation_reason:
+        text += f" No l1_alpha recommendation: {comp.no_recommendation_reason}."
+    misled = [r for r in used if r.settled_l0 and r.final_l0 and abs(r.final_l0 / r.settled_l0 - 1) > 0.25]
+    if misled:
+        text += " Final points mislead: " + "; ".join(
+            f"{r.id} ended at {_pct(r.final_l0)} but settled at {_pct(r.settled_l0)}" for r in misled) + "."
+    if comp.confounders:
+        text += " Caution: " + ", ".join(c.key for c in comp.confounders) + " also changed between runs."
+    return text
+
+
+def comparison_for_siblings(run_path: Path, *, target_l0: float | None = None) -> Comparison | None:
+    """Compare a run with its siblings (same parent folder, same d_in/d_sae); None when alone.
+
+    For ``analyze``'s "Comparison to previous trainings".
+    """
+    run_path = Path(run_path)
+    parent = run_path.resolve().parent
+    from .runs import _children_runs
+
+    siblings = [p for p in _children_runs(parent)]
+    if len(siblings) < 2 or not any(p.resolve() == run_path.resolve() for p in siblings):
+        return None
+    datas, _ = load_runs(siblings)
+    me = next((d for d in datas if Path(d.path).resolve() == run_path.resolve()), None)
+    if me is None:
+        return None
+    mine = run_row(me, None)
+    same = [d for d in datas if d is me or _same_shape(run_row(d, None), mine)]
+    if len(same) < 2:
+        return None
+    return compare_runs(runs=same, target_l0=target_l0)
+
+
+def _same_shape(a: RunRow, b: RunRow) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in ("d_in", "d_sae") if getattr(b, k) is not None)
+
+
+def fmt_target(target: float | None) -> str:
+    """``5%`` for a target fraction."""
+    return "-" if not target else f"{100 * target:.3g}%"
+
+
+__all__ = ["Comparison", "Confounder", "compare_runs", "comparison_for_siblings", "find_confounders",
+           "key_finding", "load_runs", "fmt_target"]

@@ -1,0 +1,218 @@
+"""Convert any log ``load_run`` reads into a sae-report run directory (``sae-report import``).
+
+The run is written through ``RunLogWriter`` into a temporary folder beside ``--out`` and renamed
+into place only when complete and read back identical, so an interrupted import never leaves a
+half-written run. The input is only read. Provenance (source, path, run id, sampled, the reader's
+notes) goes into ``config.yaml`` under ``imported_from``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from ..runlog import RunData, RunLogError, RunLogWriter, read_run
+from . import load_run
+
+
+class OutputExistsError(Exception):
+    """``--out`` exists and is not empty, and replacing it was not asked for."""
+
+
+class OutputInsideInputError(Exception):
+    """``--out`` would be written inside the run being imported (or would replace it)."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``import_run`` wrote."""
+
+    run_dir: Path
+    """The run directory written."""
+    data: RunData
+    """The run as read from the source (source, sampled, notes, metrics)."""
+    rows: int
+    """Metric rows written (one per step)."""
+    columns: list[str]
+    """Canonical metric columns written, ``step`` first."""
+
+
+def import_run(path: str | Path, out: str | Path, *, source: str = "auto", run: str | None = None,
+               force: bool = False, label: str | None = None) -> ImportResult:
+    """Read ``path`` (any supported source) and write it as a run directory at ``out``.
+
+    ``label`` replaces the run id in the written ``config.yaml`` (the source's id stays under
+    ``imported_from``): ``import_all`` uses MLflow run names so comparisons show names, not uuids.
+
+    Raises ``RunLogError`` for unusable input, ``OutputExistsError`` when ``out`` is a non-empty
+    directory or a file and ``force`` is False, ``OutputInsideInputError`` when ``out`` lies inside
+    ``path`` or contains it.
+    """
+    path, out = Path(path), Path(out)
+    src, dst = path.resolve(), out.resolve()
+    if path.exists() and (dst == src or dst in src.parents or (src in dst.parents and not _beside_store(src, dst))):
+        raise OutputInsideInputError(f"{out}: --out must be outside the input {path} (the input is never modified)")
+    if out.exists() and (out.is_file() or any(out.iterdir())) and not force:
+        raise OutputExistsError(f"{out}: already exists; choose a new --out or add --force to replace it")
+    data = load_run(path, source=source, run=run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run directory is not
+    try:
+        _write(tmp, data, path, label)
+        back = read_run(tmp).metrics
+        if not _same(back, data.metrics):
+            raise RunLogError(f"{out}: the written run does not read back identical to {path} (not written)")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ImportResult(run_dir=out, data=data, rows=data.metrics.height, columns=list(data.metrics.columns))
+
+
+def _beside_store(src: Path, dst: Path) -> bool:
+    """True when ``src`` is a project folder holding the store in a subfolder (``wandb/``,
+    ``mlruns/``, ``*.db``) and ``dst`` lies outside that subfolder: ``import . --out runs/x``."""
+    if not src.is_dir():
+        return False
+    stores = [p for p in ("wandb", "mlruns") if (src / p).is_dir()]
+    has_db = any(src.glob("*.db"))
+    return bool(stores or has_db) and dst.relative_to(src).parts[0] not in stores
+
+
+def list_runs(path: str | Path, *, source: str = "auto") -> tuple[str, list[str]]:
+    """``(source, run ids)`` of the store at ``path``: the runs ``--run`` can pick. A single-run
+    source (our run directory, a CSV/NDJSON/Parquet file) gives ``[""]``."""
+    from . import SOURCES, _module
+    from ..runlog import is_run_dir
+
+    path = Path(path)
+    if not path.exists():
+        raise RunLogError(f"{path}: no such file or directory")
+    if source == "auto":
+        if is_run_dir(path):
+            return "sae-report", [""]
+        source = next((name for name in SOURCES if _safe_detect(name, path)), "")
+        if not source:
+            raise RunLogError(f"{path}: not a run directory or a metrics log this version reads "
+                              "(sae-report run, CSV, NDJSON, Parquet, W&B, TensorBoard, MLflow)")
+    if source not in SOURCES:
+        return source, [""]
+    mod = _module(source)
+    return source, (list(mod.run_ids(path)) if hasattr(mod, "run_ids") else [""])
+
+
+def _safe_detect(name: str, path: Path) -> bool:
+    from . import _module
+
+    try:
+        return bool(_module(name).detect(path))
+    except ImportError:
+        return False
+
+
+def import_all(path: str | Path, out_dir: str | Path, *, source: str = "auto",
+               force: bool = False) -> list[ImportResult]:
+    """Import every run of the store at ``path`` into ``out_dir/<run>/`` (a sweep logged to
+    one W&B folder, MLflow store or TensorBoard log folder -> sibling run directories that
+    ``compare`` and ``recommend`` read together). ``<run>`` is the run id, or the MLflow run name
+    when every run has a distinct one. Stops at the first unusable run."""
+    source, ids = list_runs(path, source=source)
+    labels = {i: i for i in ids}
+    if source == "mlflow":  # run names, when every run has one and they differ
+        from .mlflow import run_labels
+
+        names = run_labels(Path(path))
+        if all(names.get(i) for i in ids) and len({names[i] for i in ids}) == len(ids):
+            labels = {i: names[i] for i in ids}
+    out_dir = Path(out_dir)
+    results = []
+    for run_id in ids:
+        name = _dir_name(labels[run_id]) if run_id else Path(path).stem
+        results.append(import_run(path, out_dir / name, source=source, run=run_id or None, force=force,
+                                  label=name if run_id and labels[run_id] != run_id else None))
+    return results
+
+
+def _dir_name(run_id: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id).strip("._")
+    return safe or "run"
+
+
+def _same(back: pl.DataFrame, frame: pl.DataFrame) -> bool:
+    """The read-back frame holds ``frame`` exactly (NaN as NaN, null as null); columns the source
+    did not have are all null."""
+    if any(c not in back.columns for c in frame.columns) or back.height != frame.height:
+        return False
+    extra = [c for c in back.columns if c not in frame.columns]
+    if extra and back.select(pl.col(extra).is_not_null().any()).row(0) != (False,) * len(extra):
+        return False
+    return back.select(frame.columns).equals(frame, null_equal=True)
+
+
+def _write(run_dir: Path, data: RunData, path: Path, label: str | None = None) -> None:
+    frame = data.metrics
+    # One part holds every row, so rows may be logged grouped by which metrics they carry.
+    with RunLogWriter(run_dir, part_rows=frame.height + 1) as writer:
+        config = dict(data.config)
+        config.pop("schema_version", None)
+        config["run_id"] = label or data.run_id
+        config["imported_from"] = {
+            "path": str(path.resolve()),
+            "source": data.source,
+            "run_id": data.run_id,
+            "sampled": bool(data.sampled),
+            "rows": frame.height,
+            "notes": list(data.notes),
+            "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        writer.write_config(config)
+        _log_rows(writer, frame)
+        for ev in data.events:
+            writer.log_event(ev.kind, ev.step, **ev.data)
+        steps = frame.get_column("step")
+        summary = {**data.summary, "imported": True, "source": data.source, "sampled": bool(data.sampled),
+                   "rows": frame.height}
+        summary.setdefault("steps", int(steps.max()) if frame.height else 0)
+        writer.write_summary(summary)
+
+
+def _log_rows(writer: RunLogWriter, frame: pl.DataFrame) -> None:
+    """Log rows grouped by the set of metrics they hold, so a metric not logged at a step stays
+    null (the writer takes whole columns; a null inside one would become NaN)."""
+    metrics = [c for c in frame.columns if c != "step"]
+    if not metrics or frame.height == 0:
+        if frame.height:
+            writer.log_metrics({"step": frame.get_column("step").to_numpy()})
+        return
+    pattern = pl.concat_str([pl.col(c).is_null().cast(pl.UInt8).cast(pl.String) for c in metrics])
+    for group in frame.with_columns(pattern.alias("_nulls")).partition_by("_nulls", maintain_order=True):
+        mask = group.get_column("_nulls")[0]
+        present = [c for c, bit in zip(metrics, mask) if bit == "0"]
+        writer.log_metrics({c: group.get_column(c).to_numpy() for c in ["step", *present]})
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+    old.rmdir()
+    os.replace(out, old)
+    os.replace(tmp, out)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)

@@ -1,0 +1,135 @@
+"""Read a run from anywhere, analyze it, and write its report: the one call behind
+``sae-report analyze``, ``train --report`` and ``tune``.
+
+Nothing is ever written into the input except ``RUN/report/`` (or the ``out_dir`` given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .analysis import analyze
+from .analysis.config import AnalyzerConfig
+from .analysis.result import Analysis
+from .ingest import load_run
+from .runlog import RunData, atomic_write_text
+
+REPORT_DIR = "report"
+
+
+class OutputError(Exception):
+    """The report cannot be written where asked (a read-only input without ``--out``, ...)."""
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What ``analyze_path`` did."""
+
+    analysis: Analysis
+    """The analysis (recommendations filled when the recommender is available)."""
+    data: RunData
+    """The run as read."""
+    out_dir: Path | None
+    """Where the report went (None when nothing was written)."""
+    files: list[Path]
+    """Files written."""
+    comparison: Any = None
+    """Comparison with sibling runs (``sae_report.compare.Comparison``) or None."""
+    notes: list[str] = field(default_factory=list)
+    """What the pipeline had to work around (a format not built, siblings not comparable, ...)."""
+
+
+def default_out_dir(data: RunData, path: Path) -> Path:
+    """``RUN/report/`` for a directory input, ``report/`` beside a file input."""
+    base = Path(path)
+    return (base if base.is_dir() else base.parent) / REPORT_DIR
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
+def _check_writable(out_dir: Path, given: bool) -> None:
+    probe = out_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and _writable(probe):
+        return
+    if given:
+        raise OutputError(f"{out_dir}: cannot write here (permission denied or read-only)")
+    raise OutputError(f"{out_dir}: the input is read-only, so the report cannot go beside it; "
+                      "choose a folder with --out DIR")
+
+
+def _recommend(analysis: Analysis, notes: list[str]) -> Analysis:
+    try:
+        from .recommend import rules_for
+    except ImportError:
+        return analysis
+    try:
+        recs = rules_for(analysis)
+    except Exception as exc:  # the recommender must never break an analysis
+        notes.append(f"recommendations skipped ({type(exc).__name__}: {exc})")
+        return analysis
+    return dataclasses.replace(analysis, recommendations=list(recs))
+
+
+def _siblings(data: RunData, analysis: Analysis, notes: list[str]) -> Any:
+    if data.source != "sae-report":
+        return None
+    try:
+        from .compare import comparison_for_siblings
+    except ImportError:
+        return None
+    target = analysis.run.config.get("target_l0")
+    try:
+        return comparison_for_siblings(Path(data.path), target_l0=float(target) if isinstance(target, (int, float)) else None)
+    except Exception as exc:  # a broken sibling must not break this run's report
+        notes.append(f"comparison with sibling runs skipped ({type(exc).__name__}: {exc})")
+        return None
+
+
+def analyze_path(path: str | Path, *, out_dir: str | Path | None = None,
+                 formats: Sequence[str] = ("md", "html", "json"), source: str = "auto", run: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, siblings: bool = True,
+                 config: AnalyzerConfig | None = None, command: str = "") -> PipelineResult:
+    """Read ``path`` (any supported source), analyze it and write the report.
+
+    ``formats`` empty: analyze only, write nothing. ``out_dir`` default: ``RUN/report/`` (a
+    ``report/`` folder beside a file input). Raises ``RunLogError`` for unusable input and
+    ``OutputError`` when the report cannot be written.
+    """
+    path = Path(path)
+    data = load_run(path, source=source, run=run)
+    analysis = analyze(data, config=config, overrides=overrides)
+    notes: list[str] = []
+    analysis = _recommend(analysis, notes)
+    comparison = _siblings(data, analysis, notes) if siblings else None
+    if not formats:
+        return PipelineResult(analysis, data, None, [], comparison, notes)
+    given = out_dir is not None
+    target = Path(out_dir) if given else default_out_dir(data, path)
+    _check_writable(target, given)
+    from .report import write_report
+
+    try:
+        files = write_report(analysis, data, target, formats=tuple(formats), command=command, comparison=comparison)
+    except NotImplementedError as exc:
+        notes.append(f"{exc}: wrote analysis.json only")
+        files = _write_json(analysis, target)
+    except PermissionError as exc:
+        raise OutputError(f"{target}: cannot write here ({exc.strerror or exc}); choose a folder with --out DIR") from None
+    return PipelineResult(analysis, data, target, list(files), comparison, notes)
+
+
+def _write_json(analysis: Analysis, out_dir: Path) -> list[Path]:
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = out_dir / "analysis.json"
+    atomic_write_text(p, json.dumps(analysis.to_dict(), indent=2, allow_nan=False) + "\n")
+    return [p]

@@ -1,0 +1,150 @@
+"""The comparison with earlier runs and the proposals for the next one, as display data.
+
+Direction is always written as a chain (``RAISE_L0`` / ``LOWER_L0``), never as "more/less sparsity":
+the write-up's mistake was raising l1_alpha to raise L0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import yaml
+
+from . import formatting as fm
+
+RAISE_L0 = "lower l1_alpha -> weaker sparsity penalty -> more active features -> higher L0"
+LOWER_L0 = "raise l1_alpha -> stronger sparsity penalty -> fewer active features -> lower L0"
+
+#: Config keys shown first in the proposed-config block (the write-up's five).
+KEY_CONFIG = ("l1_alpha", "learning_rate", "resample_interval", "target_l0", "total_steps")
+
+
+def comparison_table(comp: Any, current_id: str) -> dict[str, Any] | None:
+    """The comparison table (+ the l1_alpha fit when the recommender made one), or None."""
+    if not comp or not isinstance(comp, Mapping):
+        return None
+    rows_in = comp.get("rows") or comp.get("runs") or []
+    if not rows_in:
+        return None
+    rows = []
+    for r in rows_in:
+        ratio = r.get("final_pct_of_target", r.get("pct_of_target"))  # the column sits beside Final L0
+        side = ""
+        if fm.is_num(ratio):
+            side = " (undershoot)" if ratio < 95 else " (overshoot)" if ratio > 105 else " (on target)"
+        rows.append({
+            "id": str(r.get("id", "")), "current": str(r.get("id", "")) == current_id,
+            "l1_alpha": fm.sig(r.get("l1_alpha")),
+            "resample": fm.short_step(r.get("resample_interval")) if r.get("resample_interval") is not None else fm.DASH,
+            "final_l0": fm.pct(r.get("final_l0")),
+            "pct_target": f"{ratio:.0f}%{side}" if fm.is_num(ratio) else fm.DASH,
+            "second_half": fm.pct(r.get("second_half_mean_l0")),
+            "dead": fm.whole_pct(r.get("dead_frac")),
+            "loss": fm.sig(r.get("final_loss")),
+            "duration": fm.duration(r.get("duration_s")),
+            "excluded": str(r.get("excluded") or ""),
+        })
+    warnings: list[str] = []
+    for w in list(comp.get("warnings") or []) + [c.get("message", "") if isinstance(c, Mapping) else str(c)
+                                                 for c in comp.get("confounders") or []]:
+        if w and str(w) not in warnings:
+            warnings.append(str(w))
+    for u in comp.get("unreadable") or []:
+        warnings.append(f"not compared: {u.get('path', '')}: {u.get('reason', '')}" if isinstance(u, Mapping) else str(u))
+    return {"rows": rows, "key_finding": str(comp.get("key_finding") or ""), "warnings": warnings,
+            "excluded": [f"{r['id']}: {r['excluded']}" for r in rows if r["excluded"]],
+            "fit": _fit(comp.get("recommendation")),
+            "no_fit": str(comp.get("no_recommendation_reason") or "")}
+
+
+def _fit(rec: Any) -> dict[str, Any] | None:
+    """The recommender's l1_alpha fit (``L1Recommendation.to_dict()``) as display data."""
+    if not isinstance(rec, Mapping) or not fm.is_num(rec.get("l1_alpha")):
+        return None
+    direction = str(rec.get("direction", ""))
+    words = RAISE_L0 if direction == "lower" else LOWER_L0 if direction == "raise" else ""
+    low, high = rec.get("low"), rec.get("high")
+    return {"l1_alpha": fm.sig(rec["l1_alpha"]),
+            "range": f"{fm.sig(low)} to {fm.sig(high)}" if fm.is_num(low) and fm.is_num(high) else "",
+            "predicted": fm.pct(rec.get("predicted_l0")) if fm.is_num(rec.get("predicted_l0")) else "",
+            "basis": ", ".join(str(b) for b in rec.get("basis") or []),
+            "direction": words, "explanation": str(rec.get("explanation") or ""),
+            "warnings": [str(w) for w in rec.get("warnings") or []]}
+
+
+def with_l1_fit(recs: list[dict[str, Any]], comp: Any, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Put the comparison's l1_alpha fit first among the recommendations unless one is already there."""
+    fit = comp.get("recommendation") if isinstance(comp, Mapping) else None
+    if not isinstance(fit, Mapping) or not fm.is_num(fit.get("l1_alpha")) or any(r.get("parameter") == "l1_alpha" for r in recs):
+        return recs
+    current = config.get("l1_alpha")
+    effect = f"L0 about {fm.pct(fit['predicted_l0'])}" if fm.is_num(fit.get("predicted_l0")) else ""
+    rec = {"parameter": "l1_alpha", "current": current if fm.is_num(current) else fit.get("reference_l1"),
+           "proposed": fit["l1_alpha"], "low": fit.get("low"), "high": fit.get("high"),
+           "reason": str(fit.get("explanation") or ""), "predicted_effect": effect}
+    return [rec] + recs
+
+
+def _direction(parameter: str, current: Any, proposed: Any) -> str:
+    if not (fm.is_num(current) and fm.is_num(proposed)) or math.isclose(current, proposed):
+        return ""
+    up = proposed > current
+    if parameter == "l1_alpha":
+        return LOWER_L0 if up else RAISE_L0
+    if parameter == "resample_interval":
+        return ("raise resample_interval -> resample less often -> revived features get longer to settle" if up
+                else "lower resample_interval -> resample more often -> dead features are replaced sooner")
+    if parameter == "total_steps":
+        return "raise total_steps -> longer training -> more time to settle" if up else "lower total_steps -> shorter run"
+    if parameter.startswith("l1_warmup"):
+        return ("raise l1_warmup_steps -> the sparsity penalty arrives gradually -> fewer features die early" if up
+                else "lower l1_warmup_steps -> the full sparsity penalty arrives sooner")
+    if parameter in ("learning_rate", "lr"):
+        return "raise learning_rate -> larger updates" if up else "lower learning_rate -> smaller, steadier updates"
+    return f"{'raise' if up else 'lower'} {parameter}"
+
+
+def recommendation_rows(recs: list[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One display row per recommendation, with the direction in words."""
+    return [_recommendation(r) for r in recs]
+
+
+def _recommendation(r: Mapping[str, Any]) -> dict[str, str]:
+    low, high = r.get("low"), r.get("high")
+    rng = f"{fm.sig(low)} to {fm.sig(high)}" if fm.is_num(low) and fm.is_num(high) else ""
+    return {"parameter": str(r.get("parameter", "")), "current": fm.sig(r.get("current")),
+            "proposed": fm.sig(r.get("proposed")), "range": rng,
+            "direction": _direction(str(r.get("parameter", "")), r.get("current"), r.get("proposed")),
+            "reason": _sentence(r.get("reason", "")), "effect": _sentence(r.get("predicted_effect", ""))}
+
+
+def _sentence(text: Any) -> str:
+    """Text ending with a full stop (so a template can put two after each other)."""
+    t = str(text or "").strip()
+    return t if not t or t[-1] in ".!?" else t + "."
+
+
+def proposed_yaml(config: Mapping[str, Any], recs: list[Mapping[str, Any]]) -> str:
+    """The next run's key config lines with the proposed values, each change commented."""
+    changes = {str(r["parameter"]): r for r in recs if isinstance(r.get("proposed"), (int, float, str, bool))}
+    if not changes:
+        return ""
+    keys = [k for k in KEY_CONFIG if k in config or k in changes] + [k for k in changes if k not in KEY_CONFIG]
+    lines = []
+    for k in keys:
+        if k in changes:
+            value = changes[k]["proposed"]
+            old = changes[k].get("current", config.get(k))
+            lines.append(f"{_scalar(k, value)}   # was {_scalar_value(old)}")
+        else:
+            lines.append(_scalar(k, config[k]))
+    return "\n".join(lines) + "\n"
+
+
+def _scalar_value(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _scalar(k: str, v: Any) -> str:
+    return yaml.safe_dump({k: v}, default_flow_style=False, width=1000).strip()

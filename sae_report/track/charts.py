@@ -1,0 +1,117 @@
+"""Altair charts of a track analysis; each function takes ``TrackAnalysis`` and returns a chart (no I/O).
+
+Field names never contain a dot (Vega-Lite reads a dot as nested access) and no NaN reaches a
+spec: missing values are left out of the rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import numpy as np
+
+from .study import TrackAnalysis
+
+WIDTH, HEIGHT = 520, 220
+
+
+def _ok(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _x(t: TrackAnalysis) -> alt.X:
+    order = [c.label for c in t.checkpoints]
+    return alt.X("checkpoint:N", sort=order, title="model checkpoint", axis=alt.Axis(labelAngle=-30))
+
+
+def drift_chart(t: TrackAnalysis) -> alt.Chart:
+    """Cosine of each feature's decoder direction to its final one: median, 25-75% and 10-90% bands,
+    with the detected phase boundaries as rules."""
+    labels = [c.label for c in t.checkpoints]
+    rows = [{"checkpoint": labels[s.index], **{k: round(v, 6) for k, v in s.quantiles.items()}}
+            for s in t.drift.per_checkpoint]
+    base = alt.Chart(alt.Data(values=rows)).encode(x=_x(t))
+    low = min(r["q10"] for r in rows)
+    y = alt.Scale(domain=[max(-1.0, np.floor(low * 10) / 10 - 0.05), 1.0], zero=False)
+    band90 = base.mark_area(opacity=0.2, color="#4c78a8").encode(
+        y=alt.Y("q10:Q", scale=y, title="cosine to final decoder direction"), y2="q90:Q")
+    band50 = base.mark_area(opacity=0.35, color="#4c78a8").encode(y=alt.Y("q25:Q", scale=y), y2="q75:Q")
+    line = base.mark_line(point=True, color="#1f3f6e").encode(
+        y=alt.Y("q50:Q", scale=y), tooltip=["checkpoint:N", "q10:Q", "q50:Q", "q90:Q"])
+    layers = [band90, band50, line]
+    bounds = [{"checkpoint": labels[p.start], "phase": p.name} for p in t.drift.phases[1:]]
+    if bounds:
+        layers.append(alt.Chart(alt.Data(values=bounds)).mark_rule(strokeDash=[4, 3], color="#c0392b")
+                      .encode(x=_x(t), tooltip=["phase:N"]))
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT,
+                                         title=f"Decoder drift ({t.drift.n_features:,} features; median, 25-75%, 10-90%)")
+
+
+def matched_chart(t: TrackAnalysis) -> alt.Chart:
+    """Fraction of features matched (cosine >= threshold) between consecutive SAEs, by index and by
+    optimal assignment; independently trained controls as separate points."""
+    labels = [c.label for c in t.checkpoints]
+    by_pos = {c.index: c.label for c in t.checkpoints}
+    rows = []
+    for m in t.matches:
+        lab = by_pos.get(m.b, labels[min(m.b, len(labels) - 1)])
+        if m.kind == "consecutive":
+            if _ok(m.by_index):
+                rows.append({"checkpoint": lab, "fraction": round(m.by_index, 6), "method": "by index (vs previous)"})
+            rows.append({"checkpoint": lab, "fraction": round(m.by_assignment, 6), "method": "by assignment (vs previous)"})
+        else:
+            rows.append({"checkpoint": lab, "fraction": round(m.by_assignment, 6), "method": "fresh SAE vs series (assignment)"})
+    y = alt.Y("fraction:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"),
+              title=f"features matched (cos >= {t.threshold:g})")
+    color = alt.Color("method:N", legend=alt.Legend(orient="bottom", title=None),
+                      scale=alt.Scale(domain=["by index (vs previous)", "by assignment (vs previous)",
+                                              "fresh SAE vs series (assignment)"], range=["#4c78a8", "#f58518", "#e45756"]))
+    tooltip = ["checkpoint:N", "method:N", alt.Tooltip("fraction:Q", format=".1%")]
+    series = [r for r in rows if not r["method"].startswith("fresh")]
+    controls = [r for r in rows if r["method"].startswith("fresh")]
+    lines = alt.Chart(alt.Data(values=series)).mark_line(point=True).encode(
+        x=_x(t), y=y, color=color, strokeDash=alt.StrokeDash("method:N", legend=None), tooltip=tooltip)
+    layers = [lines]
+    if controls:
+        layers.append(alt.Chart(alt.Data(values=controls)).mark_point(size=90, filled=True, shape="diamond")
+                      .encode(x=_x(t), y=y, color=color, tooltip=tooltip))
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title="Feature matching along the series")
+
+
+def l0_dead_chart(t: TrackAnalysis) -> alt.HConcatChart:
+    """L0 (active features per token) and dead fraction per checkpoint, side by side."""
+    rows_l0 = [{"checkpoint": c.label, "l0": round(c.l0, 6)} for c in t.checkpoints if _ok(c.l0)]
+    rows_dead = [{"checkpoint": c.label, "dead": round(c.dead_frac, 6)} for c in t.checkpoints if _ok(c.dead_frac)]
+    half = WIDTH // 2 - 20
+    l0 = alt.Chart(alt.Data(values=rows_l0)).mark_line(point=True, color="#4c78a8").encode(
+        x=_x(t), y=alt.Y("l0:Q", title="L0 (features per token)"), tooltip=["checkpoint:N", "l0:Q"]
+    ).properties(width=half, height=HEIGHT, title="L0 per checkpoint")
+    dead = alt.Chart(alt.Data(values=rows_dead)).mark_line(point=True, color="#e45756").encode(
+        x=_x(t), y=alt.Y("dead:Q", title="dead features", axis=alt.Axis(format="%")),
+        tooltip=["checkpoint:N", alt.Tooltip("dead:Q", format=".2%")]
+    ).properties(width=half, height=HEIGHT, title="Dead features per checkpoint")
+    return alt.hconcat(l0, dead)
+
+
+def speedup_chart(t: TrackAnalysis) -> alt.Chart:
+    """Tokens to reach the fresh SAE's final level: fresh vs recurrent bars per control and metric
+    (a recurrent run that never got there is drawn at its whole budget, marked)."""
+    rows = []
+    labels = {c.index: c.label for c in t.checkpoints}
+    for s in t.speedups:
+        group = f"{labels.get(s.checkpoint, s.checkpoint)}: {'loss' if s.metric == 'loss' else 'expl. var.'}"
+        if s.fresh_tokens is not None:
+            rows.append({"group": group, "init": "fresh", "tokens": s.fresh_tokens, "reached": "yes"})
+        rec = s.recurrent_tokens if s.recurrent_tokens is not None else s.recurrent_budget
+        rows.append({"group": group, "init": "recurrent", "tokens": rec,
+                     "reached": "yes" if s.recurrent_tokens is not None else "no (whole budget)"})
+    return alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        y=alt.Y("init:N", title=None), x=alt.X("tokens:Q", title="tokens to reach the fresh SAE's final level"),
+        color=alt.Color("init:N", legend=None, scale=alt.Scale(domain=["fresh", "recurrent"], range=["#9e9e9e", "#4c78a8"])),
+        row=alt.Row("group:N", title=None), opacity=alt.condition("datum.reached == 'yes'", alt.value(1.0), alt.value(0.45)),
+        tooltip=["group:N", "init:N", alt.Tooltip("tokens:Q", format=","), "reached:N"],
+    ).properties(width=WIDTH - 80, height=44, title="Speed-up of recurrent initialisation")
+
+
+CHARTS = {"drift": drift_chart, "matched": matched_chart, "l0_dead": l0_dead_chart, "speedup": speedup_chart}

@@ -1,0 +1,370 @@
+"""The tuning loop: train, analyze, recommend, train again until the settled L0 is within tolerance
+of the target or the run budget is spent.
+
+State lives on disk only: the campaign folder holds one run directory per iteration
+(``iter_01_l1_0.03`` ...) and ``campaign.json`` (the plan and the results so far, written
+atomically before and after each run). Restarting the same command reuses completed runs, resumes
+an interrupted one from its last checkpoint, and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..runlog import RunLogError, atomic_write_text, is_run_dir, read_run, to_jsonable
+
+STATE_FILE = "campaign.json"
+#: Keys that may differ between the campaign's runs (everything else must match the base config).
+FREE_KEYS = frozenset({"l1_alpha", "l1_alpha_schedule", "run_id", "schema_version", "threads", "device",
+                       "flush_every", "flush_secs", "checkpoint_every", "keep_checkpoints", "tf32"})
+
+
+class TuneError(Exception):
+    """A campaign that cannot go on (one line)."""
+
+
+@dataclass
+class Iteration:
+    """One run of the campaign."""
+
+    index: int
+    """1-based iteration number."""
+    run_id: str
+    """Run directory name."""
+    l1_alpha: float
+    """l1_alpha of the run."""
+    why: str
+    """Why this l1_alpha (the recommendation's explanation, or "starting config")."""
+    recommendation: dict[str, Any] | None = None
+    """The l1 recommendation that chose this run (None for the first)."""
+    status: str = "planned"
+    """planned / completed / interrupted / diverged / failed."""
+    reused: bool = False
+    """True when the run was already on disk when this invocation started."""
+    row: dict[str, Any] | None = None
+    """The run's comparison row (settled L0, final L0, dead, loss, duration, ...)."""
+    within: bool = False
+    """Settled L0 within tolerance of the target."""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    """Warn/fail findings of the analyzer: ``{"kind", "step", "explanation"}``."""
+    advice: list[dict[str, Any]] = field(default_factory=list)
+    """Rules beyond l1_alpha for this run (reported, not applied: the sweep stays on l1_alpha)."""
+    train_seconds: float | None = None
+    """Wall-clock seconds this invocation spent training it (None when reused)."""
+
+
+@dataclass
+class Campaign:
+    """A tuning campaign."""
+
+    out_dir: Path
+    """The campaign folder."""
+    target_l0: float
+    """Target L0 fraction."""
+    tolerance: float
+    """Relative tolerance (0.1 = settled L0 within 10% of the target)."""
+    max_runs: int
+    """Run budget (runs already in the folder count)."""
+    base_config: dict[str, Any]
+    """The resolved starting config."""
+    iterations: list[Iteration] = field(default_factory=list)
+    """Runs so far."""
+    status: str = "running"
+    """running / reached / budget_spent / saturated / interrupted / failed."""
+    message: str = ""
+    """How it ended, in words."""
+    best: str | None = None
+    """Run id of the final choice (settled L0 closest to the target)."""
+    next_recommendation: dict[str, Any] | None = None
+    """The recommendation for a further run when the target was not reached."""
+    started: float = field(default_factory=time.time)
+    """Unix time this invocation started."""
+
+    def best_iteration(self) -> Iteration | None:
+        """The iteration of the final choice."""
+        return next((it for it in self.iterations if it.run_id == self.best), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``campaign.json``)."""
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return to_jsonable(d)
+
+
+ProgressFn = Callable[[str, Campaign, "Iteration | None"], None]
+
+
+def _run_name(index: int, l1: float) -> str:
+    return f"iter_{index:02d}_l1_{l1:.3g}"
+
+
+def _within(settled: float | None, target: float, tol: float) -> bool:
+    return settled is not None and settled > 0 and abs(settled / target - 1) <= tol + 1e-12
+
+
+def _load_state(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise TuneError(f"{path}: not readable JSON (move it away to start a new campaign)") from None
+
+
+def _check_same_campaign(out_dir: Path, state: dict[str, Any] | None, base: dict[str, Any], target: float) -> None:
+    if state is None:
+        return
+    old = state.get("base_config") or {}
+    # keys only one side knows (a trainer version that added a setting) are not a difference
+    diff = sorted(k for k in set(old) & set(base) if k not in FREE_KEYS and k != "target_l0" and old[k] != base[k])
+    if diff:
+        k = diff[0]
+        raise TuneError(f"{out_dir}: holds a campaign with a different config ({k}: {old.get(k)!r} there, "
+                        f"{base.get(k)!r} now); use another --out")
+    if not math.isclose(float(state.get("target_l0", target)), target, rel_tol=1e-9):
+        raise TuneError(f"{out_dir}: holds a campaign for target L0 {state.get('target_l0')}, not {target}; "
+                        "use another --out")
+
+
+def save_state(campaign: Campaign) -> None:
+    """Write ``campaign.json`` atomically."""
+    atomic_write_text(campaign.out_dir / STATE_FILE, json.dumps(campaign.to_dict(), indent=2, allow_nan=False) + "\n")
+
+
+def _row_of(run_dir: Path, target: float) -> tuple[dict[str, Any] | None, Any]:
+    from ..compare.runs import run_row
+
+    try:
+        data = read_run(run_dir)
+    except RunLogError:
+        return None, None
+    row = run_row(data, target)
+    d = asdict(row)
+    d.pop("order", None)
+    return d, data
+
+
+def _analyze(data: Any, target: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from ..recommend.advice import analyze_quietly
+    from ..recommend.rules import rules_for
+
+    analysis, _ = analyze_quietly(data, target)
+    if analysis is None:
+        return [], []
+    findings = [{"kind": f.kind.value, "step": f.step, "metric": f.metric, "severity": f.severity,
+                 "explanation": f.explanation} for f in analysis.findings if f.severity in ("warn", "fail")]
+    advice = [asdict(r) for r in rules_for(analysis)]
+    return findings, advice
+
+
+def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float = 0.1, max_runs: int = 5,
+         out_dir: str | Path = "runs/tune", overrides: Sequence[str] = (), progress: ProgressFn | None = None,
+         train_fn: Callable[..., Any] | None = None, trainer_progress: bool = False, analyze: bool = True) -> Campaign:
+    """Run (or resume) a campaign; returns it with ``status`` set. Writes the campaign report after
+    every run. ``train_fn`` defaults to ``trainer.train``."""
+    from trainer.config import TrainConfig
+
+    if not 0 < target_l0 < 1:
+        raise TuneError(f"target L0 must be a fraction between 0 and 1, got {target_l0}")
+    if not 0 < tolerance < 1:
+        raise TuneError(f"tolerance must be between 0 and 1 (relative), got {tolerance}")
+    if max_runs < 1:
+        raise TuneError(f"max runs must be at least 1, got {max_runs}")
+    if train_fn is None:
+        from trainer import train as train_fn  # noqa: PLW0127 - the real trainer
+    base_cfg = TrainConfig.from_yaml(config_path, [*overrides, f"target_l0={target_l0}"])
+    base = base_cfg.to_dict()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _load_state(out)
+    _check_same_campaign(out, state, base, target_l0)
+    camp = Campaign(out_dir=out, target_l0=target_l0, tolerance=tolerance, max_runs=max_runs, base_config=base)
+    notify = progress or (lambda *_: None)
+    _restore(camp, state)
+    try:
+        while True:
+            _finish_pending(camp, base_cfg, train_fn, trainer_progress, notify, analyze)
+            if camp.status != "running":
+                break
+            if _decide(camp, notify):
+                break
+            _plan_next(camp, base_cfg, notify)
+            save_state(camp)
+    except KeyboardInterrupt:
+        camp.status = "interrupted"
+        camp.message = "Interrupted: run the same command again to resume from the last checkpoint."
+        raise
+    finally:
+        _choose_best(camp)
+        save_state(camp)
+        problem = _write_report(camp)
+        if problem:
+            camp.message += f" (campaign report not written: {problem})"
+    return camp
+
+
+def _write_report(camp: Campaign) -> str:
+    """Write the campaign report; the problem in one line ("" when written)."""
+    from .report import write_campaign_report
+
+    _choose_best(camp)
+    try:
+        write_campaign_report(camp)
+    except Exception as exc:  # the runs are safe on disk; say why the report is missing
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ""
+
+
+def _restore(camp: Campaign, state: dict[str, Any] | None) -> None:
+    """Iterations from campaign.json, plus run directories it does not know (e.g. copied in)."""
+    known: list[Iteration] = []
+    for d in (state or {}).get("iterations", []):
+        it = Iteration(**{k: v for k, v in d.items() if k in Iteration.__dataclass_fields__})
+        known.append(it)
+    names = {it.run_id for it in known}
+    for p in sorted(camp.out_dir.iterdir()):
+        if p.is_dir() and is_run_dir(p) and p.name not in names and re.match(r"iter_\d+_", p.name):
+            try:
+                l1 = float(read_run(p).config.get("l1_alpha"))
+            except (RunLogError, TypeError, ValueError):
+                continue
+            summary = p / "summary.json"
+            done = summary.exists() and '"completed"' in summary.read_text(errors="replace")
+            known.append(Iteration(index=len(known) + 1, run_id=p.name, l1_alpha=l1, why="Found in the campaign folder.",
+                                   status="completed" if done else "interrupted"))
+    for it in known:
+        if it.status == "completed" or it.status == "diverged":
+            it.reused = True
+    camp.iterations = sorted(known, key=lambda i: i.index)
+
+
+def _finish_pending(camp: Campaign, base_cfg: Any, train_fn: Callable[..., Any], trainer_progress: bool,
+                    notify: ProgressFn, analyze: bool) -> None:
+    """Train every planned or interrupted iteration (resuming from disk), then read its results."""
+    for it in camp.iterations:
+        run_dir = camp.out_dir / it.run_id
+        if it.status in ("planned", "interrupted", "failed") or (it.status == "running"):
+            cfg = config_for(base_cfg, it.l1_alpha)
+            resume = run_dir if run_dir.exists() and any((run_dir / "checkpoints").glob("*")) else None
+            if resume is None and (run_dir / "metrics").exists():
+                _set_aside(run_dir)  # stopped before its first checkpoint: keep it, start the run afresh
+            notify("start", camp, it)
+            t0 = time.time()
+            result = train_fn(cfg, camp.out_dir, run_dir=run_dir, resume=resume, progress=trainer_progress)
+            it.train_seconds = time.time() - t0
+            it.status = str(getattr(result, "status", "completed"))
+            if it.status == "interrupted":
+                camp.status = "interrupted"
+                camp.message = "Interrupted: run the same command again to resume from the last checkpoint."
+                save_state(camp)
+                return
+        if it.row is None or not it.reused:
+            row, data = _row_of(run_dir, camp.target_l0)
+            it.row = row
+            if row is not None:
+                if row.get("status") == "diverged" or (row.get("excluded") or "").startswith("diverged"):
+                    it.status = "diverged"
+                it.within = _within(row.get("settled_l0"), camp.target_l0, camp.tolerance) and row.get("excluded") is None
+                if analyze and data is not None and not it.findings:
+                    it.findings, it.advice = _analyze(data, camp.target_l0)
+            notify("done", camp, it)
+            it.reused = True
+            save_state(camp)
+            _write_report(camp)  # readable mid-campaign; charts already drawn are reused
+        save_state(camp)
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Rename a run that cannot be resumed to ``<name>.partial-N`` (nothing is deleted)."""
+    n = 1
+    while (target := run_dir.with_name(f"{run_dir.name}.partial-{n}")).exists():
+        n += 1
+    run_dir.rename(target)
+    return target
+
+
+def _points(camp: Campaign) -> list[Any]:
+    from ..recommend.fit import RunPoint
+
+    pts = []
+    for it in camp.iterations:
+        r = it.row or {}
+        if r.get("excluded") is None and r.get("settled_l0"):
+            pts.append(RunPoint(it.run_id, float(it.l1_alpha), float(r["settled_l0"]), float(r.get("l0_noise") or 0.0)))
+    return pts
+
+
+def _decide(camp: Campaign, notify: ProgressFn) -> bool:
+    """Set the final status when the campaign is over; True to stop."""
+    from ..recommend.fit import recommend_l1
+
+    if any(it.within for it in camp.iterations):
+        camp.status = "reached"
+        camp.message = (f"Reached the target: settled L0 within {100 * camp.tolerance:.3g}% of "
+                        f"{100 * camp.target_l0:.3g}% after {len(camp.iterations)} run(s).")
+        notify("end", camp, None)
+        return True
+    pts = _points(camp)
+    rec = recommend_l1(pts, camp.target_l0) if pts else None
+    camp.next_recommendation = rec.to_dict() if rec else None
+    if len(camp.iterations) >= camp.max_runs:
+        camp.status = "budget_spent"
+        camp.message = (f"Run budget spent ({camp.max_runs} runs) without a settled L0 within "
+                        f"{100 * camp.tolerance:.3g}% of the target"
+                        + (f"; the next run should use l1_alpha {rec.l1_alpha:.3g}." if rec else "."))
+        notify("end", camp, None)
+        return True
+    if rec is not None and any(math.isclose(rec.l1_alpha, it.l1_alpha, rel_tol=0.005) for it in camp.iterations):
+        camp.status = "saturated" if rec.saturated else "stuck"
+        camp.message = (f"The fit recommends l1_alpha {rec.l1_alpha:.3g} again, which was already run: "
+                        + ("L0 no longer responds to l1_alpha. " if rec.saturated else "the runs are too noisy to "
+                           "refine further. ") + " ".join(rec.warnings[:1]))
+        notify("end", camp, None)
+        return True
+    if pts == [] and camp.iterations:
+        camp.status = "failed"
+        camp.message = "No run produced a usable settled L0 (" + "; ".join(
+            f"{it.run_id}: {(it.row or {}).get('excluded') or it.status}" for it in camp.iterations) + ")."
+        notify("end", camp, None)
+        return True
+    return False
+
+
+def config_for(base_cfg: Any, l1: float) -> Any:
+    """The base config with ``l1_alpha`` set (a piecewise l1 schedule is scaled with it)."""
+    sched = getattr(base_cfg, "l1_alpha_schedule", None)
+    if sched and base_cfg.l1_alpha > 0:
+        ratio = l1 / base_cfg.l1_alpha
+        return base_cfg.replace(l1_alpha=l1, l1_alpha_schedule={k: v * ratio for k, v in sched.items()})
+    return base_cfg.replace(l1_alpha=l1)
+
+
+def _plan_next(camp: Campaign, base_cfg: Any, notify: ProgressFn) -> None:
+    index = len(camp.iterations) + 1
+    rec = camp.next_recommendation
+    if rec is None:
+        l1, why = float(base_cfg.l1_alpha), "Starting config."
+    else:
+        l1, why = float(rec["l1_alpha"]), str(rec["explanation"])
+    it = Iteration(index=index, run_id=_run_name(index, l1), l1_alpha=l1, why=why, recommendation=rec)
+    camp.iterations.append(it)
+    notify("plan", camp, it)
+
+
+def _choose_best(camp: Campaign) -> None:
+    best, score = None, math.inf
+    for it in camp.iterations:
+        r = it.row or {}
+        s = r.get("settled_l0")
+        if r.get("excluded") is None and s and s > 0:
+            d = abs(math.log(s / camp.target_l0))
+            if d < score:
+                best, score = it.run_id, d
+    camp.best = best

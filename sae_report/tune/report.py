@@ -1,0 +1,164 @@
+"""The campaign report: the "Hyperparameter Optimization Workflow" document, one section per
+iteration (configuration, results, what changed and why), the l1_alpha/L0 chart as it grew, and
+the final choice. Writes ``campaign.md`` (+ ``charts/iter_NN.svg``), ``campaign.html``,
+``best_config.yaml`` (the chosen run's config, ready for ``sae-report train CONFIG``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from ..recommend.chart import l1_l0_chart
+from ..recommend.fit import L1Recommendation, RunPoint, recommend_l1
+from ..recommend.render import display_rows, g3, recommendation_view, render, spec_json, vega_bundle, write_svg
+from ..report import formatting as fm
+from ..runlog import atomic_write_text, to_jsonable
+
+#: Config keys shown in each iteration's configuration block (the write-up's five, then the shape).
+SHOWN_KEYS = ("l1_alpha", "learning_rate", "resample_interval", "target_l0", "total_steps", "batch_size",
+              "d_in", "d_sae", "l1_warmup_steps", "seed")
+
+STATUS_TEXT = {
+    "reached": "Target reached", "budget_spent": "Run budget spent", "saturated": "Stopped: L0 saturated",
+    "stuck": "Stopped: no further refinement", "interrupted": "Interrupted (resumable)",
+    "failed": "Failed", "running": "In progress",
+}
+
+
+def _points_upto(camp: Any, k: int) -> list[RunPoint]:
+    pts = []
+    for it in camp.iterations[:k]:
+        r = it.row or {}
+        if r.get("excluded") is None and r.get("settled_l0"):
+            pts.append(RunPoint(it.run_id, float(it.l1_alpha), float(r["settled_l0"]), float(r.get("l0_noise") or 0)))
+    return pts
+
+
+def _rec_after(camp: Any, k: int) -> L1Recommendation | None:
+    pts = _points_upto(camp, k)
+    return recommend_l1(pts, camp.target_l0) if pts else None
+
+
+def _config_block(camp: Any, it: Any) -> str:
+    cfg = dict(camp.base_config)
+    cfg.update({k: v for k, v in ((it.row or {}).get("config") or {}).items() if k in SHOWN_KEYS})
+    cfg["l1_alpha"] = it.l1_alpha
+    shown = {k: cfg[k] for k in SHOWN_KEYS if cfg.get(k) is not None}
+    return yaml.safe_dump(to_jsonable(shown), sort_keys=False, width=1000)
+
+
+def _changed(camp: Any, idx: int) -> str:
+    it = camp.iterations[idx]
+    if idx == 0:
+        return "Starting config (from the config file and --set overrides)."
+    prev = camp.iterations[idx - 1]
+    if abs(it.l1_alpha - prev.l1_alpha) <= 1e-12:
+        return "No change."
+    word = "lower" if it.l1_alpha < prev.l1_alpha else "raise"
+    effect = ("weaker sparsity penalty -> more active features -> higher L0" if word == "lower"
+              else "stronger sparsity penalty -> fewer active features -> lower L0")
+    return f"l1_alpha {g3(prev.l1_alpha)} -> {g3(it.l1_alpha)} ({word} l1_alpha -> {effect}). Nothing else changed."
+
+
+def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, Any]:
+    it = camp.iterations[idx]
+    row = display_rows([it.row], camp.target_l0)[0] if it.row else None
+    rec_after = _rec_after(camp, idx + 1)
+    nxt = camp.iterations[idx + 1] if idx + 1 < len(camp.iterations) else None
+    if it.within:
+        verdict = f"Within {100 * camp.tolerance:.3g}% of the {100 * camp.target_l0:.3g}% target."
+    elif it.row and it.row.get("settled_l0"):
+        s = it.row["settled_l0"]
+        side = "above" if s > camp.target_l0 else "below"
+        verdict = (f"Settled L0 {fm.pct(s)} is {side} the target ({100 * s / camp.target_l0:.0f}%): "
+                   + ("raise l1_alpha next (stronger penalty, fewer active features)." if side == "above"
+                      else "lower l1_alpha next (weaker penalty, more active features)."))
+    else:
+        verdict = "No usable settled L0" + (f": {it.row.get('excluded')}." if it.row and it.row.get("excluded") else ".")
+    return {
+        "index": it.index, "run_id": it.run_id, "l1_alpha": g3(it.l1_alpha), "status": it.status,
+        "config": _config_block(camp, it), "changed": _changed(camp, idx), "why": it.why,
+        "row": row, "verdict": verdict,
+        "notes": list((it.row or {}).get("warnings") or []),
+        "findings": [{"kind": str(f.get("kind", "")).replace("_", " "), "step": fm.step(f.get("step")),
+                      "explanation": str(f.get("explanation", ""))} for f in it.findings],
+        "advice": [{"parameter": str(a.get("parameter")), "current": fm.sig(a.get("current")),
+                    "proposed": fm.sig(a.get("proposed")), "reason": str(a.get("reason", ""))} for a in it.advice],
+        "next": (f"Next: iteration {nxt.index} at l1_alpha {g3(nxt.l1_alpha)}." if nxt else ""),
+        "rec_after": recommendation_view(rec_after.to_dict()) if rec_after and not it.within and nxt is None else None,
+        "chart_file": chart_file,
+        "train_time": fm.duration(it.train_seconds) if it.train_seconds is not None else "reused from disk",
+    }
+
+
+def _chart(camp: Any, k: int) -> Any:
+    pts = _points_upto(camp, k)
+    rec = _rec_after(camp, k) if not any(it.within for it in camp.iterations[:k]) else None
+    labels = {it.run_id: f"#{it.index}" for it in camp.iterations}
+    return l1_l0_chart(pts, rec, camp.target_l0, labels=labels,
+                       title=f"After iteration {k}: L0 against l1_alpha (log-log)", width=460, height=280)
+
+
+def context(camp: Any, chart_files: list[str | None]) -> dict[str, Any]:
+    """Display-ready data for the campaign templates."""
+    best = camp.best_iteration()
+    rows = display_rows([dict(it.row, id=f"#{it.index} {it.run_id}") for it in camp.iterations if it.row],
+                        camp.target_l0)
+    return {
+        "title": f"Hyperparameter Optimization Workflow: L0 {100 * camp.target_l0:.3g}% ± {100 * camp.tolerance:.3g}%",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
+        "status": STATUS_TEXT.get(camp.status, camp.status), "message": camp.message,
+        "target": fm.pct(camp.target_l0), "tolerance": f"{100 * camp.tolerance:.3g}%",
+        "runs": len(camp.iterations), "max_runs": camp.max_runs, "folder": str(camp.out_dir),
+        "rows": rows,
+        "iterations": [_iteration_view(camp, i, chart_files[i] if i < len(chart_files) else None)
+                       for i in range(len(camp.iterations))],
+        "best": ({"run_id": best.run_id, "index": best.index, "l1_alpha": g3(best.l1_alpha),
+                  "settled": fm.pct((best.row or {}).get("settled_l0")),
+                  "pct": f"{100 * (best.row or {}).get('settled_l0', 0) / camp.target_l0:.0f}%",
+                  "config": _config_block(camp, best)} if best else None),
+        "next": recommendation_view(camp.next_recommendation) if camp.status not in ("reached",) else None,
+    }
+
+
+def write_campaign_report(camp: Any) -> list[Path]:
+    """Write campaign.md (+ SVG charts), campaign.html and best_config.yaml into the campaign folder."""
+    out = Path(camp.out_dir)
+    written: list[Path] = []
+    charts = [_chart(camp, k) for k in range(1, len(camp.iterations) + 1)]
+    files: list[str | None] = []
+    for k, ch in enumerate(charts, start=1):
+        svg_path = out / "charts" / f"iter_{k:02d}.svg"
+        spec_path = svg_path.with_suffix(".vl.json")
+        spec = spec_json(ch)
+        if svg_path.exists() and spec_path.exists() and spec_path.read_text() == spec:
+            svg = svg_path  # the chart after iteration k only depends on runs 1..k: already drawn
+        else:
+            svg = write_svg(ch, svg_path)
+            if svg is not None:
+                atomic_write_text(spec_path, spec)
+        files.append(f"charts/{svg.name}" if svg else None)
+    ctx = context(camp, files)
+    md = out / "campaign.md"
+    atomic_write_text(md, render("campaign/campaign.md.j2", ctx))
+    written.append(md)
+    html_ctx = context(camp, [None] * len(charts))
+    html_ctx.update(vega=vega_bundle(), specs=[spec_json(c) for c in charts])
+    html = out / "campaign.html"
+    atomic_write_text(html, render("campaign/campaign.html.j2", html_ctx))
+    written.append(html)
+    best = camp.best_iteration()
+    if best is not None and (out / best.run_id / "config.yaml").exists():
+        from ..recommend.nextconfig import next_config
+        from ..runlog import read_config
+
+        nxt = next_config(read_config(out / best.run_id / "config.yaml"), base_id=best.run_id)
+        text = (f"# Chosen by sae-report tune: {best.run_id}, settled L0 "
+                f"{fm.pct((best.row or {}).get('settled_l0'))} (target {fm.pct(camp.target_l0)}).\n")
+        atomic_write_text(out / "best_config.yaml", text + yaml.safe_dump(to_jsonable(nxt.config), sort_keys=False))
+        written.append(out / "best_config.yaml")
+    return written

@@ -1,0 +1,149 @@
+"""`sae-report compare` on generated runs with known settings (the write-up's three runs and
+runs that must be excluded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sae_report.cli import main
+from sae_report.compare import compare_runs, comparison_for_siblings
+from sae_report.fixtures import write_run, write_siblings
+
+ROWS = 400
+
+
+@pytest.fixture(scope="module")
+def writeup(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    write_siblings(root, steps=100_000, rows=ROWS)
+    return root
+
+
+def test_writeup_runs_table_finding_and_fit(writeup):
+    comp = compare_runs([writeup], 0.05)
+    assert [r.id for r in comp.rows] == ["train_0314574b", "train_05555a4b", "train_e01c6183"]
+    assert [r.l1_alpha for r in comp.rows] == [0.005, 0.05, 0.065]
+    assert [r.resample_interval for r in comp.rows] == [15_000, 15_000, 10_000]
+    # settled L0 = second-half median: the sibling_mid fixture settles at 2.6% whatever its last point
+    mid = comp.rows[1]
+    assert mid.settled_l0 == pytest.approx(0.026, rel=0.15)
+    assert mid.pct_of_target == pytest.approx(100 * mid.settled_l0 / 0.05)
+    rec = comp.recommendation
+    assert rec is not None and rec.direction == "lower"
+    assert 0.005 < rec.low <= rec.l1_alpha <= rec.high < 0.05
+    assert rec.bracket == ["train_0314574b", "train_05555a4b"]
+    assert "L0 falls as l1_alpha rises" in comp.key_finding
+    assert "lower l1_alpha relative to 0.05" in comp.key_finding
+    keys = [c.key for c in comp.confounders]
+    assert keys == ["resample_interval"]
+    assert comp.confounders[0].values == {"train_0314574b": 15_000, "train_05555a4b": 15_000, "train_e01c6183": 10_000}
+
+
+def test_excluded_runs_are_reported_with_reasons(tmp_path):
+    write_run(tmp_path, "sibling_low", steps=10_000, rows=ROWS)
+    write_run(tmp_path, "sibling_mid", steps=10_000, rows=ROWS, seed=1)
+    write_run(tmp_path, "diverged", steps=10_000, rows=ROWS, run_id="train_diverged")
+    write_run(tmp_path, "sibling_mid", steps=10_000, rows=ROWS, d_sae=4096, run_id="train_small")
+    noconf = write_run(tmp_path, "sibling_mid", steps=10_000, rows=ROWS, run_id="train_noconfig").run_dir
+    (noconf / "config.yaml").unlink()
+    (noconf / "metrics" / "part-000000.parquet").exists()
+    comp = compare_runs([tmp_path], 0.05)
+    reasons = {r.id: r.excluded for r in comp.rows}
+    assert reasons["train_0314574b"] is None and reasons["train_05555a4b"] is None
+    assert reasons["train_diverged"].startswith("diverged")
+    assert reasons["train_small"] == "d_sae 4,096 differs from the other runs' 8,192 (L0 is not comparable)"
+    # without config the logged l1_alpha coefficient is used, but d_sae is unknown: l0_frac still logged
+    assert reasons["train_noconfig"] is None
+    assert any("l1_alpha taken from the logged coefficient" in w for w in comp.rows[[r.id for r in comp.rows].index("train_noconfig")].warnings)
+    assert {r.id for r in comp.excluded} == {"train_diverged", "train_small"}
+    assert set(comp.recommendation.basis) <= {"train_0314574b", "train_05555a4b", "train_noconfig"}
+    assert any("train_small: excluded from the fit - d_sae" in w for w in comp.warnings)
+
+
+def test_missing_config_and_no_l1_in_log_is_excluded(tmp_path):
+    run = write_run(tmp_path, "sibling_mid", steps=10_000, rows=ROWS).run_dir
+    (run / "config.yaml").unlink()
+    import polars as pl
+
+    part = next((run / "metrics").iterdir())
+    frame = pl.read_parquet(part) if part.suffix == ".parquet" else pl.read_csv(part)
+    frame = frame.drop("l1_alpha")
+    part.unlink()
+    frame.write_parquet(run / "metrics" / "part-000000.parquet")
+    comp = compare_runs([run], 0.05)
+    assert comp.rows[0].excluded == "missing config: l1_alpha unknown"
+    assert comp.recommendation is None
+    assert comp.no_recommendation_reason == "no run is usable for the fit (see the exclusions)"
+
+
+def test_cli_writes_md_html_json_and_prints(writeup, tmp_path):
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(main, ["compare", str(writeup), "--target-l0", "5%", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "Key finding: L0 falls as l1_alpha rises" in res.output
+    assert "Recommended l1_alpha:" in res.output and "lower relative to 0.05" in res.output
+    assert "Confounder: resample_interval changed together with l1_alpha" in res.output
+    md = (out / "comparison.md").read_text()
+    assert "| **train_e01c6183** | 0.065 | 10K |" in md
+    assert "## Recommended next l1_alpha" in md
+    html = (out / "comparison.html").read_text()
+    assert "vegaEmbed(\"#chart-l1\"" in html and "train_05555a4b" in html
+    doc = json.loads((out / "comparison.json").read_text())
+    assert doc["recommendation"]["direction"] == "lower"
+    assert (out / "l1_l0.svg").read_text().startswith("<svg")
+
+
+def test_cli_json_on_stdout_and_glob(writeup):
+    res = CliRunner().invoke(main, ["compare", str(writeup / "train_*"), "--json", "--no-files"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["target_source"] == "config" and doc["target_l0"] == 0.05
+    assert [r["id"] for r in doc["runs"]] == ["train_0314574b", "train_05555a4b", "train_e01c6183"]
+
+
+def test_cli_errors(tmp_path):
+    res = CliRunner().invoke(main, ["compare", str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"Error: {tmp_path / 'nope'}: no such file or directory"
+    res = CliRunner().invoke(main, ["compare", str(tmp_path), "--target-l0", "7"])
+    assert res.exit_code == 2
+    assert "'7' must be a fraction of the dictionary between 0 and 1" in res.output
+
+
+def test_html_escapes_run_ids(tmp_path):
+    write_run(tmp_path, "sibling_mid", steps=10_000, rows=ROWS, run_id="<img src=x onerror=alert(1)>")
+    write_run(tmp_path, "sibling_low", steps=10_000, rows=ROWS)
+    out = tmp_path / "o"
+    res = CliRunner().invoke(main, ["compare", str(tmp_path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    html = (out / "comparison.html").read_text()
+    body = html.split("</script>", 1)[1]
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body
+
+
+def test_siblings_share_shape(writeup):
+    comp = comparison_for_siblings(writeup / "train_e01c6183")
+    assert comp is not None and len(comp.rows) == 3
+
+
+@pytest.mark.browser
+def test_html_chart_renders_in_chromium(writeup, tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("chromium"):
+        pytest.skip("needs /usr/bin/chromium")
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(main, ["compare", str(writeup), "--target-l0", "0.05", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9",
+         "--virtual-time-budget=8000", "--dump-dom", (out / "comparison.html").as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="marks"') == 1

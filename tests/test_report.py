@@ -1,0 +1,261 @@
+"""Reports: golden Markdown for generated runs, the files written, sections, direction words, root causes.
+
+Golden files live in tests/golden/; regenerate them after an intended change with
+``SAE_REPORT_UPDATE_GOLDEN=1 pytest tests/test_report.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sae_report import __version__
+from sae_report.analysis.result import FindingKind, Intervention
+from sae_report.fixtures import write_run
+from sae_report.report import render_report, write_report
+from sae_report.report.rootcause import l1_warmup_end, root_causes
+from sae_report.runlog import read_run
+from test_report_support import comparison, writeup_analysis, writeup_data
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("SAE_REPORT_UPDATE_GOLDEN") == "1"
+COMMAND = "sae-report analyze runs/train_e01c6183"
+
+
+def _normalise(md: str) -> str:
+    return md.replace(f"sae-report {__version__}", "sae-report VERSION")
+
+
+def _check_golden(name: str, md: str) -> None:
+    path = GOLDEN / name
+    text = _normalise(md)
+    if UPDATE or not path.exists():
+        if not UPDATE:
+            pytest.fail(f"{path} is missing: run with SAE_REPORT_UPDATE_GOLDEN=1 to create it, then review it")
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (SAE_REPORT_UPDATE_GOLDEN=1 to accept)"
+
+
+@pytest.fixture(scope="module")
+def writeup(tmp_path_factory):
+    return writeup_data(tmp_path_factory.mktemp("run"), rows=500)
+
+
+def test_golden_markdown_of_the_writeup_run(writeup) -> None:
+    files = render_report(writeup_analysis(), writeup, ("md",), command=COMMAND, comparison=comparison(), date="2025-11-01")
+    md = files["report.md"].decode()
+    _check_golden("report_writeup_by_hand.md", md)
+    # The write-up's content, with its numbers.
+    for text in ("# Training Results Analysis: train_e01c6183", "**Date:** 2025-11-01", "```yaml\nl1_alpha: 0.065\n",
+                 "| **Final L0 Sparsity** | 2.18% | 5.0% | ⚠️ 44% (undershooting) |",
+                 "| **Dead Neurons** | 7,324 (89%) | <75% | ❌ over the limit |",
+                 "| **train_e01c6183** (this run) | 0.065 | 10K | 2.18% | 44% (undershoot) |",
+                 "Step 20,000:  0.7% L0, 7,646 dead (93%)", "<- Complete collapse",
+                 "**Phase 1: Initial Collapse (Steps 0-20K)**", "- Average: 2.25% (std 1.06%",
+                 "## Root Cause Notes", "### 1. Resampling thrash", "## Recommendations",
+                 "l1_alpha: 0.045   # was 0.065", "- **Coincides with:** the resample at step 90,000",
+                 "`sae-report analyze runs/train_e01c6183`"):
+        assert text in md, text
+
+
+@pytest.mark.parametrize("scenario,expect", [("writeup", "Collapse"), ("dead_000", "Secondary rise")])
+def test_golden_markdown_from_the_analyzer(tmp_path, scenario, expect) -> None:
+    analysis_mod = pytest.importorskip("sae_report.analysis")
+    run = write_run(tmp_path, scenario, seed=0, rows=500)
+    data = read_run(run.run_dir)
+    analysis = analysis_mod.analyze(data)
+    md = render_report(analysis, data, ("md",), command=f"sae-report analyze runs/{data.run_id}",
+                       date="2025-11-01")["report.md"].decode()
+    _check_golden(f"report_{scenario}_analyzed.md", md)
+    assert "## Findings" in md and expect in md
+
+
+def test_write_report_writes_every_format_atomically(writeup, tmp_path) -> None:
+    out = tmp_path / "report"
+    files = write_report(writeup_analysis(), writeup, out, command=COMMAND, date="2025-11-01")
+    names = sorted(p.relative_to(out).as_posix() for p in files)
+    assert names == ["analysis.json", "charts/dead.svg", "charts/l0.svg", "charts/loss.svg", "charts/schedules.svg",
+                     "report.html", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "charts", "report.html", "report.md"]  # no temp files
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["run"]["id"] == "train_e01c6183" and doc["schema_version"] == 1
+    md = (out / "report.md").read_text()
+    for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (out / img).is_file(), img
+        assert (out / img).read_bytes().startswith(b"<svg")
+
+
+def test_existing_report_is_replaced_whole(writeup, tmp_path) -> None:
+    out = tmp_path / "report"
+    data_with_stats = writeup_data(tmp_path / "s", rows=300, with_stats=True)
+    write_report(writeup_analysis(), data_with_stats, out, formats=("md",), date="2025-11-01")
+    assert (out / "charts" / "input_dims.svg").exists() and (out / "charts" / "feature_freq.svg").exists()
+    (out / "charts" / "notes.txt").write_text("mine")  # not ours: kept
+    (out / ".charts-new-abc123").mkdir()  # left by a write killed half-way: cleaned up
+    write_report(writeup_analysis(), writeup, out, formats=("md",), date="2025-11-01", image_format="png")
+    charts = sorted(p.name for p in (out / "charts").iterdir())
+    assert charts == ["dead.png", "l0.png", "loss.png", "notes.txt", "schedules.png"]  # stale svg charts gone
+    assert (out / "charts" / "l0.png").read_bytes().startswith(b"\x89PNG")
+    assert "charts/l0.png" in (out / "report.md").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_format_subset_and_unknown_format(writeup, tmp_path) -> None:
+    files = write_report(writeup_analysis(), writeup, tmp_path, formats=("json",))
+    assert [p.name for p in files] == ["analysis.json"] and not (tmp_path / "charts").exists()
+    with pytest.raises(ValueError, match=r"unknown report format\(s\) 'pdf' \(choose from md, html, json\)"):
+        write_report(writeup_analysis(), writeup, tmp_path, formats=("md", "pdf"))
+    with pytest.raises(ValueError, match=r"unknown image format 'gif'"):
+        write_report(writeup_analysis(), writeup, tmp_path, image_format="gif")
+
+
+def test_optional_sections_are_left_out_cleanly(writeup) -> None:
+    a = writeup_analysis(recommendations=False)
+    a = replace(a, resampling=[], findings=[], phases=[], input_outliers=[], skipped=[])
+    files = render_report(a, writeup, ("md", "html"), date="2025-11-01")
+    md, html = files["report.md"].decode(), files["report.html"].decode()
+    for gone in ("Comparison to Previous Trainings", "## Recommendations", "Root Cause Notes", "Not Analysed"):
+        assert gone not in md and gone not in html
+    assert "Nothing out of the ordinary was found." in md and "No resampling events were logged." in md
+    assert "No phases were detected. The run at every 10% of its steps:" in md
+    assert "\n\n\n\n" not in md
+
+
+def test_direction_words_are_unambiguous(writeup) -> None:
+    md = render_report(writeup_analysis(), writeup, ("md",), date="2025-11-01")["report.md"].decode()
+    assert "To raise L0: lower l1_alpha -> weaker sparsity penalty -> more active features -> higher L0." in md
+    assert "| `l1_alpha` | 0.065 | **0.045** | 0.04 to 0.047 | lower l1_alpha -> weaker sparsity penalty" in md
+    # The write-up's mistake must never be printed: raising l1_alpha never goes with a higher L0.
+    assert not re.search(r"raise l1_alpha[^.|]*higher L0", md)
+    over = writeup_analysis()
+    over = replace(over, targets=[replace(over.targets[0], result=0.1129, percent_of_target=225.8)], recommendations=[])
+    md = render_report(over, writeup, ("md",), date="2025-11-01")["report.md"].decode()
+    assert "L0 is above its target (226%). To lower L0: raise l1_alpha -> stronger sparsity penalty -> fewer active features -> lower L0." in md
+
+
+def test_root_cause_rules(writeup) -> None:
+    doc = writeup_analysis().to_dict()
+    titles = [n["title"] for n in root_causes(doc)]
+    assert titles == ["Resampling thrash"]
+    doc["input_outliers"] = [{"dim": 17, "absmax": 240.0, "ratio": 60.0}, {"dim": 301, "absmax": 100.0, "ratio": 25.0}]
+    notes = root_causes(doc)
+    assert notes[0]["title"] == "Dead features with outlier input dimensions"
+    assert "2 input dimension(s) (17, 301) reach a magnitude up to 60x" in notes[0]["text"]
+    # Collapse soon after an l1 warm-up: warm-up ends at 8K, collapse at 10K (within 10% of the run).
+    assert root_causes(doc, l1_warmup_end=8_000)[1]["title"] == "Collapse soon after the l1_alpha warm-up ends"
+    assert all("warm-up" not in n["title"] for n in root_causes(doc, l1_warmup_end=50_000))
+    # A collapse right after a logged l1_alpha change.
+    a = writeup_analysis()
+    f = [replace(x, coincides_with=Intervention("l1_change", 9_000)) if x.kind == FindingKind.COLLAPSE else x for x in a.findings]
+    titles = [n["title"] for n in root_causes(replace(a, findings=f).to_dict())]
+    assert "Collapse right after an l1_alpha change" in titles
+    # No thrash note when revived features outlive the interval and no thrash finding.
+    a = writeup_analysis()
+    a = replace(a, findings=[x for x in a.findings if x.kind != FindingKind.RESAMPLE_THRASH],
+                resampling=[replace(r, revived_survival_steps=25_000.0) for r in a.resampling])
+    assert root_causes(a.to_dict()) == []
+
+
+def test_l1_warmup_end_is_found_on_the_full_data() -> None:
+    import polars as pl
+
+    steps = list(range(0, 10_001, 10))
+    alpha = [min(1.0, s / 2_000) * 0.05 for s in steps]
+    frame = pl.DataFrame({"step": steps, "l1_alpha": alpha})
+    assert l1_warmup_end(frame) == 1_980  # first step at 99% of the final value
+    assert l1_warmup_end(frame.with_columns(pl.lit(0.05).alias("l1_alpha"))) is None
+    assert l1_warmup_end(frame.drop("l1_alpha")) is None
+
+
+def test_unknown_finding_kind_uses_the_generic_partial(writeup) -> None:
+    a = writeup_analysis()
+    doc = a.to_dict()
+    doc["findings"].append({"kind": "new_kind", "metric": "loss", "step": 5, "end_step": None, "severity": "info",
+                            "evidence": {"x": 1}, "coincides_with": None, "explanation": "Something new."})
+
+    class Stub:
+        run = a.run
+
+        def to_dict(self):
+            return doc
+
+    md = render_report(Stub(), writeup, ("md",), date="2025-11-01")["report.md"].decode()
+    assert "### 7. ℹ️ New kind: Step 5 (loss)\n\nSomething new.\n\n- **Evidence:** x 1" in md
+
+
+def test_cli_analyze_writes_the_report_and_replaces_it(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from sae_report.cli import main
+
+    run = write_run(tmp_path, "thrash", seed=0, rows=300, with_stats=True)
+    out = tmp_path / "review"
+    result = CliRunner().invoke(main, ["analyze", str(run.run_dir), "--out", str(out), "--format", "md,html"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["charts", "report.html", "report.md"]
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Training Results Analysis: synthetic_thrash\n")
+    assert "## Root Cause Notes" in md and "Resampling thrash" in md
+    assert sorted(p.name for p in (out / "charts").iterdir()) == [
+        "dead.svg", "feature_freq.svg", "input_dims.svg", "l0.svg", "loss.svg", "schedules.svg"]
+    html = (out / "report.html").read_text()
+    assert html.count("window.vegaEmbed=") == 1 and "<script src" not in html and "https://" not in html.split("<script>")[0]
+    # Again into the same folder, Markdown only: the report is replaced, nothing stale or temporary stays.
+    result = CliRunner().invoke(main, ["analyze", str(run.run_dir), "--out", str(out), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_sparse_foreign_log_still_gives_a_report(tmp_path) -> None:
+    """A log with only step, loss and an L0 count (no config, no events, no stats)."""
+    import numpy as np
+    import polars as pl
+
+    from sae_report.analysis.result import Analysis, RunInfo
+    from sae_report.runlog import RunData
+
+    steps = np.arange(0, 5_000, 10)
+    frame = pl.DataFrame({"step": steps, "loss": np.where(steps > 4_000, np.nan, 1.0 / (steps + 10.0)),
+                          "l0": np.where(steps < 100, 0.0, 40.0 + steps / 100)})
+    data = RunData(path=tmp_path / "m.csv", run_id="m", config={}, metrics=frame, source="csv")
+    a = Analysis(run=RunInfo("m", str(tmp_path / "m.csv"), {}, "csv", frame.height, 0, 4_990, True, None, ["a note"]),
+                 summary={}, step_table=[], targets=[], phases=[], findings=[], resampling=[], input_outliers=[],
+                 recommendations=[], skipped=[])
+    files = write_report(a, data, tmp_path / "report", date="2025-11-01")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "# no config recorded" in md and "(sampled history: figures are approximate)" in md
+    assert "No targets could be checked" in md and "- Note: a note" in md
+    assert sorted(p.name for p in (tmp_path / "report" / "charts").iterdir()) == ["l0.svg", "loss.svg"]
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count('<script type="application/json"') == 2 and "NaN" not in html.split("<script>")[0]
+    assert len(files) == 5
+
+
+def test_every_finding_kind_has_its_partials() -> None:
+    root = Path(__file__).resolve().parents[1] / "templates"
+    for kind in FindingKind:
+        assert (root / "md" / "finding" / f"{kind.value}.md.j2").is_file(), kind
+        assert (root / "html" / "finding" / f"{kind.value}.html.j2").is_file(), kind
+
+
+def test_a_chart_that_fails_to_render_is_left_out_with_a_note(writeup, monkeypatch) -> None:
+    from sae_report.report import render
+
+    real = render.chart_image
+
+    def flaky(spec, image_format="svg"):
+        if "dead" in spec.get("datasets", {}):
+            raise RuntimeError("renderer broke\nsecond line")
+        return real(spec, image_format)
+
+    monkeypatch.setattr(render, "chart_image", flaky)
+    files = render_report(writeup_analysis(), writeup, ("md",), date="2025-11-01")
+    md = files["report.md"].decode()
+    assert "charts/dead.svg" not in md and "charts/dead.svg" not in files and "charts/l0.svg" in files
+    assert "- Note: chart dead could not be rendered (RuntimeError: renderer broke)" in md

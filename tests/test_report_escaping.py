@@ -1,0 +1,133 @@
+"""Hostile run names, config values and texts stay text in report.md and report.html."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from html.parser import HTMLParser
+
+import pytest
+from markdown_it import MarkdownIt
+
+from sae_report.report import render_report
+from test_report_support import comparison, writeup_analysis, writeup_data
+
+RUN = "<script>alert(1)</script>"
+CONFIG = {
+    "l1_alpha": 0.065, "target_l0": 0.05, "resample_interval": 10000,
+    "note": "</script><script>alert(2)</script>",
+    "fence": "```\n<img src=x onerror=alert(3)>\n```",
+    "pipe | cell": "a | b",
+    "<b>key</b>": "&amp; &lt;",
+}
+PHASE = "<img src=x onerror=alert(4)>"
+EXPLANATION = "[click](javascript:alert(5)) **bold** <b>x</b> &amp; <!-- c --> _u_"
+COMMAND = "sae-report analyze `x` <svg onload=alert(6)>"
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.scripts: list[tuple[dict, str]] = []
+        self._in_script: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in_script = dict(attrs)
+            self.scripts.append((self._in_script, ""))
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = None
+
+    def handle_data(self, data):
+        if self._in_script is not None:
+            attrs, body = self.scripts[-1]
+            self.scripts[-1] = (attrs, body + data)
+        else:
+            self.text.append(data)
+
+
+def _hostile():
+    a = writeup_analysis(run_id=RUN, config=CONFIG)
+    findings = [replace(f, explanation=EXPLANATION) for f in a.findings]
+    phases = [replace(a.phases[0], name=PHASE)] + a.phases[1:]
+    recs = [replace(r, reason="</pre><script>alert(7)</script>") for r in a.recommendations]
+    return replace(a, findings=findings, phases=phases, recommendations=recs)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    data = writeup_data(tmp_path_factory.mktemp("run"), rows=200)
+    comp = comparison()
+    comp["rows"][0]["id"] = "<i>sibling</i>"
+    comp["key_finding"] = "<script>alert(8)</script>"
+    return render_report(_hostile(), data, ("md", "html"), command=COMMAND, comparison=comp, date="2025-11-01")
+
+
+def _parse(html: str) -> _Tags:
+    p = _Tags()
+    p.feed(html)
+    p.close()
+    return p
+
+
+def _no_active_content(p: _Tags) -> None:
+    for tag, attrs in p.tags:
+        if tag == "img":  # only our chart images
+            assert attrs["src"].startswith("charts/") and set(attrs) == {"src", "alt"}, attrs
+        assert tag not in ("iframe", "object", "embed", "i", "svg"), tag
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+        assert not any(str(v).strip().lower().startswith("javascript:") for v in attrs.values()), (tag, attrs)
+
+
+def test_html_keeps_hostile_strings_as_text(files) -> None:
+    html = files["report.html"].decode()
+    p = _parse(html)
+    _no_active_content(p)
+    # Only our scripts: the bundle, the embed loop, and one JSON spec per chart.
+    kinds = [a.get("type", "js") for a, _ in p.scripts]
+    assert kinds.count("js") == 2 and all(k in ("js", "application/json") for k in kinds)
+    assert not any("alert(" in body for a, body in p.scripts if a.get("type") != "application/json")
+    text = "".join(p.text)
+    for s in (RUN, CONFIG["note"], "<img src=x onerror=alert(3)>", PHASE, "[click](javascript:alert(5)) **bold** <b>x</b>",
+              "</pre><script>alert(7)</script>", "<i>sibling</i>", "<script>alert(8)</script>", COMMAND):
+        assert s in text, s
+    assert "<title>Training Results Analysis: &lt;script&gt;alert(1)&lt;/script&gt;</title>" in html
+
+
+def test_chart_json_cannot_close_its_script_and_keeps_the_strings(files) -> None:
+    html = files["report.html"].decode()
+    p = _parse(html)
+    specs = [json.loads(body) for a, body in p.scripts if a.get("type") == "application/json"]
+    assert len(specs) == 4
+    for a, body in p.scripts:
+        if a.get("type") == "application/json":
+            assert "<" not in body and ">" not in body and "&" not in body
+    l0 = specs[0]
+    assert l0["datasets"]["phases"][0]["name"] == PHASE  # the hostile name survives as data, drawn as text by Vega
+
+
+def test_markdown_keeps_hostile_strings_as_text(files) -> None:
+    md = files["report.md"].decode()
+    rendered = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
+    p = _parse(rendered)
+    _no_active_content(p)
+    assert not p.scripts
+    text = "".join(p.text)
+    for s in (RUN, "[click](javascript:alert(5)) **bold** <b>x</b> &amp; <!-- c --> _u_", PHASE, "<i>sibling</i>",
+              "<script>alert(8)</script>", "</pre><script>alert(7)</script>"):
+        assert s in text, s
+    # The config block stays one closed fence holding the YAML, backticks and all.
+    assert "````yaml\n" in md and "<img src=x onerror=alert(3)>" in md
+    code = [t for t in MarkdownIt("commonmark").parse(md) if t.type == "fence"]
+    assert code[0].info == "yaml" and "note: </script><script>alert(2)</script>" in code[0].content
+    assert "```\n" in code[0].content
+    # Table rows keep their cell count whatever the strings hold.
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "Training ID" not in ln]
+    assert rows and all(ln.count(" | ") - ln.count("\\|") >= 3 for ln in rows)
+    # The regenerate command is one code span.
+    assert "`` sae-report analyze `x` <svg onload=alert(6)> ``" in md

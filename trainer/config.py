@@ -1,0 +1,377 @@
+"""TrainConfig: every knob of a training run, from a YAML file plus ``--set key=value`` overrides.
+
+Errors are ``ConfigError`` with one line naming where the bad value came from::
+
+    examples/x.yaml: l1_alpha: must be >= 0, got -1
+    --set batch_size=abc: batch_size: must be an integer, got 'abc'
+    examples/x.yaml: unknown key 'l1_alpah' (did you mean 'l1_alpha'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value or key. ``str()`` is one line; ``key`` names the offending key."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _bad(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{key}: {problem}", key)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A fully described training run. ``None`` fields are resolved in ``__post_init__`` or at the
+    start of training (``d_in`` from the data); ``config.yaml`` records the resolved values."""
+
+    # --- sparsity and optimisation (names follow the write-up) ---
+    l1_alpha: float = 0.01
+    """Coefficient of the L1 penalty: loss = mse + l1_alpha * l1. Higher -> sparser (lower L0)."""
+    learning_rate: float = 3e-3
+    """Adam learning rate (peak value when a schedule is used)."""
+    resample_interval: int | None = None
+    """Resample dead features every this many steps (0 = never). None: 1000 for the standard
+    variant, 0 for april2024 (which does not resample)."""
+    target_l0: float = 0.05
+    """The L0 the user aims for, as a fraction of d_sae. Recorded for the analyzer; not used in training."""
+    total_steps: int = 3000
+    """Number of optimizer steps."""
+    batch_size: int = 512
+    """Tokens (activation vectors) per step."""
+    seed: int = 0
+    """Seed for the SAE initialisation and resampling (and the data, unless data_seed is set)."""
+
+    # --- model ---
+    d_in: int | None = None
+    """Input width. None: 64 for synthetic data, the arrays' width for files."""
+    d_sae: int | None = None
+    """Number of SAE features. None: d_in * expansion_factor."""
+    expansion_factor: int = 8
+    """d_sae / d_in when d_sae is not given."""
+    sae_variant: Literal["standard", "april2024"] = "standard"
+    """standard: unit-norm decoder rows, plain L1, resampling (Anthropic 2023). april2024: L1 weighted
+    by decoder norms, unconstrained decoder, no resampling (Anthropic April 2024 update)."""
+
+    # --- schedules ---
+    l1_schedule: Literal["constant", "warmup", "piecewise"] | None = None
+    """None: piecewise when l1_alpha_schedule is given, warmup when l1_warmup_steps > 0, else constant."""
+    l1_warmup_steps: int = 0
+    """Linear ramp of l1_alpha from 0 over these first steps (warmup schedule)."""
+    l1_alpha_schedule: dict[int, float] | None = None
+    """Piecewise-constant l1_alpha: {step: value}, must include step 0, e.g. {0: 0.01, 25000: 0.02}."""
+    lr_schedule: Literal["constant", "warmup", "cosine", "linear", "step"] = "constant"
+    """constant; warmup (then constant); cosine / linear decay; step decay at lr_step_milestones."""
+    lr_warmup_steps: int = 0
+    """Linear learning-rate warm-up from 0 over these first steps (any schedule)."""
+    lr_decay_steps: int | None = None
+    """cosine/linear: decay over the last this many steps (None: all steps after the warm-up)."""
+    lr_min_ratio: float = 0.0
+    """cosine/linear: final learning rate as a fraction of learning_rate."""
+    lr_step_milestones: list[int] = field(default_factory=list)
+    """step: multiply the learning rate by lr_step_gamma at each of these steps."""
+    lr_step_gamma: float = 0.1
+    """step: factor applied at each milestone."""
+    adam_beta1: float = 0.9
+    """Adam beta1."""
+    adam_beta2: float = 0.999
+    """Adam beta2."""
+
+    # --- dead features and resampling ---
+    dead_window: int = 200
+    """A feature is dead when it has not fired in the last this many steps (recorded also in tokens)."""
+    resample_tokens: int = 16384
+    """Inputs scored to pick resampling directions (Anthropic used 819,200)."""
+    resample_encoder_scale: float = 0.2
+    """Resampled encoder row = direction * this * mean alive encoder norm."""
+
+    # --- data ---
+    data_source: Literal["synthetic", "files"] = "synthetic"
+    """synthetic: built-in generator with known features. files: cached activations at data_path."""
+    data_path: str | None = None
+    """files: a .npy (memory-mapped), .safetensors, .pt file, or a directory of such shards [n_tokens, d_in]."""
+    data_seed: int | None = None
+    """Seed of the data (synthetic features, shuffle order). None: same as seed."""
+    normalize_input: bool = True
+    """Scale inputs by one constant so that E||x|| = sqrt(d_in) (the factor is recorded)."""
+    shuffle_buffer_tokens: int = 65536
+    """files: tokens per shuffle buffer (contiguous blocks from random places, shuffled together)."""
+    shuffle_block_tokens: int = 4096
+    """files: tokens per contiguous block read into the shuffle buffer."""
+    synth_features: int | None = None
+    """synthetic: number of true features. None: d_sae // 2 (so some SAE features are spare)."""
+    synth_active: float = 8.0
+    """synthetic: mean number of true features active per token."""
+    synth_power: float = 0.8
+    """synthetic: feature i fires with probability proportional to (i + 1) ** -synth_power."""
+    synth_noise: float = 0.05
+    """synthetic: Gaussian noise std per input dimension (before normalisation)."""
+    synth_magnitude_sigma: float = 1.5
+    """synthetic: an active feature's magnitude is lognormal(0, this): many small firings, a few large."""
+    synth_mean_norm: float = 1.0
+    """synthetic: norm of a constant offset added to every token, in units of the RMS norm of the
+    sparse part (real activations have a large mean; b_dec absorbs it, normalisation shrinks the rest)."""
+    synth_outlier_dims: int = 0
+    """synthetic: number of outlier input dimensions (large offset, like LLM 'massive activations')."""
+    synth_outlier_scale: float = 10.0
+    """synthetic: size of the outlier dimensions, in units of a typical dimension's std."""
+
+    # --- logging, checkpoints, stats ---
+    log_every: int = 1
+    """Log metrics every this many steps (0 = no metrics: used to measure logging overhead)."""
+    flush_every: int = 100
+    """Copy the on-device metric buffer to the log at most every this many logged rows."""
+    flush_secs: float = 5.0
+    """... or when this many seconds have passed since the last flush."""
+    checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps (0 = only at the end)."""
+    keep_checkpoints: int = 0
+    """Keep only the newest this many periodic checkpoints (0 = keep all). checkpoints/final stays."""
+    stats_sample: int = 1024
+    """Rows of input activations saved to stats/input_sample.npy."""
+    outlier_factor: float = 5.0
+    """stats/input_dims.csv marks a dimension as outlier when its RMS exceeds this x the median RMS."""
+
+    # --- device ---
+    device: str = "auto"
+    """auto (cuda if available, else cpu), cpu, cuda or cuda:N."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: GEMM operands in bfloat16 with fp32 results, weights and Adam state (autocast-like)."""
+    tf32: bool = False
+    """Allow TF32 matmuls on CUDA."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+
+    # --- initialisation (SAE-Track's recurrent initialisation) ---
+    init_from: str | None = None
+    """Start from the weights in this checkpoint directory (or a run directory: its final checkpoint)."""
+    init_optimizer: bool = False
+    """With init_from: also load its Adam state."""
+
+    def __post_init__(self) -> None:
+        def positive(key: str, allow_zero: bool = False) -> None:
+            v = getattr(self, key)
+            if v is not None and (v < 0 or (v == 0 and not allow_zero)):
+                raise _bad(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+        for key in ("learning_rate", "total_steps", "batch_size", "expansion_factor", "dead_window",
+                    "resample_tokens", "flush_every", "flush_secs", "shuffle_buffer_tokens", "shuffle_block_tokens",
+                    "synth_active", "outlier_factor", "stats_sample", "d_in", "d_sae", "synth_features"):
+            positive(key)
+        for key in ("l1_alpha", "resample_interval", "l1_warmup_steps", "lr_warmup_steps", "log_every", "checkpoint_every",
+                    "keep_checkpoints", "synth_noise", "synth_mean_norm", "synth_magnitude_sigma", "synth_outlier_dims", "synth_outlier_scale", "threads",
+                    "synth_power", "resample_encoder_scale", "lr_min_ratio", "lr_decay_steps"):
+            positive(key, allow_zero=True)
+        if not 0 < self.target_l0 < 1:
+            raise _bad("target_l0", f"must be a fraction of d_sae between 0 and 1, got {self.target_l0}")
+        for key in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise _bad(key, f"must be in [0, 1), got {getattr(self, key)}")
+        if self.lr_min_ratio > 1:
+            raise _bad("lr_min_ratio", f"must be between 0 and 1, got {self.lr_min_ratio}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise _bad("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.data_source == "files" and not self.data_path:
+            raise _bad("data_path", "is required when data_source is files")
+        if self.data_source == "synthetic" and self.data_path:
+            raise _bad("data_path", "is only used with data_source: files")
+        if self.synth_outlier_dims and self.d_in is not None and self.synth_outlier_dims >= self.d_in:
+            raise _bad("synth_outlier_dims", f"must be below d_in ({self.d_in}), got {self.synth_outlier_dims}")
+        if self.init_optimizer and not self.init_from:
+            raise _bad("init_optimizer", "needs init_from (the checkpoint to take the Adam state from)")
+        # resampling default depends on the variant
+        if self.resample_interval is None:
+            object.__setattr__(self, "resample_interval", 0 if self.sae_variant == "april2024" else 1000)
+        elif self.sae_variant == "april2024" and self.resample_interval > 0:
+            raise _bad("resample_interval", "must be 0 with sae_variant april2024 (that recipe does not resample)")
+        # l1 schedule
+        sched = self.l1_alpha_schedule
+        if sched is not None:
+            if not sched or 0 not in sched:
+                raise _bad("l1_alpha_schedule", f"must map steps to values and include step 0, got {sched}")
+            for k, v in sched.items():
+                if k < 0 or v < 0:
+                    raise _bad("l1_alpha_schedule", f"steps and values must be >= 0, got {k}: {v}")
+            object.__setattr__(self, "l1_alpha_schedule", dict(sorted(sched.items())))
+        inferred = "piecewise" if sched is not None else ("warmup" if self.l1_warmup_steps > 0 else "constant")
+        if self.l1_schedule is None:
+            object.__setattr__(self, "l1_schedule", inferred)
+        elif self.l1_schedule == "piecewise" and sched is None:
+            raise _bad("l1_schedule", "piecewise needs l1_alpha_schedule ({step: value, ...})")
+        elif self.l1_schedule != "piecewise" and sched is not None:
+            raise _bad("l1_schedule", f"is {self.l1_schedule} but l1_alpha_schedule is given (use piecewise)")
+        elif self.l1_schedule == "warmup" and self.l1_warmup_steps == 0:
+            raise _bad("l1_warmup_steps", "must be > 0 with l1_schedule warmup")
+        if self.lr_schedule == "warmup" and self.lr_warmup_steps == 0:
+            raise _bad("lr_warmup_steps", "must be > 0 with lr_schedule warmup")
+        if self.lr_schedule == "step" and not self.lr_step_milestones:
+            raise _bad("lr_step_milestones", "must list the steps to decay at with lr_schedule step")
+        if any(m <= 0 for m in self.lr_step_milestones):
+            raise _bad("lr_step_milestones", f"steps must be > 0, got {self.lr_step_milestones}")
+        object.__setattr__(self, "lr_step_milestones", sorted(self.lr_step_milestones))
+
+    # ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as plain YAML/JSON-safe values."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config", ignore_unknown: bool = False) -> "TrainConfig":
+        """Build from a mapping of raw values; errors are prefixed with ``source``."""
+        return cls.from_sources([(source, dict(data))], ignore_unknown=ignore_unknown)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> "TrainConfig":
+        """Load ``path`` (None: all defaults) and apply ``key=value`` overrides (YAML-parsed values)."""
+        sources: list[tuple[str, dict[str, Any]]] = []
+        if path is not None:
+            sources.append((str(path), _read_yaml(Path(path))))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--set {item}: expected key=value")
+            key, raw = item.split("=", 1)
+            key = key.strip()
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            sources.append((f"--set {item}", {key: value}))
+        return cls.from_sources(sources)
+
+    @classmethod
+    def from_sources(cls, sources: list[tuple[str, dict[str, Any]]], *, ignore_unknown: bool = False) -> "TrainConfig":
+        """Merge (source-name, mapping) pairs, later ones winning; coerce and check each value."""
+        hints = typing.get_type_hints(cls)
+        known = cls.keys()
+        values: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for name, data in sources:
+            for key, raw in data.items():
+                if key not in known:
+                    if ignore_unknown:
+                        continue
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    raise ConfigError(f"{name}: unknown key '{key}'{hint}", str(key))
+                try:
+                    values[key] = _coerce(raw, hints[key])
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {key}: {exc}", key) from None
+                origin[key] = name
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            where = origin.get(exc.key or "", sources[-1][0] if sources else "config")
+            raise ConfigError(f"{where}: {exc}", exc.key) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _describe(raw: Any) -> str:
+    return repr(raw) if isinstance(raw, str) else str(raw)
+
+
+def _coerce(raw: Any, hint: Any) -> Any:
+    """Convert a YAML value to the field type, or raise ValueError('must be ..., got ...')."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(raw, inner[0])
+    if origin is Literal:
+        if raw not in args:
+            raise ValueError(f"must be one of {', '.join(map(str, args))}, got {_describe(raw)}")
+        return raw
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        raise ValueError(f"must be true or false, got {_describe(raw)}")
+    if hint is int:
+        if isinstance(raw, bool):
+            raise ValueError(f"must be an integer, got {_describe(raw)}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            try:
+                f = float(raw.replace("_", ""))
+            except ValueError:
+                raise ValueError(f"must be an integer, got {_describe(raw)}") from None
+            if f.is_integer():
+                return int(f)
+        raise ValueError(f"must be an integer, got {_describe(raw)}")
+    if hint is float:
+        if isinstance(raw, bool):
+            raise ValueError(f"must be a number, got {_describe(raw)}")
+        if isinstance(raw, (int, float)):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise ValueError(f"must be a number, got {_describe(raw)}")
+    if hint is str:
+        if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+            return str(raw)
+        raise ValueError(f"must be a string, got {_describe(raw)}")
+    if origin is dict:
+        if not isinstance(raw, dict):
+            raise ValueError(f"must be a mapping like {{0: 0.01, 25000: 0.02}}, got {_describe(raw)}")
+        kt, vt = args
+        return {_coerce(k, kt): _coerce(v, vt) for k, v in raw.items()}
+    if origin is list:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = [raw]
+        if not isinstance(raw, list):
+            raise ValueError(f"must be a list like [1000, 2000], got {_describe(raw)}")
+        return [_coerce(v, args[0]) for v in raw]
+    return raw  # pragma: no cover - every field type is handled above
