@@ -31,6 +31,9 @@ def main() -> int:
     p.add_argument("--fraction", type=float, default=0.05, help="budget fraction of the recurrent SAEs")
     p.add_argument("--steps", type=int, default=None, help="full SAE budget in steps")
     p.add_argument("--batch-size", type=int, default=None, help="SAE tokens per step")
+    p.add_argument("--spacing", choices=("linear", "log"), default="linear", help="LM checkpoint spacing")
+    p.add_argument("--controls", default=None, help="comma-separated checkpoint indices for fresh controls "
+                   "(default: quick -1; full 3,7,-1)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -48,9 +51,11 @@ def main() -> int:
         sae = {**BUILTIN_SAE, "total_steps": 300, "batch_size": 256}
         controls = (-1,)
     else:
-        lm = LMConfig.preset("small", seed=args.seed, threads=args.threads)
+        lm = LMConfig.preset("small", seed=args.seed, threads=args.threads, spacing=args.spacing)
         sae = dict(BUILTIN_SAE)
         controls = (3, 7, -1)
+    if args.controls:
+        controls = tuple(int(c) for c in args.controls.split(","))
     if args.steps:
         sae["total_steps"] = args.steps
     if args.batch_size:
@@ -66,13 +71,14 @@ def main() -> int:
                                                      labels=tuple(f"LM step {c.step}" for c in series.checkpoints)),
                  log=lambda m: print(m, file=sys.stderr))
     t_sae = time.perf_counter() - t1
-    t = analyze_series(read_manifest(out))
+    t = analyze_series(read_manifest(out), n_eval=16384)
 
     print(f"\nSAE-Track speed-up ({'quick' if args.quick else 'full'}): LM d_model {lm.d_model}, {lm.n_layer} layers, "
-          f"{len(series.checkpoints)} checkpoints; SAE d_sae {lm.d_model * sae['expansion_factor']}, "
+          f"{len(series.checkpoints)} {lm.spacing}-spaced checkpoints; SAE d_sae {lm.d_model * sae['expansion_factor']}, "
           f"full budget {sae['total_steps']:,} steps x {sae['batch_size']:,} tokens, recurrent fraction {args.fraction:g}")
     print(f"LM {'reused from cache' if series.reused else f'trained in {t_lm:.0f} s'}; SAEs trained in {t_sae:.0f} s; runs in {out}\n")
-    head = f"{'checkpoint':<16}{'metric':<20}{'target':>10}{'fresh tokens':>15}{'recurrent tokens':>19}{'ratio':>10}{'speed-up':>10}"
+    head = (f"{'checkpoint':<16}{'metric':<20}{'target':>10}{'fresh tokens':>15}{'recurrent tokens':>19}{'ratio':>10}"
+            f"{'speed-up':>10}{'within series budget':>22}")
     print(head)
     print("-" * len(head))
     labels = [c.label for c in t.checkpoints]
@@ -88,8 +94,10 @@ def main() -> int:
             ratio, speed = "-", "-"
         if s.metric == "loss":
             ratios.append(s.ratio if s.ratio is not None else float("inf"))
-        print(f"{labels[s.checkpoint]:<16}{s.metric:<20}{s.target:>10.4g}{fresh:>15}{rec:>19}{ratio:>10}{speed:>10}")
-    loose = [s for s in analyze_series(read_manifest(out), tolerance=0.05).speedups if s.metric == "loss"]
+        budget = round(args.fraction * s.fresh_budget)
+        inside = "-" if s.recurrent_tokens is None else ("yes" if s.recurrent_tokens <= budget else f"no (>{budget:,})")
+        print(f"{labels[s.checkpoint]:<16}{s.metric:<20}{s.target:>10.4g}{fresh:>15}{rec:>19}{ratio:>10}{speed:>10}{inside:>22}")
+    loose = [s for s in analyze_series(read_manifest(out), tolerance=0.05, n_eval=4096).speedups if s.metric == "loss"]
     print("\nsensitivity, target = fresh final loss x 1.05 instead of x 1.01: "
           + ", ".join(f"{labels[s.checkpoint]}: fresh {s.fresh_tokens:,} / recurrent "
                       + (f"{s.recurrent_tokens:,} = {s.ratio:.3f}" if s.ratio is not None else "not reached")

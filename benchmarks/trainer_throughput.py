@@ -10,12 +10,14 @@ MSE + l1_alpha * L1, Adam, unit-norm decoder) on the same activations:
 
 - ours          ``trainer.train`` end to end: .npy activations through the shuffle buffer, every
                 step logged (metrics kept on the device, flushed to the run directory), checkpoint
-                and stats at the end (outside the timed loop). tokens/s = TrainResult.tokens_per_s.
+                and stats at the end (outside the timed loop). tokens/s = TrainResult.steady_tokens_per_s
+                (the training loop without its first step, as the other modes are timed after a warm-up step).
 - ours-nolog    the same with ``log_every: 0`` (no metrics, no dead-feature tracking): the
                 difference is our logging overhead.
 - plain         a hand-written torch step of the same model through autograd + torch.optim.Adam.
 - saelens       SAELens' ``SAETrainer.fit()`` with ``StandardTrainingSAE`` (its own venv, given by
-                --saelens-python, or importable here); skipped with a message when absent.
+                --saelens-python, or importable here); skipped with a message when absent. Timed
+                around fit() (its first step included: at 20 steps that costs it about 1/20).
 - limit         the five GEMMs of a step and nothing else (the matmul limit).
 
 Modes are interleaved over --repeats rounds (this VM gives an occasional run 10-25% slow) and the
@@ -71,7 +73,7 @@ def measure_ours(npy: Path, args: argparse.Namespace, log: bool, workdir: Path) 
     from trainer import TrainConfig, train
 
     cfg = TrainConfig(
-        data_source="files", data_path=str(npy), d_sae=args.d_sae, batch_size=args.batch, total_steps=args.steps,
+        data_source="files", data_path=str(npy), d_sae=args.d_sae, batch_size=args.batch, total_steps=args.steps + 1,
         l1_alpha=0.05, learning_rate=1e-4, resample_interval=0, checkpoint_every=0, log_every=1 if log else 0,
         device=args.device, threads=args.threads, stats_sample=256, precision=args.precision, tf32=args.tf32,
         shuffle_buffer_tokens=args.batch * 8, shuffle_block_tokens=args.batch,
@@ -79,7 +81,7 @@ def measure_ours(npy: Path, args: argparse.Namespace, log: bool, workdir: Path) 
     run = workdir / f"ours_{time.monotonic_ns()}"
     result = train(cfg, run_dir=run)
     shutil.rmtree(run, ignore_errors=True)
-    return result.tokens_per_s
+    return result.steady_tokens_per_s  # like the other modes: without the first (warm-up) step
 
 
 def _sync(device: str) -> None:
@@ -88,7 +90,7 @@ def _sync(device: str) -> None:
 
 
 def measure_plain(data: torch.Tensor, args: argparse.Namespace) -> float:
-    d, s, B, dev = args.d_in, args.d_sae, args.batch, args.device
+    d, s, dev = args.d_in, args.d_sae, args.device
     g = torch.Generator().manual_seed(0)
     w = torch.randn(s, d, generator=g)
     w /= w.norm(dim=1, keepdim=True)

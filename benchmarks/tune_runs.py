@@ -5,7 +5,7 @@ d_sae 512, batch 1024, 3000 steps unless overridden) and prints, side by side: t
 whether the target was reached, the l1_alpha sequence, the final settled L0 and the wall time.
 
     python benchmarks/tune_runs.py --quick            # smoke run: one start, tiny model, ~1 min
-    python benchmarks/tune_runs.py                    # full: 5 starts x default model (~10-50 min)
+    python benchmarks/tune_runs.py                    # full: 5 starts x default model (~7-30 min)
     python benchmarks/tune_runs.py --starts 0.01 0.1 --steps 1500 --threads 2
 """
 

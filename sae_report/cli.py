@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .commands.analyze import analyze
 from .commands.compare import compare
+from .commands.fixtures import fixtures
 from .commands.importer import import_
 from .commands.recommend import recommend
 from .commands.track import track
@@ -27,5 +28,5 @@ def main() -> None:
     """
 
 
-for _command in (train, analyze, compare, recommend, tune, import_, track):
+for _command in (train, analyze, compare, recommend, tune, import_, track, fixtures):
     main.add_command(_command)

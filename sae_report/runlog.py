@@ -378,7 +378,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> list[pl.DataFrame]:
     for i, part in enumerate(parts):
         if part.suffix == ".parquet":
             try:
-                frame = pl.read_parquet(part)
+                frame = _read_parquet_quietly(part)
             except FileNotFoundError:
                 raise
             except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
@@ -402,6 +402,26 @@ def _no_complete_line(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(4096)
     return b"\n" not in head or not head.split(b"\n", 1)[1].strip()
+
+
+def _read_parquet_quietly(path: Path) -> pl.DataFrame:
+    """``pl.read_parquet`` after a footer check (through pyarrow, when installed): a footer whose
+    column chunks point past the end of the file makes polars panic and print a Rust backtrace on
+    stderr; the check turns that into a plain ValueError first. Costs one footer read."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        return pl.read_parquet(path)
+    size = Path(path).stat().st_size
+    meta = pq.ParquetFile(path).metadata
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            start = min(o for o in (col.dictionary_page_offset, col.data_page_offset) if o is not None)
+            if start < 0 or start + col.total_compressed_size > size:
+                raise ValueError(f"column chunk {c} of row group {g} lies outside the file (truncated or corrupt)")
+    return pl.read_parquet(path)
 
 
 def supersede_and_dedup(frame: pl.DataFrame) -> pl.DataFrame:

@@ -102,3 +102,18 @@ def test_analyze_path_without_formats_writes_nothing(tmp_path: Path) -> None:
     res = analyze_path(run, formats=(), siblings=False)
     assert res.out_dir is None and res.files == [] and not (run / "report").exists()
     assert res.analysis.run.id == "synthetic_clean"
+
+
+def test_source_and_run_pick_the_reader_and_the_table(tmp_path: Path) -> None:
+    rows = "\n".join(f"{s},{50 * 0.97 ** s:.4f},{1 / (s + 1):.5f}" for s in range(0, 300))
+    (tmp_path / "a.csv").write_text("_step,l0_pct,loss\n" + rows + "\n")
+    (tmp_path / "b.csv").write_text("_step,l0_pct,loss\n" + rows + "\n")
+    (tmp_path / "config.yaml").write_text("d_sae: 2000\n")
+    res = _run(str(tmp_path), "--json", "--source", "csv", "--run", "b", "--no-siblings")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["run"]["id"] == "b" and doc["run"]["source"] == "csv" and doc["run"]["d_sae"] == 2000
+    res = _run(str(tmp_path), "--json", "--source", "csv", "--no-siblings")
+    assert res.exit_code == 2
+    assert res.stderr == (f"Error: {tmp_path}: several metrics files (a.csv, b.csv); "
+                          "pick one with --run NAME or pass the file\n")

@@ -147,3 +147,34 @@ def test_html_chart_renders_in_chromium(writeup, tmp_path):
          "--virtual-time-budget=8000", "--dump-dom", (out / "comparison.html").as_uri()],
         capture_output=True, text=True, timeout=120).stdout
     assert dom.count('class="marks"') == 1
+
+
+def _write_simple(root: Path, run_id: str, l1: float, l0) -> Path:
+    import numpy as np
+
+    from sae_report.runlog import RunLogWriter
+
+    run = root / run_id
+    steps = np.arange(len(l0))
+    with RunLogWriter(run) as w:
+        w.write_config({"run_id": run_id, "l1_alpha": l1, "d_in": 16, "d_sae": 64, "total_steps": len(l0),
+                        "target_l0": 0.05})
+        w.log_metrics({"step": steps, "l0_frac": l0, "loss": np.full(len(l0), 0.1)})
+        w.write_summary({"status": "completed", "steps": int(steps[-1])})
+    return run
+
+
+def test_unstable_second_half_is_warned_and_weighted(tmp_path):
+    import numpy as np
+
+    steps = np.arange(1000)
+    calm = np.where(steps < 500, 0.3, 0.08)
+    swing = np.where(steps < 500, 0.3, 0.03 * (1 + 0.9 * np.sin(steps / 9.0)))
+    _write_simple(tmp_path, "calm", 0.01, calm)
+    _write_simple(tmp_path, "swing", 0.1, swing)
+    comp = compare_runs([tmp_path])
+    rows = {r.id: r for r in comp.rows}
+    assert not rows["calm"].unstable and rows["swing"].unstable
+    assert any(w.startswith("swing: L0 not settled: second half swings") and "uncertain" in w for w in comp.warnings)
+    assert rows["swing"].l0_noise > rows["calm"].l0_noise
+    assert comp.target_source == "config" and comp.recommendation.bracket == ["calm", "swing"]

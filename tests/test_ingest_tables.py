@@ -135,3 +135,30 @@ def test_canonical_config_maps_other_trainers_keys() -> None:
     assert (cfg["l1_alpha"], cfg["learning_rate"], cfg["d_sae"], cfg["total_steps"]) == (5, 3e-4, 4096, 1000)
     assert cfg["wandb_thing"] == 1
     assert canonical_config({"target_l0": 205, "d_sae": 4096})["target_l0"] == pytest.approx(0.05, rel=1e-3)
+
+
+def test_saelens_style_csv_at_two_cadences_is_analyzed_end_to_end(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sae_report.cli import main
+    from sae_report.fixtures import generate
+
+    g = generate("writeup", steps=50_000, seed=2, rows=1000)
+    c = g.columns
+    every10 = (c["step"] // 50) % 10 == 0
+    frame = pl.DataFrame({
+        "global_step": c["step"], "metrics/l0": c["l0"], "losses/overall_loss": c["loss"],
+        "sparsity/dead_features": pl.Series([float(v) if keep else None for v, keep in zip(c["dead"], every10)]),
+        "details/current_l1_coefficient": c["l1_alpha"],
+    })
+    frame.write_csv(tmp_path / "metrics.csv")
+    (tmp_path / "config.yaml").write_text("sae:\n  d_sae: 8192\nl1_coefficient: 0.065\ntarget_l0: 0.05\n")
+    res = CliRunner().invoke(main, ["analyze", str(tmp_path / "metrics.csv"), "--json", "--no-siblings"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    doc = json.loads(res.stdout)
+    kinds = {(f["kind"], f["metric"]) for f in doc["findings"]}
+    assert {("collapse", "l0_frac"), ("recovery", "l0_frac"), ("oscillation", "l0_frac")} <= kinds
+    assert doc["run"]["d_sae"] == 8192 and doc["run"]["config"]["l1_alpha"] == 0.065
+    assert doc["summary"]["dead_frac"]["final"] == pytest.approx(c["dead"][-1] / 8192)

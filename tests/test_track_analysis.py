@@ -192,4 +192,8 @@ def test_short_series_get_fewer_phases():
     assert [(p.name, p.start, p.end) for p in phases] == [("initial drift", 0, 2), ("final stabilisation", 2, 4)]
     assert note == ""
     phases, note = drift_phases(np.array([0.99, 0.99, 0.7, 0.7]))
-    assert note.startswith("drift does not fall from phase to phase here")
+    assert [p.name for p in phases] == ["early low drift", "main drift"]
+    assert note.startswith("drift does not fall from phase to phase here (drift per checkpoint 0.01, 0.3)")
+    # rise then fall, as on the built-in LM: early low drift, main drift, final stabilisation
+    phases, _ = drift_phases(np.array([0.99, 0.99, 0.95, 0.95, 0.96, 0.995, 0.995]))
+    assert [(p.name, p.start) for p in phases] == [("early low drift", 0), ("main drift", 2), ("final stabilisation", 5)]

@@ -61,10 +61,21 @@ def test_series_runs_are_ordinary_run_dirs_initialised_from_the_previous(trained
     assert ctrl.config["seed"] == 1002 and ctrl.config.get("init_from") is None
 
 
+def test_probe_continues_the_series_run_exactly(trained):
+    _, out, result = trained
+    probe = result.manifest.probes[0]
+    assert (probe.index, probe.run_dir.name, probe.budget_tokens) == (2, "probe_02", 50 * 128)
+    series_run, probe_run = read_run(out / "sae_02"), read_run(probe.run_dir)
+    assert probe_run.config["init_from"] == str(out / "sae_01") and probe_run.config["total_steps"] == 50
+    # same start, seed and data order: its first 10 steps are the series' run, step for step
+    np.testing.assert_allclose(probe_run.metrics["loss"][:10].to_numpy(), series_run.metrics["loss"].to_numpy(), rtol=1e-6)
+
+
 def test_recurrent_sae_reaches_the_fresh_loss_with_a_fraction_of_the_tokens(trained):
     _, out, _ = trained
     t = analyze_series(read_manifest(out), n_eval=2048)
     loss = next(s for s in t.speedups if s.metric == "loss")
+    assert loss.recurrent_run == "probe" and loss.recurrent_budget == 50 * 128
     assert loss.fresh_tokens and loss.recurrent_tokens is not None
     assert loss.ratio <= 0.1
     cons = [m for m in t.matches if m.kind == "consecutive"]
@@ -74,7 +85,7 @@ def test_recurrent_sae_reaches_the_fresh_loss_with_a_fraction_of_the_tokens(trai
 def test_second_call_reuses_completed_runs(trained):
     acts, out, _ = trained
     again = train_series(acts, out, TrackConfig(base=SAE, fraction=0.05))
-    assert again.trained == [] and len(again.reused) == 4
+    assert again.trained == [] and len(again.reused) == 5  # 3 series SAEs, 1 control, 1 probe
     changed = train_series(acts, out, TrackConfig(base=SAE, fraction=0.05, controls=()))
     assert changed.trained == [] and changed.manifest.controls == []
 

@@ -212,3 +212,30 @@ def test_config_from_yaml_overrides_and_round_trip(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         TrainConfig.from_yaml(path, ["l1_schedule=constant"])
     assert str(err.value) == "--set l1_schedule=constant: l1_schedule: is constant but l1_alpha_schedule is given (use piecewise)"
+
+
+def test_example_configs_load() -> None:
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 5
+    loaded = {p.stem: TrainConfig.from_yaml(p) for p in examples}
+    assert [loaded[f"writeup_iter{i}"].l1_alpha for i in (1, 2, 3)] == [0.005, 0.05, 0.065]
+    assert loaded["writeup_iter3"].resample_interval < loaded["writeup_iter1"].resample_interval
+    assert all(loaded[f"writeup_iter{i}"].target_l0 == 0.05 for i in (1, 2, 3))
+    assert loaded["option3_piecewise"].l1_schedule == "piecewise"
+
+
+def test_bf16_precision_and_keep_checkpoints(tmp_path: Path) -> None:
+    result = train(tiny(total_steps=60, precision="bf16", checkpoint_every=10, keep_checkpoints=2), run_dir=tmp_path / "r")
+    loss = read_run(tmp_path / "r").metrics["loss"].to_numpy()
+    assert result.status == "completed" and np.isfinite(loss).all() and loss[-10:].mean() < loss[:3].mean()
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["final", "step_000000050", "step_000000060"]
+
+
+def test_explained_variance_formula() -> None:
+    from trainer.sae import explained_variance
+
+    x = torch.randn(50, 7, dtype=torch.float64)
+    x_hat = x + 0.1 * torch.randn(50, 7, dtype=torch.float64)
+    sse = ((x - x_hat) ** 2).sum()
+    expected = 1 - sse / ((x - x.mean(dim=0)) ** 2).sum()
+    assert float(explained_variance(sse, x)) == pytest.approx(float(expected), rel=1e-10)

@@ -143,6 +143,13 @@ def test_ctrl_c_flushes_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "final" / "sae.safetensors").exists()
     assert [e.kind for e in data.events][-2:] == ["interrupt", "end"]
     assert f"resume with: sae-report train --resume {run}" in out.decode()
+    # resuming with more steps continues the same log
+    result = run_cli("--resume", str(run), "--set", f"total_steps={summary['steps'] + 10}", "-q")
+    assert result.exit_code == 0, result.output
+    data = read_run(run)
+    assert data.metrics["step"].to_list() == list(range(1, summary["steps"] + 11))
+    assert data.config["total_steps"] == 100000  # config.yaml is the original, never rewritten ...
+    assert [e.data["changed"] for e in data.events if e.kind == "resume"] == [{"total_steps": summary["steps"] + 10}]
 
 
 def test_nonfinite_loss_stops_and_keeps_everything(tmp_path: Path) -> None:
@@ -189,3 +196,16 @@ def test_train_without_torch_says_how_to_install(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "sae_report", "train"], capture_output=True, text=True, env=env)
     assert out.returncode == 1
     assert out.stderr.strip() == "Error: the trainer needs torch: pip install 'sae-report[train]'"
+
+
+def test_init_from_errors_are_one_line(tmp_path: Path) -> None:
+    assert run_cli(*sets("total_steps=20"), "-q", "--out", str(tmp_path / "a")).exit_code == 0
+    (src,) = (tmp_path / "a").iterdir()
+    result = run_cli(*sets("total_steps=5", "d_sae=32", f"init_from={src}"), "-q", "--out", str(tmp_path / "b"))
+    assert (result.exit_code, result.stderr.strip()) == (
+        2, f"Error: {src / 'checkpoints' / 'step_000000020'}: W_enc has shape [16, 64], this SAE needs [16, 32]")
+    result = run_cli(*sets(f"init_from={tmp_path / 'none'}"), "-q", "--out", str(tmp_path / "b"))
+    assert result.stderr.strip() == (f"Error: {tmp_path / 'none'}: no checkpoint "
+                                     "(expected sae.safetensors or checkpoints/step_*/)")
+    result = run_cli("--resume", str(tmp_path / "none"))
+    assert (result.exit_code, result.stderr.strip()) == (2, f"Error: {tmp_path / 'none'}: no such run directory")

@@ -247,17 +247,7 @@ class TrainConfig:
         sources: list[tuple[str, dict[str, Any]]] = []
         if path is not None:
             sources.append((str(path), _read_yaml(Path(path))))
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"--set {item}: expected key=value")
-            key, raw = item.split("=", 1)
-            key = key.strip()
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
-                value = raw
-            sources.append((f"--set {item}", {key: value}))
-        return cls.from_sources(sources)
+        return cls.from_sources(sources + parse_overrides(overrides))
 
     @classmethod
     def from_sources(cls, sources: list[tuple[str, dict[str, Any]]], *, ignore_unknown: bool = False) -> "TrainConfig":
@@ -284,6 +274,21 @@ class TrainConfig:
         except ConfigError as exc:
             where = origin.get(exc.key or "", sources[-1][0] if sources else "config")
             raise ConfigError(f"{where}: {exc}", exc.key) from None
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``["k=v", ...]`` -> ``[("--set k=v", {"k": parsed v}), ...]`` (values parsed as YAML)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((f"--set {item}", {key.strip(): value}))
+    return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -18,13 +18,12 @@ class ProgressDisplay:
     def __init__(self, total: int, start: int, run_dir: str, d_sae: int) -> None:
         self.d_sae = d_sae
         self.progress = Progress(
-            TextColumn("[bold]train[/bold]"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
             console=Console(stderr=True),
             transient=False,
         )

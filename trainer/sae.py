@@ -41,7 +41,7 @@ class StepStats:
     sse: torch.Tensor
     """Sum over the batch of ||x - x_hat||^2 (for explained variance)."""
     fire_count: torch.Tensor | None
-    """Per-feature count of tokens with f > 0 in this batch (int64 [d_sae]); None when not asked."""
+    """Per-feature count of tokens with f > 0 in this batch (float [d_sae], whole numbers); None when not asked."""
 
 
 class SparseAutoencoder(torch.nn.Module):
@@ -90,6 +90,13 @@ class SparseAutoencoder(torch.nn.Module):
             self._buf[name] = buf
         return buf
 
+    def _ones(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        ones = self._buf.get("ones")
+        if ones is None or ones.shape[0] != n or ones.dtype != like.dtype:
+            ones = torch.ones(n, device=like.device, dtype=like.dtype)
+            self._buf["ones"] = ones
+        return ones
+
     def _mm(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, bias: torch.Tensor | None = None,
             alpha: float = 1.0) -> torch.Tensor:
         """out = alpha * a @ b (+ bias), in fp32 or with bf16 operands (fp32 result)."""
@@ -126,18 +133,24 @@ class SparseAutoencoder(torch.nn.Module):
         sse = torch.dot(err.view(-1), err.view(-1))
         mse = sse / (B * d)
 
+        # Column sums over the batch as matrix-vector products with a ones vector: on CPU this is
+        # several times faster than .sum(dim=0) (and count_nonzero(dim=0) is slower still).
+        ones = self._ones(B, x)
         # The penalty. April 2024 weights each feature by its decoder norm.
-        col_sum = f.sum(dim=0)  # [d_sae]: also tells which features fired (f >= 0)
+        col_sum = torch.mv(f.t(), ones)  # [d_sae]
         norms = self.l1_weights()
         l1 = (col_sum @ norms if norms is not None else col_sum.sum()) / B
         loss = mse + l1_alpha * l1
-        fire_count = torch.count_nonzero(f, dim=0) if count_fires else None
+        fire_count = None
+        if count_fires:
+            mask = torch.gt(f, 0, out=self._buffer("mask", (B, s)))
+            fire_count = torch.mv(mask.t(), ones)  # exact integers (float32 is exact below 2^24)
 
         # Backward. d loss / d x_hat = c * err with c = 2 / (B d).
         c = 2.0 / (B * d)
         # GEMM 3: decoder gradient.
         self._mm(W_dec.grad, f.t(), err, alpha=c)
-        torch.sum(err, dim=0, out=b_dec.grad).mul_(c)
+        torch.mv(err.t(), ones, out=b_dec.grad).mul_(c)
         # GEMM 4: d loss / d f = c * err @ W_dec^T + l1_alpha * w / B (the penalty is the bias term).
         pen = torch.full((s,), l1_alpha / B, device=x.device, dtype=x.dtype) if norms is None else norms * (l1_alpha / B)
         self._mm(df, err, W_dec.t(), bias=pen, alpha=c)
@@ -145,7 +158,7 @@ class SparseAutoencoder(torch.nn.Module):
         torch.ops.aten.threshold_backward.grad_input(df, f, 0.0, grad_input=df)
         # GEMM 5: encoder gradient, from the centred input (which needs no gradient itself).
         self._mm(W_enc.grad, xc.t(), df)
-        torch.sum(df, dim=0, out=b_enc.grad)
+        torch.mv(df.t(), ones, out=b_enc.grad)
         # b_dec also enters through x - b_dec: a matrix-vector product instead of a sixth GEMM.
         b_dec.grad.addmv_(W_enc, b_enc.grad, alpha=-1.0)
         if norms is not None:
@@ -192,5 +205,7 @@ class SparseAutoencoder(torch.nn.Module):
 
 def explained_variance(sse: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """1 - sum_b ||x_b - x_hat_b||^2 / sum_b ||x_b - mean_b(x)||^2 over one batch (0-dim tensor)."""
-    total = torch.dot(x.view(-1), x.view(-1)) - x.shape[0] * torch.dot(m := x.mean(dim=0), m)
+    ones = torch.ones(x.shape[0], device=x.device, dtype=x.dtype)
+    m = torch.mv(x.t(), ones) / x.shape[0]  # column mean as a matrix-vector product (fast on CPU)
+    total = torch.dot(x.view(-1), x.view(-1)) - x.shape[0] * torch.dot(m, m)
     return 1.0 - sse / total.clamp_min(1e-30)

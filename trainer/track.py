@@ -6,7 +6,9 @@
 - SAE k (k >= 1) starts from SAE k-1's final weights (``init_from``; Adam state too with
   ``init_optimizer``) and trains on checkpoint k's activations for ``fraction`` of the budget.
 - Each control checkpoint (default: the last) also gets a from-scratch SAE with the full budget,
-  on the same activations and settings: the speed-up and the independent matching compare to it.
+  on the same activations and settings (another seed): the speed-up and the independent matching
+  compare to it; and a probe: the series' recurrent SAE there continued to ``probe_fraction`` of
+  the budget, so the tokens it needs are measured even when they exceed ``fraction``.
 
 Every SAE is an ordinary run directory (``OUT/sae_00``, ..., ``OUT/fresh_07``) that ``sae-report
 analyze`` reads; ``OUT/track/series.json`` lists them. A run already complete with the same
@@ -46,6 +48,11 @@ class TrackConfig:
     Negative indices count from the end. A control uses seed ``seed + 1000 + index``."""
     init_optimizer: bool = False
     """Recurrent SAEs also load the previous SAE's Adam state."""
+    probe_fraction: float | None = 0.25
+    """At each control checkpoint, also continue the recurrent SAE (same start, seed and data
+    order, so its first steps are the series' run when the lr schedule does not depend on
+    total_steps) to this fraction of the budget: the speed-up is read on it, so tokens beyond
+    ``fraction`` are observed rather than cut off. None (or not above ``fraction``): no probes."""
     threshold: float = 0.9
     """Decoder cosine at or above which two features count as matched (stored in the manifest)."""
     labels: tuple[str, ...] | None = None
@@ -56,6 +63,8 @@ class TrackConfig:
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.probe_fraction is not None and not 0 < self.probe_fraction <= 1:
+            raise ValueError(f"probe_fraction must be in (0, 1], got {self.probe_fraction}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         for key in ("data_source", "data_path", "init_from", "init_optimizer"):
@@ -147,6 +156,7 @@ def train_series(acts: Sequence[Path | str], out: Path | str, config: TrackConfi
         return run_dir
 
     entries: list[SeriesEntry] = []
+    recurrent_cfgs: dict[int, TrainConfig] = {}
     prev: Path | None = None
     for k, path in enumerate(acts):
         name = f"sae_{k:02d}"
@@ -162,6 +172,7 @@ def train_series(acts: Sequence[Path | str], out: Path | str, config: TrackConfi
             cfg = base.replace(**{**warm, "data_path": str(path), "total_steps": short,
                                   "init_from": str(prev), "init_optimizer": config.init_optimizer})
             what, init, steps = f"from {prev.name} on {labels[k]}", "recurrent", short
+            recurrent_cfgs[k] = cfg
         prev = run(name, cfg, what)
         entries.append(SeriesEntry(index=k, label=labels[k], run_dir=prev, init=init,
                                    budget_tokens=steps * cfg.batch_size, acts=path))
@@ -174,9 +185,18 @@ def train_series(acts: Sequence[Path | str], out: Path | str, config: TrackConfi
         run_dir = run(name, ctrl_cfg, f"the from-scratch control on {labels[c]} (seed {ctrl_cfg.seed})")
         ctrl_entries.append(SeriesEntry(index=c, label=labels[c], run_dir=run_dir, init="scratch",
                                         budget_tokens=full * base.batch_size, acts=acts[c]))
-    manifest = SeriesManifest(checkpoints=entries, controls=ctrl_entries, fraction=config.fraction,
+    probe_entries = []
+    if config.probe_fraction is not None and config.probe_fraction > config.fraction:
+        long = max(short + 1, round(full * config.probe_fraction))
+        for c in controls:
+            cfg = recurrent_cfgs[c].replace(total_steps=long)
+            run_dir = run(f"probe_{c:02d}", cfg, f"the recurrent SAE on {labels[c]} continued to {long:,} steps")
+            probe_entries.append(SeriesEntry(index=c, label=labels[c], run_dir=run_dir, init="recurrent",
+                                             budget_tokens=long * cfg.batch_size, acts=acts[c]))
+    manifest = SeriesManifest(checkpoints=entries, controls=ctrl_entries, probes=probe_entries, fraction=config.fraction,
                               threshold=config.threshold,
                               source={**dict(config.source), "full_steps": full, "recurrent_steps": short,
+                                      "probe_fraction": config.probe_fraction,
                                       "batch_size": base.batch_size, "init_optimizer": config.init_optimizer})
     path = out / TRACK_DIR / MANIFEST_FILE
     write_manifest(path, manifest)

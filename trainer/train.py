@@ -24,7 +24,7 @@ from sae_report import __version__ as SAE_REPORT_VERSION
 from sae_report.runlog import RunLogWriter, read_config
 
 from .checkpoint import CheckpointError, load_checkpoint, load_optimizer_state, save_checkpoint
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, parse_overrides
 from .data import FileData, SyntheticData, normalisation_scale
 from .progress import NoProgress, ProgressDisplay
 from .resample import resample_dead
@@ -62,6 +62,8 @@ class TrainResult:
     """Synthetic data: mean max cosine similarity of the true features with the decoder rows."""
     checkpoint: Path | None
     """The last checkpoint written (None when diverged before the first one)."""
+    steady_tokens_per_s: float = 0.0
+    """Throughput of this session without its first step (allocations, first-touch page faults)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,9 +82,7 @@ def config_from_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
     raw = read_config(path)
     raw["device"] = raw.get("device_requested", raw.get("device", "auto"))
     base = {k: v for k, v in raw.items() if k in TrainConfig.keys()}
-    over = TrainConfig.from_yaml(None, overrides)  # validates the overrides on their own
-    changed = {item.split("=", 1)[0].strip(): getattr(over, item.split("=", 1)[0].strip()) for item in overrides}
-    return TrainConfig.from_sources([(str(path), base), ("--set", changed)])
+    return TrainConfig.from_sources([(str(path), base), *parse_overrides(overrides)])
 
 
 def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | Path | None = None,
@@ -143,16 +143,23 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     gen = torch.Generator().manual_seed(config.seed)
     sae = SparseAutoencoder(d_in, d_sae, variant=config.sae_variant, device=device, generator=gen)
     sae.bf16 = config.precision == "bf16"
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                 fused=True)
-    if ckpt is not None:
-        sae.load_tensors(ckpt.weights, str(ckpt.path))
-        load_optimizer_state(sae, optimizer, ckpt.optimizer, str(ckpt.path))
-    elif init is not None:
-        sae.load_tensors(init.weights, str(init.path))
-        if config.init_optimizer:
-            load_optimizer_state(sae, optimizer, init.optimizer, str(init.path))
-    else:
+    try:  # fused Adam: one kernel for all four tensors (CPU support needs torch >= 2.4)
+        optimizer = torch.optim.Adam(sae.parameters(), lr=config.learning_rate,
+                                     betas=(config.adam_beta1, config.adam_beta2), fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.Adam(sae.parameters(), lr=config.learning_rate,
+                                     betas=(config.adam_beta1, config.adam_beta2), foreach=True)
+    try:
+        if ckpt is not None:
+            sae.load_tensors(ckpt.weights, str(ckpt.path))
+            load_optimizer_state(sae, optimizer, ckpt.optimizer, str(ckpt.path))
+        elif init is not None:
+            sae.load_tensors(init.weights, str(init.path))
+            if config.init_optimizer:
+                load_optimizer_state(sae, optimizer, init.optimizer, str(init.path))
+    except ValueError as exc:  # shape mismatches: one line naming the checkpoint
+        raise CheckpointError(str(exc)) from None
+    if ckpt is None and init is None:
         # b_dec starts at the data mean: the encoder then sees centred inputs from step 1.
         with torch.no_grad():
             sae.b_dec.copy_(data.sample(8192, stream=0).mean(dim=0))
@@ -193,7 +200,9 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
         writer.log_event("start", 0, device=str(device), d_in=d_in, d_sae=d_sae, input_scale=scale,
                          init_from=config.init_from)
     else:
-        writer.log_event("resume", start_step, checkpoint=str(ckpt.path), tokens=start_step * config.batch_size)
+        changed = {k: v for k, v in resolved.items() if k in ckpt.meta and ckpt.meta[k] != v and k != "device"}
+        writer.log_event("resume", start_step, checkpoint=str(ckpt.path), tokens=start_step * config.batch_size,
+                         changed=changed)
 
     l1_at, lr_at = L1Schedule(config), LRSchedule(config)
     milestones: dict[int, list[tuple[str, Any]]] = {}
@@ -272,6 +281,7 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     t0 = time.monotonic()
     last_flush = t0
     current_lr = None
+    first_step_s = 0.0
     try:
         for step in range(start_step + 1, config.total_steps + 1):
             # Schedules are pure functions of the step; their milestones become events.
@@ -296,7 +306,7 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
             if track:
                 counts = stats.fire_count
                 last_fired.masked_fill_(counts > 0, step)
-                fire_count += counts
+                fire_count += counts.long()
                 window_tokens += B
                 if step % config.dead_window == 0:  # rotate the windows kept for feature_freq.npy
                     prev_fire_count.copy_(fire_count)
@@ -336,6 +346,10 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
                     status = "diverged"
                     break
                 last_ckpt = checkpoint(step)
+            if step == start_step + 1:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # once: so first_step_s is the first step's real cost
+                first_step_s = time.monotonic() - t0
             if stop["signal"] is not None:
                 status = "interrupted"
                 break
@@ -344,6 +358,8 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
             signal.signal(sig, handler)
 
     # ---- end of run: flush, checkpoint, stats, summary ---------------------------------------
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the host runs ahead of the GPU: wait before reading the clock
     loop_s = time.monotonic() - t0
     if status != "diverged" and not flush():
         status = "diverged"
@@ -363,6 +379,7 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
         writer.log_event("interrupt", step, signal=signal.Signals(stop["signal"]).name if stop["signal"] else None)
     elapsed = elapsed_before + loop_s
     tps = session_tokens / loop_s if loop_s > 0 else 0.0
+    steady = (session_tokens - B) / (loop_s - first_step_s) if session_tokens > B and loop_s > first_step_s else tps
     writer.log_event("end", step, status=status)
     writer.write_summary({
         "status": status, "run_id": run_id, "steps": step, "total_steps": config.total_steps, "tokens": tokens,
@@ -378,7 +395,7 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     return TrainResult(
         run_dir=run_dir, status=status, steps=step, tokens=tokens, elapsed_s=elapsed, tokens_per_s=tps,
         final_loss=last_row.get("loss"), final_l0_frac=last_row.get("l0_frac"), final_dead_frac=last_row.get("dead_frac"),
-        feature_recovery=recovery.mmcs if recovery else None, checkpoint=last_ckpt,
+        feature_recovery=recovery.mmcs if recovery else None, checkpoint=last_ckpt, steady_tokens_per_s=steady,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
 import polars as pl
 
 from ..ingest.aliases import canonical_config
@@ -65,6 +66,11 @@ def analyze(data: RunData, *, config: AnalyzerConfig | None = None,
             overrides: Mapping[str, Any] | None = None) -> Analysis:
     """Find what happened in ``data``. ``overrides`` are flag values (``target_l0``, ``d_sae``,
     ``l1_alpha``, ...) that fill or replace config keys; None values are ignored."""
+    with np.errstate(all="ignore"):  # huge or non-finite values are data here, not warnings
+        return _analyze(data, config, overrides)
+
+
+def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[str, Any] | None) -> Analysis:
     cfg = config or AnalyzerConfig()
     run_cfg = canonical_config(data.config)
     for k, v in (overrides or {}).items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 
 import click
 
@@ -31,6 +30,23 @@ class Fraction(click.ParamType):
         if not v > 0 or v != v or v == float("inf"):
             self.fail(f"{value!r} must be positive", param, ctx)
         return v
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command that regenerates this report (from the parsed options, not sys.argv)."""
+    parts = ["sae-report", "analyze", shlex.quote(str(ctx.params["path"]))]
+    for p in ctx.command.params:
+        if p.name == "path" or not isinstance(p, click.Option):
+            continue
+        v = ctx.params.get(p.name)
+        if v in (None, False, (), "") or v == p.default:
+            continue
+        flag = max(p.opts, key=len)
+        if p.is_flag:
+            parts.append(flag)
+        else:
+            parts.append(f"{flag} {shlex.quote(','.join(v) if isinstance(v, tuple) else str(v))}")
+    return " ".join(parts)
 
 
 def _kinds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
@@ -94,7 +110,7 @@ def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, .
     overrides = {"target_l0": target_l0, "d_sae": d_sae, "l1_alpha": l1_alpha, "learning_rate": learning_rate,
                  "resample_interval": resample_interval, "total_steps": total_steps, "target_loss": target_loss}
     fmts = formats if formats is not None else (("json",) if as_json else ("md", "html", "json"))
-    command = "sae-report analyze " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    command = _command_line(click.get_current_context())
     try:
         result = analyze_path(path, out_dir=out_dir, formats=fmts, source=source, run=run_id, overrides=overrides,
                               siblings=not no_siblings, command=command)

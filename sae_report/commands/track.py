@@ -31,6 +31,8 @@ class InputError(click.ClickException):
 @click.option("--lr", "learning_rate", type=float, default=None, help="Adam learning rate.")
 @click.option("--control", "controls", type=int, multiple=True,
               help="Checkpoint index that also gets a from-scratch control (repeatable; default: the last).")
+@click.option("--probe-fraction", type=float, default=0.25, show_default=True,
+              help="At each control, continue the recurrent SAE to this budget fraction to measure its tokens (0: off).")
 @click.option("--init-optimizer", is_flag=True, help="Recurrent SAEs also take the previous SAE's Adam state.")
 @click.option("--threshold", type=float, default=None,
               help="Decoder cosine counted as a matched feature (default 0.9; --reanalyze: the series' own).")
@@ -52,7 +54,7 @@ class InputError(click.ClickException):
               help="Built-in: cache folder (default $SAE_REPORT_CACHE or ~/.cache/sae-report).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the LM and of every SAE.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
-def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls, init_optimizer,
+def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls, probe_fraction, init_optimizer,
           threshold, config_path, overrides, eval_tokens, tolerance, reanalyze, formats, lm_preset, lm_steps, lm_checkpoints, lm_layer,
           lm_spacing, cache_dir, seed, threads) -> None:
     """Follow SAE features across a model's training checkpoints (SAE-Track, arXiv 2412.17626).
@@ -79,6 +81,8 @@ def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, lear
         raise click.UsageError(f"--threshold must be in (0, 1], got {threshold}")
     if not 0 <= tolerance < 1:
         raise click.UsageError(f"--tolerance must be in [0, 1), got {tolerance}")
+    if not 0 <= probe_fraction <= 1:
+        raise click.UsageError(f"--probe-fraction must be in [0, 1], got {probe_fraction}")
     if not 0 < fraction <= 1:
         raise click.UsageError(f"--fraction must be in (0, 1], got {fraction}")
     if reanalyze and (acts or builtin):
@@ -91,7 +95,7 @@ def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, lear
     try:
         if not reanalyze:
             _train(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls,
-                   init_optimizer, threshold, config_path, overrides, lm_preset, lm_steps, lm_checkpoints, lm_layer, lm_spacing,
+                   probe_fraction, init_optimizer, threshold, config_path, overrides, lm_preset, lm_steps, lm_checkpoints, lm_layer, lm_spacing,
                    cache_dir, seed, threads)
         manifest = read_manifest(out)
         if threshold is not None:
@@ -107,12 +111,13 @@ def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, lear
     click.echo("wrote " + ", ".join(str(f) for f in files if f.suffix in (".json", ".md", ".html")))
 
 
-def _train(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls, init_optimizer,
+def _train(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls, probe_fraction,
+           init_optimizer,
            threshold, config_path, overrides, lm_preset, lm_steps, lm_checkpoints, lm_layer, lm_spacing, cache_dir, seed, threads) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise click.ClickException("training the series needs torch: pip install 'sae-report[train]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise click.ClickException("training the series needs torch: pip install 'sae-report[train]'")
     from trainer.config import ConfigError
     from trainer.lm import LMConfig
     from trainer.track import TrackConfig, builtin_inputs, merge_base, train_series
@@ -143,6 +148,7 @@ def _train(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, lea
     try:
         base = merge_base(BUILTIN_SAE if builtin else {"log_every": 1, "checkpoint_every": 0}, config_path, overrides, explicit)
         cfg = TrackConfig(base=base, fraction=fraction, controls=tuple(controls) or None, init_optimizer=init_optimizer,
+                          probe_fraction=probe_fraction or None,
                           threshold=0.9 if threshold is None else threshold, labels=labels, source=source)
         train_series(acts, out, cfg, log=log)
     except ConfigError as exc:

@@ -61,6 +61,9 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
         result = run_training(cfg, out_dir, resume=resume, progress=not quiet)
     except (ConfigError, DataError, CheckpointError) as exc:
         raise ConfigProblem(str(exc)) from None
+    except (OSError, RuntimeError, MemoryError) as exc:  # disk full, CUDA out of memory...: never a traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise click.ClickException(f"training failed: {type(exc).__name__}: {first}") from None
 
     click.echo(f"{result.status}: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.1f} s "
                f"({result.tokens_per_s:,.0f} tokens/s)")

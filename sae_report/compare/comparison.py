@@ -177,7 +177,8 @@ def find_confounders(rows: Sequence[RunRow]) -> list[Confounder]:
     """Config keys (besides l1_alpha) whose values differ between the rows."""
     if len(rows) < 2:
         return []
-    keys = sorted(set().union(*(r.config.keys() for r in rows)) - IGNORED_KEYS - {SWEPT})
+    keys = sorted(k for k in set().union(*(r.config.keys() for r in rows)) - IGNORED_KEYS - {SWEPT}
+                  if not str(k).startswith("target_"))  # targets describe the goal, not the training
     out = []
     for key in keys:
         values = {r.id: _comparable(r.config.get(key)) for r in rows}

@@ -18,13 +18,14 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from polars.exceptions import PanicException
 
-from ..runlog import RunData, RunLogError, read_config, read_events
+from ..runlog import RunData, RunLogError, _read_parquet_quietly, read_config, read_events
 from .aliases import canonicalize
 
 #: Suffix -> kind.
@@ -156,8 +157,12 @@ def read_csv(path: Path, notes: list[str]) -> pl.DataFrame:
             raw = raw[:cut + 1]
             notes.append(f"{path.name}: dropped a last line cut short by an interrupted write")
     try:
-        frame = pl.read_csv(io.BytesIO(raw), separator=sep.decode(), infer_schema_length=0, encoding="utf8-lossy",
-                            truncate_ragged_lines=True, ignore_errors=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pl.read_csv(io.BytesIO(raw), separator=sep.decode(), infer_schema_length=0, encoding="utf8-lossy",
+                                truncate_ragged_lines=True, ignore_errors=True)
+        for w in caught[:1]:
+            notes.append(f"{path.name}: {str(w.message).splitlines()[0][:160]}")
     except (Exception, PanicException) as exc:  # polars raises several types; the message is what matters
         raise RunLogError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
     if frame.height == 0:
@@ -253,7 +258,7 @@ def read_parquet(path: Path) -> pl.DataFrame:
     if path.stat().st_size == 0:
         raise RunLogError(f"{path}: empty file")
     try:
-        frame = pl.read_parquet(path)
+        frame = _read_parquet_quietly(path)
     except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
         raise RunLogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if frame.height == 0:

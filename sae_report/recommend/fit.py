@@ -339,6 +339,17 @@ def _with_explanation(rec: L1Recommendation, g: Grouped, *, on: bool) -> L1Recom
         parts.append(
             f"Run {rec.reference} already settles at the target ({_fmt_pct(rec.reference_l0)} at l1_alpha "
             f"{_fmt_l1(rec.reference_l1_alpha)}): keep l1_alpha at {_fmt_l1(rec.l1_alpha)}.")
+    elif rec.method == "interpolate" and rec.bracket:
+        (a,) = [i for i, ids in enumerate(g.ids) if rec.bracket[0] in ids]
+        (b,) = [i for i, ids in enumerate(g.ids) if rec.bracket[1] in ids]
+        parts.append(
+            f"Set l1_alpha to {_fmt_l1(rec.l1_alpha)} (range {_fmt_l1(rec.low)}-{_fmt_l1(rec.high)}) for the "
+            f"{_fmt_pct(rec.target_l0)} target, between run {rec.bracket[0]} (l1_alpha {_fmt_l1(g.l1[a])}, settled "
+            f"L0 {_fmt_pct(math.exp(g.y[a]))}, above the target: {_words('raise')}) and run {rec.bracket[1]} "
+            f"(l1_alpha {_fmt_l1(g.l1[b])}, settled L0 {_fmt_pct(math.exp(g.y[b]))}, below the target: "
+            f"{_words('lower')}). Relative to the run nearest the target, {rec.reference} (l1_alpha "
+            f"{_fmt_l1(rec.reference_l1_alpha)}), that is {'lower' if rec.direction == 'lower' else 'higher'} "
+            "l1_alpha.")
     else:
         parts.append(
             f"{verb} l1_alpha from {_fmt_l1(rec.reference_l1_alpha)} (run {rec.reference}, settled L0 "
@@ -350,8 +361,7 @@ def _with_explanation(rec: L1Recommendation, g: Grouped, *, on: bool) -> L1Recom
         others = [f"{k} ({_fmt_l1(v)})" for k, v in rec.candidates.items()
                   if k not in (main_name, "log-linear interpolation")]
         parts.append(
-            f"The target lies between {rec.bracket[0]} and {rec.bracket[1]}, so the answer is between their "
-            f"l1_alpha values: the estimate is the geometric mean of the {main_name} "
+            f"The estimate is the geometric mean of the {main_name} "
             f"({_fmt_l1(rec.candidates[main_name])}) and log-linear interpolation "
             f"({_fmt_l1(rec.candidates['log-linear interpolation'])})"
             + (f"; the interval also covers {' and '.join(others)}." if others else "."))

@@ -18,6 +18,8 @@ from .matching import unit_rows
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 PHASE_NAMES = ("initial drift", "semantic stabilisation", "final stabilisation")
+EARLY_NAME = "early low drift"
+PEAK_NAME = "main drift"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class DriftPhase:
     """One drift phase: a span of checkpoints."""
 
     name: str
-    """``initial drift``, ``semantic stabilisation`` or ``final stabilisation``."""
+    """``initial drift``, ``semantic stabilisation``, ``final stabilisation`` when the drift falls
+    phase to phase (the paper's pattern); otherwise ``early low drift`` / ``main drift`` (the
+    peak) / ``semantic stabilisation`` / ``final stabilisation`` by place relative to the peak."""
     start: int
     """First checkpoint index of the phase."""
     end: int
@@ -133,39 +137,52 @@ def drift_phases(step_cos_median: np.ndarray) -> tuple[list[DriftPhase], str]:
         return [], "the drift per checkpoint is flat: no phase boundary stands out"
     bounds = [*starts, n_int]
     levels = [float(np.median(rate[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
-    names = PHASE_NAMES if len(levels) == 3 else (PHASE_NAMES[0], PHASE_NAMES[2])
+    note = ""
+    if all(later < earlier for earlier, later in zip(levels[:-1], levels[1:])):
+        names = list(PHASE_NAMES) if len(levels) == 3 else [PHASE_NAMES[0], PHASE_NAMES[2]]
+    else:
+        # Not the paper's falling pattern: name each phase by where it sits relative to the peak.
+        peak = int(np.argmax(levels))
+        names = [EARLY_NAME if i < peak else PEAK_NAME if i == peak else PHASE_NAMES[2] if i == len(levels) - 1
+                 else PHASE_NAMES[1] for i in range(len(levels))]
+        note = ("drift does not fall from phase to phase here (drift per checkpoint "
+                + ", ".join(f"{v:.3g}" for v in levels) + "): the phases are named by their place relative to "
+                "the peak rather than as the paper's initial drift, semantic and final stabilisation")
     phases = [DriftPhase(name=nm, start=a, end=b, drift_per_step=lv)
               for nm, a, b, lv in zip(names, bounds[:-1], bounds[1:], levels)]
-    note = ""
-    if any(later > earlier for earlier, later in zip(levels[:-1], levels[1:])):
-        note = ("drift does not fall from phase to phase here (levels "
-                + ", ".join(f"{v:.3g}" for v in levels) + "): read the phase names with care")
     return phases, note
 
 
-def compute_drift(decoders: list[np.ndarray], alive_final: np.ndarray | None = None,
+def compute_drift(decoders: list[np.ndarray], alive: list[np.ndarray] | None = None,
                   stable_threshold: float = 0.9) -> Drift:
     """Drift statistics and phases for decoders ``[d_sae, d_in]`` in checkpoint order.
 
-    Only features alive at the last checkpoint are tracked when ``alive_final`` is given (a dead
-    feature's decoder gets no gradient, so it would look falsely stable).
+    With ``alive`` (one mask per checkpoint) only live features count: those alive at the last
+    checkpoint, and at each checkpoint those alive there (for the step cosine: alive at both
+    ends of the interval). A dead feature's decoder gets no gradient, so it would look falsely
+    stable; a feature born late would look like drift it never did while alive.
     """
     if len(decoders) < 2:
         raise ValueError("drift needs at least two checkpoints")
-    keep = np.ones(decoders[0].shape[0], dtype=bool) if alive_final is None else np.asarray(alive_final, bool)
-    if not keep.any():
-        keep = np.ones_like(keep)
-    decs = [d[keep] for d in decoders]
-    to_final = cosine_to_final(decs)
-    steps = step_cosines(decs)
-    step_median = np.median(steps, axis=1)
+    n_feat = decoders[0].shape[0]
+    masks = [np.ones(n_feat, dtype=bool)] * len(decoders) if alive is None else [np.asarray(m, bool) for m in alive]
+    keep = masks[-1] if masks[-1].any() else np.ones(n_feat, dtype=bool)
+    to_final = cosine_to_final(decoders)
+    steps = step_cosines(decoders)
+
+    def pick(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        chosen = values[keep & mask]
+        return chosen if chosen.size else values[keep]
+
+    step_median = np.array([np.median(pick(steps[k - 1], masks[k - 1] & masks[k])) for k in range(1, len(decoders))])
     stats = []
-    for k in range(len(decs)):
-        qs = np.quantile(to_final[k], QUANTILES)
+    for k in range(len(decoders)):
+        vals = pick(to_final[k], masks[k])
+        qs = np.quantile(vals, QUANTILES)
         stats.append(DriftStats(index=k, quantiles={f"q{int(q * 100)}": float(v) for q, v in zip(QUANTILES, qs)},
-                                mean=float(to_final[k].mean()),
+                                mean=float(vals.mean()),
                                 step_cosine=None if k == 0 else float(step_median[k - 1]),
-                                frac_above=float(np.mean(to_final[k] >= stable_threshold))))
+                                frac_above=float(np.mean(vals >= stable_threshold))))
     phases, note = drift_phases(step_median)
     return Drift(n_features=int(keep.sum()), per_checkpoint=stats, phases=phases, phase_note=note,
                  stable_threshold=stable_threshold)

@@ -49,6 +49,8 @@ def context(t: TrackAnalysis) -> dict[str, Any]:
             "ratio": (f"{ratio:.3f} (1/{1 / ratio:.0f})" if ratio else "0 (at start)") if ratio is not None else
                      (f"> {s.ratio_upper_bound:.3f}" if s.ratio_upper_bound is not None else "-"),
             "budgets": f"{s.recurrent_budget:,} / {s.fresh_budget:,}",
+            "within": "-" if s.recurrent_tokens is None else (
+                "yes" if s.recurrent_tokens <= round(t.fraction * s.fresh_budget) else "no"),
             "finals": f"{_num(s.recurrent_final)} / {_num(s.fresh_final)}",
         })
     rows = []

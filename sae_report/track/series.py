@@ -6,6 +6,7 @@ Written by ``trainer.track`` (or by hand for SAEs trained elsewhere) and read by
      "checkpoints": [{"index": 0, "label": "step 125", "acts": "/cache/.../activations.npy",
                       "run_dir": "../sae_00", "init": "scratch", "budget_tokens": 2048000}, ...],
      "controls": [{"index": 7, "run_dir": "../fresh_07", "budget_tokens": 2048000}],
+     "probes": [{"index": 7, "run_dir": "../probe_07", "init": "recurrent", "budget_tokens": 512000}],
      "source": {...}}
 
 Relative paths are relative to the manifest's folder.
@@ -51,6 +52,10 @@ class SeriesManifest:
     """The series, one SAE per model checkpoint, in training order."""
     controls: list[SeriesEntry] = field(default_factory=list)
     """From-scratch SAEs on later checkpoints (for the speed-up and independent matching)."""
+    probes: list[SeriesEntry] = field(default_factory=list)
+    """Recurrent SAEs at control checkpoints trained past ``fraction`` (same start, seed and data
+    order as the series' SAE there, so their first steps are that run's): the speed-up is read on
+    them, so the tokens a recurrent SAE needs are observed even when they exceed the budget."""
     fraction: float = 0.05
     """Budget fraction given to each recurrent SAE."""
     threshold: float = 0.9
@@ -79,6 +84,7 @@ def write_manifest(path: Path, manifest: SeriesManifest) -> None:
 
     data = {"schema_version": MANIFEST_SCHEMA, "fraction": manifest.fraction, "threshold": manifest.threshold,
             "checkpoints": [entry(e) for e in manifest.checkpoints], "controls": [entry(e) for e in manifest.controls],
+            "probes": [entry(e) for e in manifest.probes],
             "source": to_jsonable(manifest.source)}
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
@@ -113,6 +119,7 @@ def read_manifest(path: Path) -> SeriesManifest:
 
         return SeriesManifest(checkpoints=[entry(d) for d in data["checkpoints"]],
                               controls=[entry(d) for d in data.get("controls", [])],
+                              probes=[entry(d) for d in data.get("probes", [])],
                               fraction=float(data.get("fraction", 0.05)), threshold=float(data.get("threshold", 0.9)),
                               source=dict(data.get("source") or {}))
     except (OSError, ValueError, KeyError, TypeError) as exc:

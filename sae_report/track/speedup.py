@@ -50,6 +50,9 @@ class SpeedUp:
     """Fresh run's final level."""
     recurrent_final: float
     """Recurrent run's final level."""
+    recurrent_run: str = "series"
+    """``series`` (the series' own SAE, budget ``fraction``) or ``probe`` (the same start continued
+    to a larger budget, so tokens past ``fraction`` can be observed)."""
 
     @property
     def ratio(self) -> float | None:
@@ -108,7 +111,7 @@ def final_level(c: Curve, tail: float = 0.05, min_points: int = 5) -> float:
 
 def measure_speedup(fresh: RunData, recurrent: RunData, checkpoint: int, *,
                     metric: Literal["loss", "explained_variance"] = "loss", tolerance: float = 0.01,
-                    window: int = 5) -> SpeedUp | None:
+                    window: int = 5, recurrent_run: str = "series") -> SpeedUp | None:
     """Compare a fresh and a recurrent run on the same activations (None without the metric)."""
     cf, cr = curve(fresh, metric), curve(recurrent, metric)
     if len(cf.values) == 0 or len(cr.values) == 0:
@@ -120,4 +123,4 @@ def measure_speedup(fresh: RunData, recurrent: RunData, checkpoint: int, *,
                    fresh_tokens=tokens_to_reach(cf, target, higher_is_better=higher, window=window),
                    recurrent_tokens=tokens_to_reach(cr, target, higher_is_better=higher, window=window),
                    recurrent_budget=int(cr.tokens[-1]), fresh_budget=int(cf.tokens[-1]),
-                   fresh_final=ff, recurrent_final=final_level(cr))
+                   fresh_final=ff, recurrent_final=final_level(cr), recurrent_run=recurrent_run)

@@ -143,12 +143,14 @@ def analyze_series(manifest: SeriesManifest, *, n_eval: int = 65536, seed: int =
             continue
         entry, w_rec = by_index[c.index]
         matches.append(_pair(load_weights(c.run_dir), w_rec, c.index, c.index, "fresh_vs_recurrent", th))
-        fresh, rec = read_run(c.run_dir), read_run(entry.run_dir)
+        probe = next((p for p in manifest.probes if p.index == c.index), None)
+        fresh, rec = read_run(c.run_dir), read_run((probe or entry).run_dir)
         for metric in ("loss", "explained_variance"):
-            sp = measure_speedup(fresh, rec, c.index, metric=metric, tolerance=tolerance)
+            sp = measure_speedup(fresh, rec, c.index, metric=metric, tolerance=tolerance,
+                                 recurrent_run="probe" if probe else "series")
             if sp is not None:
                 speedups.append(sp)
-    drift = compute_drift([w.W_dec for w in weights], alive_final=alive[-1], stable_threshold=th)
+    drift = compute_drift([w.W_dec for w in weights], alive=alive, stable_threshold=th)
     analysis = TrackAnalysis(checkpoints=summaries, matches=matches, speedups=speedups, drift=drift,
                              lifecycle=lifecycle(alive), threshold=th, fraction=manifest.fraction,
                              source=manifest.source, tolerance=tolerance, notes=notes)
@@ -227,9 +229,13 @@ def headline(t: TrackAnalysis) -> list[str]:
     for s in t.speedups:
         what = "loss" if s.metric == "loss" else "explained variance"
         at = labels.get(s.checkpoint, f"checkpoint {s.checkpoint}")
+        budget = round(t.fraction * s.fresh_budget)
+        within = ("" if s.recurrent_tokens is None else
+                  " (within the series' budget)" if s.recurrent_tokens <= budget else
+                  f" (more than the series' {budget:,}-token budget: measured on the continued probe run)")
         if s.ratio is not None:
             out.append(f"At {at}: the recurrently initialised SAE reached the fresh SAE's final {what} "
-                       f"({s.target:.4g}) after {s.recurrent_tokens:,} tokens, the fresh SAE after {s.fresh_tokens:,}: "
+                       f"({s.target:.4g}) after {s.recurrent_tokens:,} tokens{within}, the fresh SAE after {s.fresh_tokens:,}: "
                        f"{s.ratio:.3f} of the tokens ({1 / s.ratio:.0f}x fewer)." if s.ratio > 0 else
                        f"At {at}: the recurrently initialised SAE was already at the fresh SAE's final "
                        f"{what} ({s.target:.4g}) at its first logged point; the fresh SAE needed {s.fresh_tokens:,} tokens.")

@@ -87,6 +87,15 @@ def fmt_step(step: float | int | None) -> str:
     return f"{int(round(s))}"
 
 
+LABELS = {"l0_frac": "L0", "l0": "L0", "dead_frac": "Dead features", "dead": "Dead features", "loss": "Loss",
+          "mse": "MSE", "l1": "L1 loss", "explained_variance": "Explained variance", "grad_norm": "Gradient norm"}
+
+
+def label(metric: str) -> str:
+    """Words for a canonical metric in explanations ("L0", "Dead features")."""
+    return LABELS.get(metric, metric)
+
+
 def fmt_value(metric: str, v: float | None) -> str:
     """Fractions as percent, counts with separators, losses with 4 significant digits."""
     if v is None:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..result import Finding, FindingKind
-from . import Context, fmt_step, fmt_value
+from . import Context, fmt_step, fmt_value, label
 
 
 def diverged(ctx: Context) -> list[Finding]:
@@ -40,7 +40,7 @@ def diverged(ctx: Context) -> list[Finding]:
     ev = {"min_loss": best, "max_finite_loss": peak if peak is not None else (float(np.max(s.value)) if len(s.value) else None),
           "first_nonfinite_step": first_bad, "nonfinite_rows": int(len(s.nonfinite_step)), "onset_step": int(start)}
     if recovered:
-        text = (f"{s.metric} was non-finite at {len(s.nonfinite_step)} logged step(s) from step {fmt_step(first_bad)} "
+        text = (f"{label(s.metric)} was non-finite at {len(s.nonfinite_step)} logged step(s) from step {fmt_step(first_bad)} "
                 f"but came back to finite values: check for overflow in those batches.")
         sev = "warn"
     else:
@@ -50,7 +50,7 @@ def diverged(ctx: Context) -> list[Finding]:
                          f"from step {fmt_step(onset)}")
         if first_bad is not None:
             parts.append(f"turned non-finite (NaN/inf) at step {fmt_step(first_bad)}")
-        text = f"{s.metric} {' and '.join(parts)}: the run diverged; nothing after that point is usable."
+        text = f"{label(s.metric)} {' and '.join(parts)}: the run diverged; nothing after that point is usable."
         sev = "fail"
     return [Finding(kind=FindingKind.DIVERGED, metric=s.metric, step=int(start), end_step=int(ctx.t1), severity=sev,
                     evidence=ev, coincides_with=None, explanation=text)]

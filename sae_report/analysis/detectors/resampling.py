@@ -14,7 +14,8 @@ from . import Context, fmt_step
 
 def measure_resamples(ctx: Context) -> list[ResampleRecord]:
     """One record per resample event: dead fraction before, the low after, and how long the revived
-    features survived (steps until half the drop was undone)."""
+    features survived (steps until half the drop was undone; while the dead fraction is still
+    rising fast, e.g. early in the run, this also counts the features that die anyway)."""
     if "resamples" in ctx.cache:
         return ctx.cache["resamples"]
     events = [e for e in ctx.events if e.kind == "resample"]
@@ -33,10 +34,10 @@ def measure_resamples(ctx: Context) -> list[ResampleRecord]:
             records.append(ResampleRecord(e.step, n_res, None, None, None, "no_data", int(nxt)))
             continue
         interval = nxt - e.step
-        before = slice_steps(d.step, e.step - max(0.1 * interval, 1), e.step - 1)
-        before_vals = d.value[before]
-        if not len(before_vals):
-            before_vals = d.value[max(0, before.start - 3):before.start]
+        before_slice = slice_steps(d.step, e.step - max(0.1 * interval, 1), e.step - 1)
+        if before_slice.stop == before_slice.start:
+            before_slice = slice(max(0, before_slice.start - 3), before_slice.start)
+        before_vals = d.value[before_slice]
         after = slice_steps(d.step, e.step, nxt)
         after_steps, after_vals = d.step[after], d.value[after]
         if not len(before_vals) or len(after_vals) < 2:

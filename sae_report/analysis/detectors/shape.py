@@ -9,7 +9,7 @@ import numpy as np
 
 from ..result import Finding, FindingKind
 from ..series import Series, robust_std, rolling_median, runs_of, slice_steps
-from . import Context, fmt_step, fmt_value
+from . import Context, fmt_step, fmt_value, label
 
 
 def _shape_series(ctx: Context) -> list[Series]:
@@ -40,7 +40,7 @@ def dormancy(ctx: Context) -> list[Finding]:
         kind=FindingKind.DORMANCY, metric=d.metric, step=int(d.step[0]), end_step=int(end), severity="info",
         evidence={"value": v0, "span_frac": d.frac(end), "dead_window": window if is_window else None},
         coincides_with=None,
-        explanation=(f"{d.metric} stayed at {fmt_value(d.metric, v0)} for the first {fmt_step(end - d.t0)} steps "
+        explanation=(f"{label(d.metric)} stayed at {fmt_value(d.metric, v0)} for the first {fmt_step(end - d.t0)} steps "
                      f"({d.frac(end):.0%} of the run).{why}"))]
 
 
@@ -86,7 +86,7 @@ def plateau(ctx: Context) -> list[Finding]:
                 kind=FindingKind.PLATEAU, metric=s.metric, step=int(s.x[i]), end_step=int(s.x[j]), severity="info",
                 evidence={"level": level, "low": lo, "high": hi, "span_frac": s.frac(s.x[j]) - s.frac(s.x[i])},
                 coincides_with=None,
-                explanation=(f"{s.metric} stayed flat at about {fmt_value(s.metric, level)} (between "
+                explanation=(f"{label(s.metric)} stayed flat at about {fmt_value(s.metric, level)} (between "
                              f"{fmt_value(s.metric, lo)} and {fmt_value(s.metric, hi)}) from step {fmt_step(s.x[i])} "
                              f"to {fmt_step(s.x[j])}.")))
     return out
@@ -116,7 +116,7 @@ def secondary_rise(ctx: Context) -> list[Finding]:
             kind=FindingKind.SECONDARY_RISE, metric=d.metric, step=int(d.x[j]), end_step=int(d.x[-1]), severity="warn",
             evidence={"plateau_level": a, "final_level": b, "rise": b - a},
             coincides_with=None,
-            explanation=(f"After the plateau, {d.metric} started rising again at step {fmt_step(d.x[j])}: from "
+            explanation=(f"After the plateau, {label(d.metric).lower()} started rising again at step {fmt_step(d.x[j])}: from "
                          f"{fmt_value(d.metric, a)} to {fmt_value(d.metric, b)} by the end{extra}. Features are "
                          f"dying again late in the run (look for an lr or l1_alpha schedule change there).")))
     return out
@@ -159,7 +159,7 @@ def oscillation(ctx: Context) -> list[Finding]:
                           "mean": float(np.mean(vals)) if len(vals) else None,
                           "std": float(np.std(vals)) if len(vals) else None},
                 coincides_with=None,
-                explanation=(f"{s.metric} swung {swing} around its trend from step {fmt_step(s.x[i])} to "
+                explanation=(f"{label(s.metric)} swung {swing} around its trend from step {fmt_step(s.x[i])} to "
                              f"{fmt_step(s.x[j])} ({crossings} crossings) instead of settling.")))
     return out
 
@@ -187,7 +187,7 @@ def not_converged(ctx: Context) -> list[Finding]:
             evidence={"from": va, "to": vb, "change": vb - va, "ratio": vb / va if va else None,
                       "window_frac": cfg.converge_window},
             coincides_with=None,
-            explanation=(f"{s.metric} was still {word} at the end: {fmt_value(s.metric, va)} -> {fmt_value(s.metric, vb)} "
+            explanation=(f"{label(s.metric)} was still {word} at the end: {fmt_value(s.metric, va)} -> {fmt_value(s.metric, vb)} "
                          f"over the last {cfg.converge_window:.0%} of the run. It has not converged; a longer run "
                          f"would end elsewhere.")))
     return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..result import Finding, FindingKind
 from ..series import Series
-from . import Context, fmt_step, fmt_value
+from . import Context, fmt_step, fmt_value, label
 
 
 def _trailing_line(tx: np.ndarray, ty: np.ndarray):
@@ -34,7 +34,10 @@ def _trailing_line(tx: np.ndarray, ty: np.ndarray):
     return at, ty - (m2 + slope * (tx - c2))
 
 
-def _spike_in(ctx: Context, s: Series) -> Finding | None:
+def _spike_in(ctx: Context, s: Series, quiet: list[int] = ()) -> Finding | None:  # type: ignore[assignment]
+    """The largest transient excursion of ``s`` late in the run. Candidates whose trailing window
+    or own span holds a step of ``quiet`` are skipped (for the dead fraction: resample events,
+    whose drops and returns are resampling dynamics, reported by the resampling analysis)."""
     cfg = ctx.cfg
     x, y = s.x, s.y_raw
     n = len(y)
@@ -67,7 +70,8 @@ def _spike_in(ctx: Context, s: Series) -> Finding | None:
             k += 1
         held = k - i  # bins from the first one over the threshold until it falls under half of it
         came_back = k < n and x[k] <= back_limit
-        if held >= cfg.spike_min_bins and came_back:
+        excused = any(x[i] - base_w <= q <= x[min(k, n - 1)] for q in quiet)
+        if held >= cfg.spike_min_bins and came_back and not excused:
             seg = y[i:k]
             p = i + int(np.argmax(seg * sign))
             peak, level, after = s.to_value(float(y[p])), s.to_value(base_at(x[p])), s.to_value(float(y[k]))
@@ -81,7 +85,7 @@ def _spike_in(ctx: Context, s: Series) -> Finding | None:
                 evidence={"peak": peak, "peak_step": int(x[p]), "baseline": level, "after": after, "final": final,
                           "direction": "up" if sign > 0 else "down", "duration_steps": int(x[k] - x[i])},
                 coincides_with=None,
-                explanation=(f"{s.metric} {word} to {fmt_value(s.metric, peak)} at step {fmt_step(x[p])} ({rel}, "
+                explanation=(f"{label(s.metric)} {word} to {fmt_value(s.metric, peak)} at step {fmt_step(x[p])} ({rel}, "
                              f"{fmt_value(s.metric, level)}) and came back to {fmt_value(s.metric, after)} within "
                              f"{fmt_step(x[k] - x[i])} steps: a transient, not a new level. The final value is "
                              f"{fmt_value(s.metric, final)}."))
@@ -94,11 +98,13 @@ def _spike_in(ctx: Context, s: Series) -> Finding | None:
 
 
 def late_spike(ctx: Context) -> list[Finding]:
-    """The largest transient excursion in the last part of the run, per metric (L0, dead, loss)."""
+    """The largest transient excursion in the last part of the run, per metric (L0, dead, loss).
+    Dead-fraction excursions next to a resample event are left to the resampling analysis."""
     out = []
+    resamples = [e.step for e in ctx.events if e.kind == "resample"]
     for s in (ctx.l0, ctx.series.get("dead_frac"), ctx.loss):
         if s is not None:
-            f = _spike_in(ctx, s)
+            f = _spike_in(ctx, s, resamples if s.metric == "dead_frac" else [])
             if f is not None:
                 out.append(f)
     return out
