@@ -143,6 +143,17 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def finite_float(value: Any) -> float | None:
+    """``value`` as a finite float (config values, parsed cells), else None; booleans are not numbers."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 # --------------------------------------------------------------------------------------------
 # Writer
 # --------------------------------------------------------------------------------------------

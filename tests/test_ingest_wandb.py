@@ -187,3 +187,17 @@ def test_input_never_modified(tmp_path):
     before = digest(src)
     assert cli("import", src, "--out", tmp_path / "o").exit_code == 0
     assert digest(src) == before
+
+
+def test_plain_config_beside_a_history_export_is_used(tmp_path):
+    """A history export with `_step` and a plain (non-W&B-layout) config.yaml beside it: d_sae is
+    taken from that config, so the L0 count is also reported as a fraction."""
+    from sae_report.ingest import load_run
+
+    (tmp_path / "history.csv").write_text("_step,metrics/l0\n10,400\n20,300\n30,200\n")
+    (tmp_path / "config.yaml").write_text("d_sae: 4000\nl1_coefficient: 0.05\n")
+    run = load_run(tmp_path / "history.csv")
+    assert run.source == "wandb"
+    assert run.config["d_sae"] == 4000 and run.config["l1_alpha"] == 0.05
+    assert run.metrics["l0_frac"].to_list() == [0.1, 0.075, 0.05]
+    assert any("config from config.yaml beside the export" in n for n in run.notes)

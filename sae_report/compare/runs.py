@@ -18,6 +18,7 @@ import polars as pl
 
 from ..recommend.settled import Settled, settled_level
 from ..runlog import RunData, is_run_dir
+from ..runlog import finite_float as _float
 
 
 @dataclass
@@ -127,14 +128,6 @@ def _int(value: Any) -> int | None:
     return int(f) if math.isfinite(f) and f.is_integer() else None
 
 
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def canonical(config: dict[str, Any]) -> dict[str, Any]:

@@ -25,13 +25,13 @@ Names covered (case-insensitive; ``<hook>`` is any hookpoint suffix):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import polars as pl
 
 from ..runlog import METRIC_COLUMNS, RunLogError
+from ..runlog import finite_float as _number
 
 # Canonical name -> (raw alias, unit) pairs. Units: "same", "percent" (divide by 100),
 # "one_minus" (canonical = 1 - raw), "auto_frac" (a fraction; kept as is).
@@ -164,14 +164,6 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def canonical_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:

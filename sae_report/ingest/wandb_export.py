@@ -122,14 +122,17 @@ def read_export(path: Path, run: str | None = None) -> RunData:
 
 
 def sibling_config(path: Path, notes: list[str]) -> dict[str, Any]:
-    """W&B's ``config.yaml`` (downloaded from the run's Files tab) next to an export, when its
-    layout is W&B's (``{key: {value: ...}}`` entries or a ``wandb_version`` key); else {}."""
-    for cand in (path.with_name(f"{path.stem}.config.yaml"), path.with_name("config.yaml")):
+    """The config next to an export: W&B's ``config.yaml`` (``{key: {value: ...}}`` entries, as
+    downloaded from the run's Files tab) or a plain mapping (``config.yaml`` / ``config.json``);
+    else {}."""
+    for cand in (path.with_name(f"{path.stem}.config.yaml"), path.with_name("config.yaml"),
+                 path.with_name("config.json")):
         if not cand.is_file():
             continue
         try:
-            data = yaml.safe_load(cand.read_text(encoding="utf-8"))
+            data = yaml.safe_load(cand.read_text(encoding="utf-8"))  # JSON is YAML too
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            notes.append(f"{cand.name} beside the export is unreadable: ignored")
             continue
         if not isinstance(data, dict):
             continue
@@ -137,6 +140,8 @@ def sibling_config(path: Path, notes: list[str]) -> dict[str, Any]:
         if "wandb_version" in data or (entries and all(isinstance(v, dict) and "value" in v for v in entries.values())):
             notes.append(f"config from {cand.name} (W&B layout) beside the export")
             return {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in entries.items()}
+        notes.append(f"config from {cand.name} beside the export")
+        return entries
     return {}
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..analysis.result import Analysis, Finding, FindingKind, Recommendation
+from ..runlog import finite_float as _num
 
 #: Factor for a longer run; the interval goes up to ``LENGTHEN_MAX``.
 LENGTHEN = 1.5
@@ -38,14 +39,6 @@ class PastRun:
     """Whether resampling thrash was found in it."""
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _first(analysis: Analysis, *kinds: FindingKind) -> Finding | None:
