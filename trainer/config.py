@@ -41,8 +41,9 @@ class TrainConfig:
     # --- sparsity and optimisation (names follow the write-up) ---
     l1_alpha: float = 0.01
     """Coefficient of the L1 penalty: loss = mse + l1_alpha * l1. Higher -> sparser (lower L0)."""
-    learning_rate: float = 3e-3
-    """Adam learning rate (peak value when a schedule is used)."""
+    learning_rate: float = 8e-3
+    """Adam learning rate (peak value when a schedule is used). Higher -> more dead features: a
+    rarely firing feature gets Adam steps as large as a busy one's and can be pushed past all inputs."""
     resample_interval: int | None = None
     """Resample dead features every this many steps (0 = never). None: 1000 for the standard
     variant, 0 for april2024 (which does not resample)."""
@@ -111,15 +112,16 @@ class TrainConfig:
     """files: tokens per shuffle buffer (contiguous blocks from random places, shuffled together)."""
     shuffle_block_tokens: int = 4096
     """files: tokens per contiguous block read into the shuffle buffer."""
-    synth_features: int | None = None
-    """synthetic: number of true features. None: d_sae // 2 (so some SAE features are spare)."""
-    synth_active: float = 8.0
+    synth_features: int | None = 64
+    """synthetic: number of true features (default 64: d_sae 512 is 8x the true dictionary, so most SAE
+    features are spare and the surplus dies as l1_alpha rises). None: d_sae // 2."""
+    synth_active: float = 16.0
     """synthetic: mean number of true features active per token."""
     synth_power: float = 0.8
     """synthetic: feature i fires with probability proportional to (i + 1) ** -synth_power."""
     synth_noise: float = 0.05
     """synthetic: Gaussian noise std per input dimension (before normalisation)."""
-    synth_magnitude_sigma: float = 1.5
+    synth_magnitude_sigma: float = 0.75
     """synthetic: an active feature's magnitude is lognormal(0, this): many small firings, a few large."""
     synth_mean_norm: float = 1.0
     """synthetic: norm of a constant offset added to every token, in units of the RMS norm of the
