@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 from polars.exceptions import PanicException
 
-from ..runlog import RunData, RunLogError, _read_parquet_quietly, read_config, read_events
+from ..runlog import RunData, RunLogError, read_parquet_checked, read_config, read_events
 from .aliases import canonicalize
 
 #: Suffix -> kind.
@@ -258,7 +258,7 @@ def read_parquet(path: Path) -> pl.DataFrame:
     if path.stat().st_size == 0:
         raise RunLogError(f"{path}: empty file")
     try:
-        frame = _read_parquet_quietly(path)
+        frame = read_parquet_checked(path)
     except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
         raise RunLogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if frame.height == 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..analysis.result import Analysis, Finding, FindingKind, Recommendation
 from ..runlog import finite_float as _num

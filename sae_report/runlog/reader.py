@@ -1,265 +1,30 @@
-"""The run directory: one schema, shared by the writer (the trainer) and the reader (the analyzer).
-
-Layout (``schema_version`` 1; the README's "Run directory format" documents it for other tools)::
-
-    RUN/
-      config.yaml          fully resolved config + provenance (written once, atomically)
-      metrics/
-        part-000000.parquet  immutable parts, each written to a temp file then renamed
-        part-000001.csv      the growing tail: append-only CSV with a header line
-      events.ndjson        one JSON object per line, each with "step" and "kind"
-      summary.json         written at the end (status, steps, tokens, duration)
-      stats/               feature_freq.npy, input_sample.npy, input_dims.csv
-      checkpoints/step_000001000/  sae.safetensors + config.json (+ optimizer/state)
-
-Rules the reader applies (and other writers may rely on):
-- Parts are read in name order. A later part supersedes every earlier row at or after its first
-  step (this is how a resumed run replaces the rows logged after its checkpoint). Within a part a
-  repeated step keeps the later row.
-- A part that exists both as ``.parquet`` and ``.csv`` (a crash between the two) is read from the
-  parquet file.
-- A CSV line without its final newline (a write cut short by ``kill -9``) is dropped with a note.
-- ``nan``/``inf`` in any float column are kept: they are signals, not missing values.
-
-This module imports no torch: the analyzer uses it without the training extra.
-"""
+"""Reading a run directory back: tolerant of crashes, resumes and live writers (the analyzer's side)."""
 
 from __future__ import annotations
 
 import io
 import json
-import math
-import os
-import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
 import yaml
 from polars.exceptions import PanicException
 
-SCHEMA_VERSION = 1
-
-#: Per-step metric columns, in file order. ``step`` is an integer, everything else Float64.
-METRIC_COLUMNS: tuple[str, ...] = (
-    "step",
-    "tokens",
-    "loss",
-    "mse",
-    "l1",
-    "l1_alpha",
-    "lr",
-    "l0",
-    "l0_frac",
-    "dead",
-    "dead_frac",
-    "explained_variance",
-    "grad_norm",
-    "elapsed_s",
+from .schema import (
+    CONFIG_FILE,
+    EVENTS_FILE,
+    METRIC_COLUMNS,
+    METRICS_DIR,
+    SCHEMA_VERSION,
+    STATS_DIR,
+    SUMMARY_FILE,
+    _METRIC_SCHEMA,
+    _PART_RE,
+    RunLogError,
 )
-
-#: Event kinds the trainer writes. Readers keep unknown kinds as they are.
-EVENT_KINDS: tuple[str, ...] = (
-    "start",
-    "resample",
-    "lr_change",
-    "l1_change",
-    "checkpoint",
-    "nonfinite",
-    "resume",
-    "interrupt",
-    "end",
-)
-
-#: Event kinds that are interventions a finding may coincide with.
-INTERVENTION_KINDS: tuple[str, ...] = ("resample", "lr_change", "l1_change", "resume")
-
-CONFIG_FILE = "config.yaml"
-METRICS_DIR = "metrics"
-EVENTS_FILE = "events.ndjson"
-SUMMARY_FILE = "summary.json"
-STATS_DIR = "stats"
-CHECKPOINTS_DIR = "checkpoints"
-
-_PART_RE = re.compile(r"^part-(\d+)\.(parquet|csv)$")
-_METRIC_SCHEMA = {c: (pl.Int64 if c == "step" else pl.Float64) for c in METRIC_COLUMNS}
-
-
-class RunLogError(Exception):
-    """A run directory or log file that cannot be used. The message is one line naming the file."""
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; a report is meant to be shared
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def to_jsonable(value: Any) -> Any:
-    """Make numpy scalars, paths, tuples and non-finite floats JSON-safe (non-finite -> string)."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [to_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else str(f)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def finite_float(value: Any) -> float | None:
-    """``value`` as a finite float (config values, parsed cells), else None; booleans are not numbers."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-# --------------------------------------------------------------------------------------------
-# Writer
-# --------------------------------------------------------------------------------------------
-
-
-class RunLogWriter:
-    """Append-only writer for a run directory.
-
-    ``log_metrics`` takes a columnar batch (the trainer copies its on-device metric buffer to the
-    host once per flush) and appends it to the tail CSV, flushed to the OS at once so a killed
-    process loses nothing already handed over. Every ``part_rows`` rows the tail is rewritten as
-    an immutable parquet part (temp file + rename) and a new tail begins.
-    """
-
-    def __init__(self, run_dir: Path, *, part_rows: int = 100_000) -> None:
-        self.run_dir = Path(run_dir)
-        self.metrics_dir = self.run_dir / METRICS_DIR
-        self.metrics_dir.mkdir(parents=True, exist_ok=True)
-        self.part_rows = int(part_rows)
-        existing = [int(m.group(1)) for p in self.metrics_dir.iterdir() if (m := _PART_RE.match(p.name))]
-        # A resumed run never appends to an old part: it starts the next one, so the reader's
-        # "later part supersedes" rule replaces the rows logged after the checkpoint.
-        self._part = max(existing) + 1 if existing else 0
-        self._tail_rows = 0
-        self._tail: io.BufferedWriter | None = None
-        self._events = open(self.run_dir / EVENTS_FILE, "ab")
-
-    @property
-    def tail_path(self) -> Path:
-        return self.metrics_dir / f"part-{self._part:06d}.csv"
-
-    def write_config(self, config: Mapping[str, Any]) -> None:
-        """Write ``config.yaml`` atomically (``schema_version`` is added when missing)."""
-        data = {"schema_version": SCHEMA_VERSION, **to_jsonable(dict(config))}
-        atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
-
-    def log_metrics(self, columns: Mapping[str, Iterable[Any]]) -> None:
-        """Append rows given column-wise. Unknown column names are an error; missing ones are null."""
-        unknown = set(columns) - set(METRIC_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown metric columns: {sorted(unknown)}")
-        if "step" not in columns:
-            raise ValueError("metrics need a 'step' column")
-        steps = np.asarray(columns["step"], dtype=np.int64)
-        n = len(steps)
-        if n == 0:
-            return
-        data: dict[str, Any] = {}
-        for name in METRIC_COLUMNS:
-            if name == "step":
-                data[name] = steps
-            elif name in columns:
-                data[name] = np.asarray(columns[name], dtype=np.float64).reshape(n)
-            else:
-                data[name] = pl.Series(name, [None] * n, dtype=pl.Float64)  # not logged: null, never NaN
-        frame = pl.DataFrame(data, schema=_METRIC_SCHEMA)
-        if self._tail is None:
-            new = not self.tail_path.exists() or self.tail_path.stat().st_size == 0
-            self._tail = open(self.tail_path, "ab")
-            if new:
-                self._tail.write((",".join(METRIC_COLUMNS) + "\n").encode())
-        buf = io.BytesIO()
-        frame.write_csv(buf, include_header=False, float_precision=None)
-        self._tail.write(buf.getvalue())
-        self._tail.flush()
-        self._tail_rows += n
-        if self._tail_rows >= self.part_rows:
-            self.roll()
-
-    def roll(self) -> None:
-        """Turn the current tail CSV into an immutable parquet part and start a new tail."""
-        if self._tail is None:
-            return
-        self._tail.close()
-        self._tail = None
-        csv_path = self.tail_path
-        frame = read_metrics_csv(csv_path).frame
-        buf = io.BytesIO()
-        frame.write_parquet(buf, compression="zstd", statistics=True)
-        atomic_write_bytes(csv_path.with_suffix(".parquet"), buf.getvalue())
-        csv_path.unlink()  # a crash before this line leaves both; the reader prefers the parquet
-        self._part += 1
-        self._tail_rows = 0
-
-    def log_event(self, kind: str, step: int, **fields: Any) -> None:
-        """Append one event line and flush it (events are rare; each one matters)."""
-        record = {"step": int(step), "kind": str(kind), **to_jsonable(fields)}
-        self._events.write((json.dumps(record, allow_nan=False) + "\n").encode())
-        self._events.flush()
-
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        """Write ``summary.json`` atomically."""
-        text = json.dumps(to_jsonable(dict(summary)), indent=2, allow_nan=False)
-        atomic_write_text(self.run_dir / SUMMARY_FILE, text + "\n")
-
-    def close(self) -> None:
-        """Roll the tail into a part and close the event log. Safe to call twice."""
-        self.roll()
-        if not self._events.closed:
-            self._events.close()
-
-    def __enter__(self) -> "RunLogWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +154,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> list[pl.DataFrame]:
     for i, part in enumerate(parts):
         if part.suffix == ".parquet":
             try:
-                frame = _read_parquet_quietly(part)
+                frame = read_parquet_checked(part)
             except FileNotFoundError:
                 raise
             except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
@@ -415,7 +180,7 @@ def _no_complete_line(path: Path) -> bool:
     return b"\n" not in head or not head.split(b"\n", 1)[1].strip()
 
 
-def _read_parquet_quietly(path: Path) -> pl.DataFrame:
+def read_parquet_checked(path: Path) -> pl.DataFrame:
     """``pl.read_parquet`` after a footer check (through pyarrow, when installed): a footer whose
     column chunks point past the end of the file makes polars panic and print a Rust backtrace on
     stderr; the check turns that into a plain ValueError first. Costs one footer read."""
