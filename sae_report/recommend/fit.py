@@ -14,7 +14,7 @@ low l1_alpha, steep near typical targets), so the estimates below allow for curv
   the target (each kept inside the bracket), plus that run's noise, clipped to the bracketing runs.
 - Not bracketed: extrapolate from the run nearest the target with the local/global slopes (or the
   default elasticity when they are flat or missing; when raising l1_alpha, no flatter than the
-  default, since the response steepens); the interval is wider and the step is capped at
+  default, since the response steepens; when lowering it, no steeper, since it flattens); the interval is wider and the step is capped at
   ``MAX_STEP_FACTOR``; a warning says so.
 - One run: the default elasticity ``DEFAULT_ELASTICITY`` with the range ``ELASTICITY_RANGE``.
 - Saturation: L0 that barely moves across a span of l1_alpha (elasticity below
@@ -247,6 +247,10 @@ def recommend_l1(runs: Sequence[RunPoint], target_l0: float) -> L1Recommendation
             # L0 falls faster the higher l1_alpha goes (log-log concave), so beyond the highest run
             # the response is at least as steep as the default: a flatter fitted slope would overshoot
             usable = {k: min(v, -DEFAULT_ELASTICITY) for k, v in usable.items()}
+        else:
+            # and below the lowest run it is no steeper than the default: a steeper fitted slope
+            # (often set by a run far above, on the L0 floor) would under-step and cost extra runs
+            usable = {k: max(v, -DEFAULT_ELASTICITY) for k, v in usable.items()}
         if n == 1:
             method = "single_run"
             usable = {"default elasticity": -DEFAULT_ELASTICITY}
