@@ -87,7 +87,8 @@ def _siblings(data: RunData, analysis: Analysis, notes: list[str]) -> Any:
         return None
     target = analysis.run.config.get("target_l0")
     try:
-        return comparison_for_siblings(Path(data.path), target_l0=float(target) if isinstance(target, (int, float)) else None)
+        return comparison_for_siblings(Path(data.path), target_l0=float(target) if isinstance(target, (int, float)) else None,
+                                       loaded=data)
     except Exception as exc:  # a broken sibling must not break this run's report
         notes.append(f"comparison with sibling runs skipped ({type(exc).__name__}: {exc})")
         return None

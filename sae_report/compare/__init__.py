@@ -1,7 +1,7 @@
 """Comparing runs: the write-up's table, the finding across runs, confounders, the l1_alpha fit.
 
 ``compare_runs(paths, target_l0) -> Comparison`` (``Comparison.to_dict()`` is plain data);
-``comparison_for_siblings(run)`` for ``analyze``'s "Comparison to previous trainings";
+``comparison_for_siblings(run_path, loaded=data)`` for ``analyze``'s "Comparison to previous trainings";
 ``write_comparison(comp, out_dir)`` writes ``comparison.md/.html/.json``.
 """
 

@@ -236,22 +236,28 @@ def key_finding(comp: Comparison) -> str:
     return text
 
 
-def comparison_for_siblings(run_path: Path, *, target_l0: float | None = None) -> Comparison | None:
+def comparison_for_siblings(run_path: Path, *, target_l0: float | None = None,
+                            loaded: RunData | None = None) -> Comparison | None:
     """Compare a run with its siblings (same parent folder, same d_in/d_sae); None when alone.
 
-    For ``analyze``'s "Comparison to previous trainings".
+    For ``analyze``'s "Comparison to previous trainings". ``loaded`` is the run at ``run_path``
+    already read by the caller: it is used as is instead of being read a second time.
     """
-    run_path = Path(run_path)
-    parent = run_path.resolve().parent
+    run_path = Path(run_path).resolve()
     from .runs import _children_runs
 
-    siblings = [p for p in _children_runs(parent)]
-    if len(siblings) < 2 or not any(p.resolve() == run_path.resolve() for p in siblings):
+    siblings = _children_runs(run_path.parent)
+    if len(siblings) < 2 or not any(p.resolve() == run_path for p in siblings):
         return None
-    datas, _ = load_runs(siblings)
-    me = next((d for d in datas if Path(d.path).resolve() == run_path.resolve()), None)
-    if me is None:
-        return None
+    others = [p for p in siblings if p.resolve() != run_path]
+    if loaded is None:
+        datas, _ = load_runs([run_path, *others])
+        me = next((d for d in datas if Path(d.path).resolve() == run_path), None)
+        if me is None:
+            return None
+    else:
+        me = loaded
+        datas = [me, *load_runs(others)[0]]
     mine = run_row(me, None)
     same = [d for d in datas if d is me or _same_shape(run_row(d, None), mine)]
     if len(same) < 2:
