@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .analysis.detectors import fmt_step
+from .analysis.claims import fmt_steps_short as fmt_step
 from .analysis.result import Analysis, Target
 
-MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
+MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "none": ""}
 SEVERITY_STYLE = {"info": "dim", "warn": "yellow", "fail": "bold red"}
 
 
@@ -27,8 +27,10 @@ def _fmt_result(t: Target, d_sae: int | None) -> str:
         if t.metric.startswith("Dead") and d_sae:
             text = f"{v * d_sae:,.0f} ({v * 100:.0f}%)"
         return text
-    if "min" in t.metric:
-        return f"{v:.1f}"
+    if "(s)" in t.metric:
+        return f"{v / 60:.1f} min"
+    if t.metric.startswith("Explained"):
+        return f"{v * 100:.1f}%"
     return f"{v:.4g}"
 
 
@@ -50,8 +52,6 @@ def findings_table(analysis: Analysis) -> Table:
     for f in analysis.findings:
         steps = fmt_step(f.step) + (f"-{fmt_step(f.end_step)}" if f.end_step is not None and f.end_step != f.step else "")
         why = f.explanation
-        if f.coincides_with is not None:
-            why += f" [after {f.coincides_with.kind} at {fmt_step(f.coincides_with.step)}]"
         table.add_row(Text(steps), Text(f.kind.value, style=SEVERITY_STYLE.get(f.severity, "")), Text(f.metric), Text(why))
     return table
 
@@ -73,6 +73,12 @@ def print_summary(analysis: Analysis, *, files: Sequence[object] = (), notes: Se
     span = f"steps {fmt_step(r.first_step)}-{fmt_step(r.last_step)}" if r.first_step is not None else "no steps"
     con.print(Text(f"{r.id}  ({r.source}, {r.rows:,} rows, {span}{', sampled' if r.sampled else ''})", style="bold"),
               soft_wrap=True)
+    if analysis.verdict is not None:
+        v = analysis.verdict
+        head = {"ok": "No problems found", "warn": "Worth acting on", "fail": "Not usable"}[v.status]
+        con.print(Text(f"Verdict: {head}. " + " ".join(s.text for s in v.sentences[:1]),
+                       style=SEVERITY_STYLE.get("fail" if v.status == "fail" else "warn" if v.status == "warn" else "info", "")),
+                  soft_wrap=True)
     if analysis.targets:
         con.print(targets_table(analysis))
     if analysis.findings:

@@ -14,13 +14,18 @@ import polars as pl
 
 from ..ingest.aliases import canonical_config
 from ..runlog import METRIC_COLUMNS, RunData
+from .claims import ClaimMaker
 from .config import AnalyzerConfig
 from .detectors import Context, run_detectors
-from .detectors.resampling import measure_resamples
+from .detectors.divergence import cutoff
+from .detectors.resampling import measure_resamples, summary_sentences
+from .interventions import all_interventions
 from .phases import cut_phases
 from .result import Analysis, RunInfo, Skipped
-from .series import bin_all, prepare
+from .rootcause import root_causes
+from .series import bin_all, logged, prepare
 from .summary import input_outliers, metric_summaries, step_table, targets_table
+from .verdict import verdict
 
 __all__ = ["AnalyzerConfig", "analyze", "OVERRIDE_KEYS"]
 
@@ -95,22 +100,41 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
     if target is not None and target <= 0:
         target = None
     steps = frame.get_column("step").drop_nulls()
-    t0, t1 = (int(steps.min()), int(steps.max())) if steps.len() else (0, 0)
-    present = [m for m in METRIC_COLUMNS if m not in ("step", "tokens") and m in frame.columns
-               and frame.schema[m].is_numeric()]
-    binned = bin_all(frame, present, t0, t1, cfg.bins) if steps.len() else {}
+    t0, last = (int(steps.min()), int(steps.max())) if steps.len() else (0, 0)
+    present = [m for m in METRIC_COLUMNS if m not in ("step",) and m in frame.columns and frame.schema[m].is_numeric()]
+    columns = {m: ClaimMaker(m, *logged(frame, m)) for m in present}
+    # Nothing logged once the loss has turned NaN/inf for good is usable: judge the run before it.
+    loss_col = "loss" if "loss" in columns else "mse" if "mse" in columns else None
+    cut = cutoff(columns[loss_col].step, columns[loss_col].value) if loss_col else None
+    judged = frame
+    t1 = last
+    if cut is not None and steps.len():
+        step_np = frame.get_column("step").to_numpy()
+        n_keep = int(np.searchsorted(step_np, cut, side="left"))
+        judged = frame.slice(0, n_keep)
+        t1 = int(step_np[n_keep - 1]) if n_keep else t0
+        skipped.append(Skipped("after_divergence", f"{frame.height - n_keep} row(s) from step {cut:,} on (the loss is NaN "
+                                                   "or inf from there to the end) left out of the shape analysis"))
+    shape_metrics = [m for m in present if m not in ("tokens",)]
+    binned = bin_all(judged, shape_metrics, t0, t1, cfg.bins) if judged.height else {}
     series = {}
-    for m in present:
-        s = prepare(frame, m, cfg, t0, t1, d_sae, binned.get(m))
+    for m in shape_metrics:
+        s = prepare(judged, m, cfg, t0, t1, d_sae, binned.get(m))
         if s is not None:
             series[m] = s
     # Events whose step no 64-bit step column could hold are corrupt records: left out.
     events = [e for e in data.events if isinstance(e.step, int) and -(2**62) < e.step < 2**62]
     if len(events) < len(data.events):
         skipped.append(Skipped("events", f"{len(data.events) - len(events)} event(s) with an impossible step ignored"))
-    ctx = Context(series=series, events=events, cfg=cfg, config=run_cfg, t0=t0, t1=t1,
-                  target_l0=target, d_sae=d_sae)
-    if frame.height < 10 or t1 <= t0:
+    dead = series.get("dead_frac")
+    ivs = all_interventions(frame, events, run_cfg, dead, cfg.thrash_min_drop)
+    ctx = Context(series=series, events=events, cfg=cfg, config=run_cfg, t0=t0, t1=t1, target_l0=target, d_sae=d_sae,
+                  interventions=ivs, columns=columns, last_step=last)
+    if loss_col:
+        full = series[loss_col] if cut is None and loss_col in series else prepare(frame, loss_col, cfg, t0, last, d_sae)
+        if full is not None:
+            ctx.cache["loss_full"] = full
+    if frame.height < 10 or last <= t0:
         skipped.append(Skipped("detectors", f"only {frame.height} logged step(s): too few to judge a curve"))
         findings = []
     else:
@@ -119,20 +143,26 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
         skipped.append(Skipped("targets", "no target_l0 in the config: L0 is reported without a target (--target-l0)"))
     if ctx.l0 is not None and ctx.l0.metric == "l0" and not d_sae:
         skipped.append(Skipped("l0_frac", "L0 is a count and d_sae is unknown: no fraction of the dictionary (--d-sae)"))
-    summary = metric_summaries(ctx, frame)
+    summary = metric_summaries(ctx)
     info = RunInfo(
         id=data.run_id, path=str(data.path), config=run_cfg, source=data.source, rows=frame.height,
-        first_step=t0 if steps.len() else None, last_step=t1 if steps.len() else None, sampled=data.sampled,
+        first_step=t0 if steps.len() else None, last_step=last if steps.len() else None, sampled=data.sampled,
         d_sae=d_sae, notes=list(data.notes))
+    records = measure_resamples(ctx) if findings or series else []
+    outliers = input_outliers(data, cfg)
     return Analysis(
         run=info,
         summary=summary,
-        step_table=step_table(ctx, findings, summary) if steps.len() else [],
+        step_table=step_table(ctx, findings) if steps.len() else [],
         targets=targets_table(ctx, data, summary, findings),
         phases=cut_phases(ctx, findings) if findings or series else [],
         findings=findings,
-        resampling=measure_resamples(ctx),
-        input_outliers=input_outliers(data, cfg),
+        resampling=records,
+        resampling_summary=summary_sentences(ctx, records, findings),
+        root_causes=root_causes(ctx, findings, outliers),
+        interventions=ivs,
+        verdict=verdict(findings) if steps.len() else None,
+        input_outliers=outliers,
         recommendations=[],
         skipped=[*ctx.skipped, *skipped],
     )

@@ -36,6 +36,13 @@ class AnalyzerConfig:
     """Window for the dead-feature surge (fraction of the run)."""
     recovery_ratio: float = 2.0
     """Recovery: after a collapse, L0 climbs back to at least this factor above the trough."""
+    broken_l0: float = 1.0
+    """An SAE whose median L0 over the end of the run is below this many active features per token
+    has collapsed, whatever path it took there (most tokens are reconstructed by no feature)."""
+    broken_ev: float = 0.1
+    """... as has one whose median explained variance there is below this (it reconstructs nothing)."""
+    broken_tail: float = 0.2
+    """The end of the run those medians are taken over (fraction of the run)."""
 
     dormancy_min_span: float = 0.03
     """Dormancy: the metric stays at its start value for at least this fraction of the run."""
@@ -74,6 +81,12 @@ class AnalyzerConfig:
     """Minimum excursion for the dead fraction."""
     spike_band_mult: float = 1.5
     """The excursion must also be this many times the half-width of the trailing 5-95% band."""
+    spike_noise_z: float = 3.5
+    """... and this many times the curve's point-to-point noise (so noise over thousands of points
+    does not produce one by chance) ..."""
+    spike_min_features: float = 0.5
+    """... and, for L0, at least this many active features per token away from the baseline
+    (quantised jitter of a tiny L0 is not a spike) ..."""
     spike_min_bins: int = 2
     """Persistence rule: the excursion must hold for at least this many consecutive bins (the
     first over the threshold, the following ones over half of it; a lone logged point is a glitch,
@@ -128,7 +141,8 @@ class AnalyzerConfig:
         if self.bins < 20:
             raise ValueError("AnalyzerConfig.bins must be at least 20")
         for name in ("late_frac", "spike_baseline", "spike_max_span", "converge_window", "plateau_min_span",
-                     "osc_window", "osc_min_span", "coincide_frac", "dormancy_min_span", "smooth_frac"):
+                     "osc_window", "osc_min_span", "coincide_frac", "dormancy_min_span", "smooth_frac",
+                     "broken_tail"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"AnalyzerConfig.{name} must be a fraction of the run in (0, 1)")
         lo, hi = self.target_ok_band

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .claims import Claim, difference, ratio
 from .detectors import Context
 from .result import Finding, FindingKind, Phase
 from .series import Series
@@ -21,6 +22,10 @@ K = FindingKind
 _MIN_PHASE = 0.05
 _MERGE_SHORT = 0.08  # a short stretch with only a trend name joins the phase before it
 _GENERIC = ("Settled", "Rise", "Decline", "Slow decay")
+#: A phase whose level moved by more than this factor (log metrics) is not "Settled".
+_FLAT_RATIO = 1.25
+#: ... or by more than this much (fractions: dead features).
+_FLAT_LIN = 0.05
 
 
 def _nice_unit(span: float) -> float:
@@ -66,7 +71,7 @@ def _cuts(s: Series, fs: list[Finding]) -> list[float]:
     return cuts
 
 
-def _name(s: Series, a: float, b: float, fs: list[Finding], first: bool) -> str:
+def _name(s: Series, a: float, b: float, fs: list[Finding], first: bool, last: bool) -> str:
     def covers(f: Finding, share: float = 0.5) -> bool:
         inter = min(_end(f), b) - max(f.step, a)
         return inter >= share * (b - a) or (f.end_step is None and a <= f.step <= b)
@@ -81,8 +86,8 @@ def _name(s: Series, a: float, b: float, fs: list[Finding], first: bool) -> str:
         return "Initial collapse"
     if any(f.kind == K.COLLAPSE and covers(f) for f in fs):
         return "Collapse"
-    if has[K.RECOVERY] or any(f.kind == K.RECOVERY and a <= f.step <= a + 0.02 * s.span for f in fs):
-        partial = any(f.kind == K.RECOVERY and f.evidence.get("partial") for f in fs)
+    if has[K.RECOVERY] or any(f.kind == K.RECOVERY and a <= f.step <= a + 0.05 * s.span for f in fs):
+        partial = any(f.kind == K.RECOVERY and f.evidence.partial for f in fs)
         unstable = has[K.OSCILLATION] or partial or _unstable(s, a, b)
         return "Recovery & instability" if unstable else "Recovery"
     if has[K.DORMANCY]:
@@ -105,7 +110,7 @@ def _name(s: Series, a: float, b: float, fs: list[Finding], first: bool) -> str:
         base = "Slow decay" if s.metric.startswith("l0") else "Decline"
     if inside(K.LATE_SPIKE):
         base += " with late spike"
-    if any(f.kind == K.NOT_CONVERGED and _end(f) >= b - 0.02 * s.span for f in fs) and base in ("Slow decay", "Rise", "Decline"):
+    if last and any(f.kind == K.NOT_CONVERGED for f in fs) and base in ("Slow decay", "Rise", "Decline"):
         base += " (not converged)"
     return base
 
@@ -114,15 +119,38 @@ def _seg(s: Series, a: float, b: float) -> np.ndarray:
     return s.y_raw[(s.x >= a) & (s.x <= b)]
 
 
+def level_claims(s: Series, a: float, b: float) -> dict[str, Claim]:
+    """Medians of the first and last tenth of [a, b] (at least three logged points each) and their
+    change: what a phase's trend name is judged on."""
+    c = s.claims
+    tenth = max(0.1 * (b - a), 0.0)
+    i0 = int(np.searchsorted(s.step, np.int64(math.ceil(a))))
+    i1 = int(np.searchsorted(s.step, np.int64(math.floor(b)), side="right")) - 1
+    a_end = max(a + tenth, float(s.step[min(i0 + 2, len(s.step) - 1)]) if len(s.step) else a)
+    b_start = min(b - tenth, float(s.step[max(i1 - 2, 0)]) if len(s.step) else b)
+    claims = {"start_level": c.stat("median", a, a_end), "end_level": c.stat("median", b_start, b)}
+    if claims["start_level"].value is None or claims["end_level"].value is None:
+        return {}
+    if s.log and claims["start_level"].value > 0:
+        claims["change"] = ratio("end_level", "start_level", claims)
+    elif not s.log:
+        claims["change"] = difference("end_level", "start_level", claims)
+    return claims
+
+
 def _trend(s: Series, a: float, b: float) -> int:
-    seg = _seg(s, a, b)
-    if len(seg) < 4:
+    """+1 rising, -1 falling, 0 flat, judged on the raw medians of the phase's ends."""
+    claims = level_claims(s, a, b)
+    ch = claims.get("change")
+    if ch is None or ch.value is None:
         return 0
-    q = max(1, len(seg) // 4)
-    change = float(np.median(seg[-q:]) - np.median(seg[:q]))
-    if abs(change) < 0.1 * s.scale:
-        return 0
-    return 1 if change > 0 else -1
+    if s.log:
+        if ch.value <= 0:
+            return -1
+        r = math.log(ch.value)
+        return 0 if abs(r) < math.log(_FLAT_RATIO) else (1 if r > 0 else -1)
+    limit = _FLAT_LIN * (1.0 if s.metric.endswith("_frac") else max(s.scale / 0.1, 1e-12))
+    return 0 if abs(ch.value) < limit else (1 if ch.value > 0 else -1)
 
 
 def _change(s: Series, a: float, b: float) -> float:
@@ -142,23 +170,30 @@ def phases_for(ctx: Context, s: Series, findings: list[Finding]) -> list[Phase]:
     """Named spans of the run on metric ``s``."""
     if len(s.x) < 10:
         return []
-    fs = [f for f in findings if f.metric == s.metric or f.kind == K.DIVERGED]
+    fs = [f for f in findings if f.metric == s.metric]
+    div = next((f for f in findings if f.kind == K.DIVERGED and f.severity == "fail"), None)
     unit = _nice_unit(ctx.span)
-    cuts = sorted({round(c / unit) * unit for c in _cuts(s, fs) if ctx.t0 < c < ctx.t1})
+    end = float(ctx.t1)
+    if div is not None:
+        end = min(end, float(div.step))
+    cuts = sorted({round(c / unit) * unit for c in _cuts(s, fs) if ctx.t0 < c < end})
     bounds = [float(ctx.t0)]
     for c in cuts:
-        if (c - bounds[-1]) >= _MIN_PHASE * ctx.span and (ctx.t1 - c) >= _MIN_PHASE * ctx.span:
+        if (c - bounds[-1]) >= _MIN_PHASE * ctx.span and (end - c) >= _MIN_PHASE * ctx.span:
             bounds.append(c)
-    bounds.append(float(ctx.t1))
-    phases: list[Phase] = []
+    bounds.append(end)
+    spans: list[tuple[str, float, float]] = []
     for i in range(len(bounds) - 1):
         a, b = bounds[i], bounds[i + 1]
-        name = _name(s, a, b, fs, first=i == 0)
+        name = _name(s, a, b, fs, first=i == 0, last=i == len(bounds) - 2 and div is None)
         short = (b - a) < _MERGE_SHORT * ctx.span and name.split(" (")[0] in _GENERIC
-        if phases and (phases[-1].name == name or short):
-            phases[-1] = Phase(phases[-1].name, s.metric, phases[-1].start_step, int(b))
+        if spans and (spans[-1][0] == name or short):
+            spans[-1] = (spans[-1][0], spans[-1][1], b)
         else:
-            phases.append(Phase(name, s.metric, int(a), int(b)))
+            spans.append((name, a, b))
+    phases = [Phase(n, s.metric, int(a), int(b), level_claims(s, a, b)) for n, a, b in spans]
+    if div is not None:
+        phases.append(Phase("Divergence", s.metric, int(div.step), int(ctx.last_step)))
     return phases
 
 

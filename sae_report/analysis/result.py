@@ -11,11 +11,12 @@ from enum import Enum
 from typing import Any, Literal
 
 from ..runlog import to_jsonable
+from .claims import Claim, Sentence
 
-ANALYSIS_SCHEMA_VERSION = 1
+ANALYSIS_SCHEMA_VERSION = 2
 
 Severity = Literal["info", "warn", "fail"]
-Status = Literal["ok", "warn", "fail"]
+Status = Literal["ok", "warn", "fail", "none"]
 
 
 class FindingKind(str, Enum):
@@ -50,12 +51,19 @@ class FindingKind(str, Enum):
 
 @dataclass(frozen=True)
 class Intervention:
-    """A logged intervention a finding coincides with."""
+    """An intervention (logged as an event, or inferred from the logged columns) that a finding
+    coincides with."""
 
     kind: Literal["resample", "lr_change", "l1_change", "resume"]
     """Event kind."""
     step: int
-    """Step of the event."""
+    """Step of the event (for an inferred one: the first step logged with the new value)."""
+    inferred: bool = False
+    """True when no event says so and it was read off a column (``source``)."""
+    source: str = "events"
+    """``events``, or the column it was inferred from (``lr``, ``l1_alpha``, ``dead_frac``)."""
+    reason: str = ""
+    """What changed: ``step change``, ``warm-up done``, ``decay starts``, ``resample`` ..."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +80,18 @@ class Finding:
     """Step where a span ends; None for point findings."""
     severity: Severity
     """``info`` (for the record), ``warn`` (worth acting on), ``fail`` (the run is not usable)."""
-    evidence: dict[str, Any]
-    """Numbers behind the finding, named (e.g. ``{"from": 0.504, "to": 0.007, "ratio": 72}``)."""
+    evidence: Any
+    """Numbers behind the finding: the typed evidence of its kind (``sae_report.analysis.evidence``),
+    each number the value of the claim of the same name."""
     coincides_with: Intervention | None
-    """The logged intervention closely before it, if any."""
+    """The intervention (logged or inferred) the finding coincides with, if any."""
     explanation: str
-    """One or two sentences in plain words, with direction stated unambiguously."""
+    """One or two sentences in plain words, with direction stated unambiguously: ``template``
+    rendered from ``claims``."""
+    template: str = ""
+    """The explanation with ``{claim}`` placeholders for every number (no literal digits)."""
+    claims: dict[str, Claim] = field(default_factory=dict)
+    """The claims the explanation shows, by name."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,9 @@ class Phase:
     """First step of the span."""
     end_step: int
     """Last step of the span."""
+    claims: dict[str, Claim] = field(default_factory=dict)
+    """The levels its name is judged on: ``start_level`` and ``end_level`` (medians of the first
+    and last tenth of the phase) and their ``change`` (ratio)."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +116,14 @@ class StepRow:
     """One row of a step table (the metric at every 10% of the run)."""
 
     step: int
-    """Step."""
+    """A logged step (the one nearest to its tenth of the run)."""
     values: dict[str, float | None]
-    """Canonical metric -> value at that step (None when not logged near it)."""
+    """Canonical metric -> the value logged at exactly that step (None when not logged there)."""
     annotation: str
     """Short note such as "<- Rapid decay" or "" when nothing stands out."""
+    tags: list[str] = field(default_factory=list)
+    """The kinds behind the annotation (``initial``, ``final``, ``rapid_decay``, ``collapse``,
+    ``recovering``, ``late_spike``, ``closest_to_target``, ``diverged``)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,7 @@ class MetricSummary:
     metric: str
     """Canonical metric name."""
     final: float | None
-    """Last finite value."""
+    """Last logged value (NaN or inf included: a log that ends in NaN ends in NaN)."""
     second_half_mean: float | None
     """Mean over the second half of the run (by step)."""
     second_half_std: float | None
@@ -124,6 +144,8 @@ class MetricSummary:
     """Best value (lowest loss; L0 closest to target; fewest dead)."""
     best_step: int | None
     """Step of the best value."""
+    claims: dict[str, Claim] = field(default_factory=dict)
+    """``final``, ``second_half_mean``, ``second_half_std``, ``second_half_median``, ``best``."""
 
 
 @dataclass(frozen=True)
@@ -139,9 +161,11 @@ class Target:
     percent_of_target: float | None
     """result / target * 100."""
     status: Status
-    """ok / warn / fail."""
+    """ok / warn / fail, or ``none`` when there is no target to meet."""
     comparison: str = ""
     """How the target reads: "5.0%", "<75%", "<0.02"."""
+    claim: Claim | None = None
+    """The claim behind ``result``."""
 
 
 @dataclass(frozen=True)
@@ -153,17 +177,23 @@ class ResampleRecord:
     n_resampled: int
     """Features resampled."""
     dead_before: float | None
-    """Dead fraction just before the event."""
+    """Dead fraction at the last step logged before the event."""
     dead_after: float | None
-    """Dead fraction some steps after."""
+    """Lowest dead fraction logged after the event, within the dead window (while revived features
+    cannot count as dead yet)."""
     revived_survival_steps: float | None
-    """Median steps the revived features kept firing (None when not measurable)."""
+    """Steps from the event until the dead fraction was back up by half the drop, less the dead
+    window (a revived feature counts as dead only a dead window after it last fired); None when it
+    did not come back before the next resample or could not be measured."""
     outcome: str = ""
-    """``died`` (half the revived features were dead again before the next resample), ``survived``
-    (they were still alive at the next resample or the end), ``no_drop`` (the dead count did not
-    visibly drop: nothing to follow), or ``no_data`` (no dead-feature metric near the event)."""
+    """``died`` (half the drop was undone before the next resample), ``survived`` (not undone by
+    the next resample or the end), ``no_drop`` (the dead fraction did not visibly drop: nothing to
+    follow), or ``no_data`` (no dead-feature fraction logged around the event)."""
     next_step: int | None = None
     """Step of the next resample (or the end of the run): the survival horizon."""
+    claims: dict[str, Claim] = field(default_factory=dict)
+    """``event``, ``before``, ``after``, ``drop``, ``back`` (first step above half-way back),
+    ``back_steps``."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +214,29 @@ class Recommendation:
     """Why, in unambiguous words ("raise l1_alpha -> fewer active features -> lower L0")."""
     predicted_effect: str
     """What the change should do."""
+
+
+@dataclass(frozen=True)
+class RootCause:
+    """A likely cause of a finding, read off this run's own data."""
+
+    kind: str
+    """``outlier_inputs``, ``collapse_after_l1_change``, ``collapse_after_warmup``, ``resample_thrash``,
+    ``secondary_rise_after_schedule``."""
+    title: str
+    """Heading."""
+    sentence: Sentence
+    """What the data shows and what to change, with its numbers as claims."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The run in one line, said first: is the SAE usable?"""
+
+    status: Literal["ok", "warn", "fail"]
+    """``fail`` when the SAE is broken or the run diverged; ``warn`` when a finding is worth acting on."""
+    sentences: list[Sentence]
+    """The most severe findings' sentences, worst first (or one saying nothing is wrong)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +292,15 @@ class Analysis:
     findings: list[Finding]
     """What happened, in step order."""
     resampling: list[ResampleRecord]
-    """One record per resampling event."""
+    """One record per resampling event (logged or inferred)."""
+    resampling_summary: list[Sentence]
+    """What the resampling did overall, as sentences whose numbers are claims."""
+    root_causes: list[RootCause]
+    """Likely causes, each read off this run's data."""
+    interventions: list[Intervention]
+    """Every intervention the findings were linked against: logged ones and inferred ones."""
+    verdict: Verdict | None
+    """The run in one line (None when there was too little to judge)."""
     input_outliers: list[dict[str, Any]]
     """Outlier input dimensions (``{"dim", "absmax", "ratio"}``) when the run recorded them."""
     recommendations: list[Recommendation]

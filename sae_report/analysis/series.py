@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from .claims import ClaimMaker
 from .config import AnalyzerConfig
 
 #: Metrics judged on a log scale (ratio-scale quantities spanning orders of magnitude).
@@ -46,6 +47,15 @@ class Series:
     """Point-to-point noise of the binned curve (robust std of lag-1 differences / sqrt 2)."""
     scale: float
     """Robust range of ``y`` over the run (1st to 99th percentile), never below a small floor."""
+    all_step: np.ndarray
+    """Steps of every logged (non-null) value, NaN/inf included (int64, ascending)."""
+    all_value: np.ndarray
+    """Every logged value, NaN/inf included (float64)."""
+
+    @property
+    def claims(self) -> ClaimMaker:
+        """Claims about this metric, computed from its raw logged values."""
+        return ClaimMaker(self.metric, self.all_step, self.all_value)
 
     @property
     def span(self) -> int:
@@ -167,16 +177,21 @@ def _chunk_medians(frame: pl.DataFrame, metric: str, bins: int) -> tuple[np.ndar
     return xs.astype(np.float64), ys.astype(np.float64)
 
 
-def _raw(frame: pl.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(finite steps, finite values, non-finite steps) without copying when nothing is missing."""
+def logged(frame: pl.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of every non-null cell of ``metric`` (NaN/inf included), without copying
+    when nothing is missing."""
     col = frame.get_column(metric)
     if col.null_count():
         sub = frame.select("step", metric).filter(pl.col(metric).is_not_null())
         step, val = sub.get_column("step").to_numpy(), sub.get_column(metric).to_numpy()
     else:
         step, val = frame.get_column("step").to_numpy(), col.to_numpy()
-    step = step.astype(np.int64, copy=False)
-    val = val.astype(np.float64, copy=False)
+    return step.astype(np.int64, copy=False), val.astype(np.float64, copy=False)
+
+
+def _raw(frame: pl.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(finite steps, finite values, non-finite steps) without copying when nothing is missing."""
+    step, val = logged(frame, metric)
     fin = np.isfinite(val)
     if fin.all():
         return step, val, np.zeros(0, dtype=np.int64)
@@ -189,12 +204,18 @@ def prepare(frame: pl.DataFrame, metric: str, cfg: AnalyzerConfig, t0: int, t1: 
     ``binned``: this metric's entry of ``bin_all`` (computed here when not given)."""
     if metric not in frame.columns:
         return None
-    step, val, nonfinite = _raw(frame, metric)
+    all_step, all_val = logged(frame, metric)
+    fin = np.isfinite(all_val)
+    if fin.all():
+        step, val, nonfinite = all_step, all_val, np.zeros(0, dtype=np.int64)
+    else:
+        step, val, nonfinite = all_step[fin], all_val[fin], all_step[~fin]
     if len(step) == 0:
         if len(nonfinite) == 0:
             return None
         empty = np.zeros(0)
-        return Series(metric, metric in LOG_METRICS, step, val, nonfinite, empty, empty, empty, t0, t1, 0.0, 1.0)
+        return Series(metric, metric in LOG_METRICS, step, val, nonfinite, empty, empty, empty, t0, t1, 0.0, 1.0,
+                      all_step, all_val)
     log = metric in LOG_METRICS
     x, vb = binned if binned is not None else bin_all(frame, [metric], t0, t1, cfg.bins)[metric]
     if log:
@@ -221,7 +242,8 @@ def prepare(frame: pl.DataFrame, metric: str, cfg: AnalyzerConfig, t0: int, t1: 
         floor_scale = 0.1 * (d_sae or (float(np.max(np.abs(val))) if len(val) else 1.0))
     else:
         floor_scale = 0.1 * (float(np.max(np.abs(val))) if len(val) else 1.0)
-    return Series(metric, log, step, val, nonfinite, x, y, yb, t0, t1, float(noise), max(scale, floor_scale))
+    return Series(metric, log, step, val, nonfinite, x, y, yb, t0, t1, float(noise), max(scale, floor_scale),
+                  all_step, all_val)
 
 
 def slice_steps(step: np.ndarray, lo: float, hi: float) -> slice:

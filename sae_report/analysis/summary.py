@@ -1,5 +1,7 @@
-"""Summary figures: final / second-half / best per metric, the step table at every 10% of the run
-(annotated as the write-up does), the targets table, and input outlier dimensions."""
+"""Summary figures (final, second half, best per metric), the step table at every tenth of the run,
+the targets table, and input outlier dimensions. Every figure is a claim on the raw log: the final
+value is the last value logged (NaN included), a step-table row is a logged step and shows the
+values logged at exactly that step."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from ..runlog import RunData
+from .claims import Claim, ClaimMaker
 from .config import AnalyzerConfig
 from .detectors import Context
 from .result import Finding, FindingKind, MetricSummary, StepRow, Target
@@ -19,132 +22,128 @@ SUMMARY_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "l1", "e
                    "l1_alpha", "lr")
 #: Metrics shown in the step table.
 TABLE_METRICS = ("l0_frac", "l0", "dead", "dead_frac", "loss", "explained_variance")
+#: Lower is better for these; higher for explained variance.
+_LOWER_BETTER = ("loss", "mse", "l1", "dead", "dead_frac", "grad_norm")
 
 
-def _best_index(metric: str, vals: np.ndarray, target: float | None) -> int | None:
-    if not len(vals):
-        return None
-    if metric in ("loss", "mse", "l1", "dead", "dead_frac", "grad_norm"):
-        return int(np.argmin(vals))
-    if metric == "explained_variance":
-        return int(np.argmax(vals))
-    if metric in ("l0_frac", "l0") and target:
-        return int(np.argmin(np.abs(np.log(np.maximum(vals, 1e-12)) - math.log(target))))
-    return None
-
-
-def metric_summaries(ctx: Context, frame: pl.DataFrame) -> dict[str, MetricSummary]:
-    """Final, second-half mean/std/median and best (with its step) of every metric present."""
+def metric_summaries(ctx: Context) -> dict[str, MetricSummary]:
+    """Final (the last logged value), second-half mean/std/median over the second half of the judged
+    span, and best (lowest loss, fewest dead, highest explained variance) of every metric."""
     out: dict[str, MetricSummary] = {}
-    half = ctx.t0 + ctx.span / 2
     for m in SUMMARY_METRICS:
-        s = ctx.series.get(m)
-        if s is None:
+        c = ctx.columns.get(m)
+        if c is None or not len(c.step):
             continue
-        vals, steps = s.value, s.step
-        second = vals[int(np.searchsorted(steps, np.int64(math.ceil(half)))):]
-        target = ctx.target_for(s) if m in ("l0", "l0_frac") else None
-        b = _best_index(m, vals, target)
+        claims = {"final": c.last()}
+        for stat in ("mean", "std", "median"):
+            claims[f"second_half_{stat}"] = c.stat(stat, ctx.half, ctx.t1)
+        if m in _LOWER_BETTER or m == "explained_variance":
+            claims["best"] = c.stat("min" if m in _LOWER_BETTER else "max", ctx.t0, ctx.t1)
+        best = claims.get("best")
         out[m] = MetricSummary(
-            metric=m,
-            final=float(vals[-1]) if len(vals) else None,
-            second_half_mean=float(np.mean(second)) if len(second) else None,
-            second_half_std=float(np.std(second)) if len(second) > 1 else None,
-            second_half_median=_median(second),
-            best=float(vals[b]) if b is not None else None,
-            best_step=int(steps[b]) if b is not None else None,
-        )
+            metric=m, final=claims["final"].value, second_half_mean=claims["second_half_mean"].value,
+            second_half_std=claims["second_half_std"].value, second_half_median=claims["second_half_median"].value,
+            best=best.value if best else None, best_step=best.step if best else None, claims=claims)
     return out
 
 
-def _median(a: np.ndarray) -> float | None:
-    """Exact median up to 2M points; beyond, the median of an evenly strided 1M-point sample."""
-    if not len(a):
-        return None
-    if len(a) > 2_000_000:
-        a = a[:: len(a) // 1_000_000]
-    return float(np.median(a))
+def _primary(ctx: Context) -> ClaimMaker | None:
+    for m in TABLE_METRICS:
+        c = ctx.columns.get(m)
+        if c is not None and len(c.step):
+            return c
+    return None
 
 
-def _nearest(s_step: np.ndarray, s_val: np.ndarray, step: float, tol: float) -> float | None:
-    if not len(s_step):
-        return None
-    step = int(round(step))
-    i = int(np.searchsorted(s_step, np.int64(step)))
-    cands = [c for c in (i - 1, i) if 0 <= c < len(s_step)]
-    c = min(cands, key=lambda c: abs(s_step[c] - step))
-    return float(s_val[c]) if abs(s_step[c] - step) <= tol else None
-
-
-def step_table(ctx: Context, findings: list[Finding], summary: dict[str, MetricSummary]) -> list[StepRow]:
-    """The metrics at every 10% of the run, annotated ("<- Rapid decay", "<- Complete collapse",
-    "<- Best performance!")."""
-    tol = 0.02 * ctx.span
-    rows: list[tuple[int, dict[str, float | None]]] = []
+def step_table(ctx: Context, findings: list[Finding]) -> list[StepRow]:
+    """The logged step nearest to every tenth of the whole log, with the values logged at exactly
+    that step, tagged from the findings."""
+    prim = _primary(ctx)
+    if prim is None:
+        return []
+    first, last = int(prim.step[0]), int(prim.step[-1])
+    steps: list[int] = []
     for k in range(11):
-        step = ctx.t0 + k * ctx.span / 10
-        vals: dict[str, float | None] = {}
-        snapped = None
-        for m in TABLE_METRICS:
-            s = ctx.series.get(m)
-            if s is None:
-                continue
-            v = _nearest(s.step, s.value, step, tol)
-            if v is None and len(s.nonfinite_step):
-                j = int(np.searchsorted(s.nonfinite_step, np.int64(round(step))))
-                if j < len(s.nonfinite_step) and abs(s.nonfinite_step[j] - step) <= tol:
-                    v = float("nan")
-            vals[m] = v
-            if snapped is None and len(s.step):
-                i = int(np.clip(np.searchsorted(s.step, np.int64(round(step))), 0, len(s.step) - 1))
-                snapped = int(s.step[i]) if abs(s.step[i] - step) <= tol else None
-        rows.append((snapped if snapped is not None else int(round(step)), vals))
-    notes = _annotations(ctx, rows, findings, summary)
-    return [StepRow(step=st, values=v, annotation=notes[i]) for i, (st, v) in enumerate(rows)]
+        st = prim.nearest_step(first + k * (last - first) / 10)
+        if st is not None and st not in steps:
+            steps.append(st)
+    rows = []
+    for st in steps:
+        vals = {m: ctx.columns[m].at(st).value for m in TABLE_METRICS if m in ctx.columns}
+        rows.append((st, vals))
+    tags = _tags(ctx, rows, findings)
+    return [StepRow(step=st, values=v, annotation=_annotation(t), tags=t) for (st, v), t in zip(rows, tags)]
 
 
-def _annotations(ctx: Context, rows: list[tuple[int, dict[str, float | None]]], findings: list[Finding],
-                 summary: dict[str, MetricSummary]) -> list[str]:
-    notes = [""] * len(rows)
+TAG_TEXT = {"diverged": "Diverged (non-finite loss)", "collapse": "Collapse", "ended_collapsed": "Collapsed",
+            "late_spike": "Late spike (transient)", "closest_to_target": "Closest to target",
+            "recovering": "Recovering", "rapid_decay": "Rapid decay", "initial": "Initial state", "final": "Final"}
+TAG_ORDER = tuple(TAG_TEXT)
+
+
+def _annotation(tags: list[str]) -> str:
+    if not tags:
+        return ""
+    words = [TAG_TEXT[t] for t in sorted(tags, key=TAG_ORDER.index)]
+    text = ", ".join([words[0]] + [w[0].lower() + w[1:] for w in words[1:]])
+    return "<- " + text
+
+
+def _tags(ctx: Context, rows: list[tuple[int, dict[str, float | None]]], findings: list[Finding]) -> list[list[str]]:
+    tags: list[list[str]] = [[] for _ in rows]
+    if not rows:
+        return tags
+    tags[0].append("initial")
+    tags[-1].append("final")
     s = ctx.l0
     key = s.metric if s is not None else None
     vals = [r[1].get(key) if key else None for r in rows]
-    by_kind = {f.kind: f for f in findings if key and f.metric == key}
-    prio = [0] * len(rows)
+    ok = [v is not None and math.isfinite(v) and v > 0 for v in vals]
+    steps = [r[0] for r in rows]
+    mine = [f for f in findings if f.metric in (key, "l0", "l0_frac")]
 
-    def put(i: int, text: str, p: int) -> None:
-        if 0 <= i < len(rows) and p > prio[i]:
-            notes[i], prio[i] = text, p
+    def within(f: Finding, st: int, pad: float = 0.0) -> bool:
+        return f.step - pad <= st <= (f.end_step if f.end_step is not None else f.step) + pad
 
-    put(0, "<- Initial state", 1)
-    put(len(rows) - 1, "<- Final", 1)
+    collapses = [f for f in mine if f.kind == FindingKind.COLLAPSE]
+    for f in collapses:
+        if f.evidence.mode == "ended_collapsed":
+            i = next((i for i, st in enumerate(steps) if st >= f.step), None)
+            if i is not None:
+                tags[i].append("ended_collapsed")
+            continue
+        settled = f.evidence.settled
+        cand = [i for i, st in enumerate(steps) if ok[i] and within(f, st, 0.1 * ctx.span)
+                and settled is not None and vals[i] <= settled / 1.5]  # type: ignore[operator]
+        if cand:
+            tags[min(cand, key=lambda i: vals[i])].append("collapse")  # type: ignore[arg-type, return-value]
+    in_collapse = {i for i, t in enumerate(tags) if "collapse" in t}
     for i in range(1, len(rows)):
-        a, b = vals[i - 1], vals[i]
-        if a and b and a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b):
-            if b < a / 3:
-                put(i, "<- Rapid decay", 3)
-            elif b > a * 1.5 and FindingKind.RECOVERY in by_kind and by_kind[FindingKind.RECOVERY].step <= rows[i][0]:
-                put(i, "<- Recovering", 2)
-    def nearest_row(step: int) -> int:
-        return int(np.argmin([abs(r[0] - step) for r in rows]))
-    if FindingKind.COLLAPSE in by_kind:
-        put(nearest_row(by_kind[FindingKind.COLLAPSE].end_step or by_kind[FindingKind.COLLAPSE].step),
-            "<- Complete collapse", 5)
-    if FindingKind.LATE_SPIKE in by_kind:
-        put(nearest_row(int(by_kind[FindingKind.LATE_SPIKE].evidence.get("peak_step", by_kind[FindingKind.LATE_SPIKE].step))),
-            "<- Late spike", 4)
+        if ok[i] and ok[i - 1] and i not in in_collapse and vals[i] < vals[i - 1] / 3:  # type: ignore[operator]
+            tags[i].append("rapid_decay")
+    for f in mine:
+        if f.kind == FindingKind.RECOVERY:
+            for i in range(1, len(rows)):
+                if within(f, steps[i]) and ok[i] and ok[i - 1] and vals[i] > 1.2 * vals[i - 1]:  # type: ignore[operator]
+                    tags[i].append("recovering")
+    spikes = [f for f in mine if f.kind == FindingKind.LATE_SPIKE]
+    for f in spikes:
+        for i, st in enumerate(steps):
+            if within(f, st):
+                tags[i].append("late_spike")
     target = ctx.target_for(s) if s is not None else None
-    finite = [(i, v) for i, v in enumerate(vals) if v is not None and v > 0 and math.isfinite(v)]
-    if target and finite:
-        i, _ = min(finite, key=lambda iv: abs(math.log(iv[1] / target)))
-        put(i, "<- Best performance!", 6)
-    if ctx.loss is not None and len(ctx.loss.nonfinite_step):
-        for i, r in enumerate(rows):
-            v = r[1].get(ctx.loss.metric)
+    calm = [i for i in range(len(rows)) if ok[i] and "late_spike" not in tags[i] and "collapse" not in tags[i]
+            and steps[i] >= ctx.half]
+    if target and calm:
+        tags[min(calm, key=lambda i: abs(math.log(vals[i] / target)))].append("closest_to_target")  # type: ignore[operator]
+    loss = ctx.columns.get("loss") or ctx.columns.get("mse")
+    if loss is not None:
+        for i, st in enumerate(steps):
+            v = loss.at(st).value
             if v is not None and not math.isfinite(v):
-                put(i, "<- Diverged (non-finite loss)", 7)
+                tags[i].append("diverged")
                 break
-    return notes
+    return tags
 
 
 def _status(ratio: float, cfg: AnalyzerConfig) -> str:
@@ -155,54 +154,78 @@ def _status(ratio: float, cfg: AnalyzerConfig) -> str:
     return "warn" if wlo <= ratio <= whi else "fail"
 
 
+def _shown_ratio(result: float, target: float) -> float:
+    """result / target as the table shows it (a whole percent), so two rows showing the same
+    percentage always get the same status."""
+    return round(result / target * 100) / 100
+
+
 def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary], findings: list[Finding]) -> list[Target]:
-    """The write-up's results table: Final L0, Second Half Avg L0, Dead features, Final Loss, Duration."""
+    """The results table: Final L0, Second Half Avg L0, Dead features, Explained variance, Final Loss,
+    Duration. A row without a target has status ``none``; an SAE that ended collapsed fails its L0 and
+    explained-variance rows whatever its target."""
     cfg = ctx.cfg
     out: list[Target] = []
     s = ctx.l0
+    broken = any(f.kind == FindingKind.COLLAPSE and f.evidence.mode == "ended_collapsed" for f in findings)
     if s is not None and s.metric in summary:
         ms = summary[s.metric]
         target = ctx.target_for(s)
         shown = f"{ctx.target_l0 * 100:.1f}%" if ctx.target_l0 is not None else ""
-        for label, val in (("Final L0", ms.final), ("Second Half Avg L0", ms.second_half_mean)):
-            if target and val is not None:
-                ratio = val / target
-                out.append(Target(label, val, target, ratio * 100, _status(ratio, cfg), shown))  # type: ignore[arg-type]
+        for label, name in (("Final L0", "final"), ("Second Half Avg L0", "second_half_mean")):
+            claim = ms.claims[name]
+            val = claim.value
+            if target and val is not None and math.isfinite(val):
+                r = _shown_ratio(val, target)
+                status = "fail" if broken else _status(r, cfg)
+                out.append(Target(label, val, target, r * 100, status, shown, claim))  # type: ignore[arg-type]
+            elif broken:
+                out.append(Target(label, val, None, None, "fail", "at least one feature per token", claim))
             else:
-                out.append(Target(label, val, None, None, "ok", "no target (--target-l0)"))
+                out.append(Target(label, val, None, None, "none", "no target (--target-l0)", claim))
     d = summary.get("dead_frac")
-    if d is not None and d.final is not None:
-        st = "ok" if d.final < cfg.dead_target else "warn" if d.final < cfg.dead_target + cfg.dead_warn_margin else "fail"
+    if d is not None and d.final is not None and math.isfinite(d.final):
+        r = round(d.final * 100) / 100
+        st = "ok" if r < cfg.dead_target else "warn" if r < cfg.dead_target + cfg.dead_warn_margin else "fail"
         out.append(Target("Dead features", d.final, cfg.dead_target, d.final / cfg.dead_target * 100, st,  # type: ignore[arg-type]
-                          f"<{cfg.dead_target * 100:.0f}%"))
-    loss = ctx.loss
+                          f"<{cfg.dead_target * 100:.0f}%", d.claims["final"]))
+    e = summary.get("explained_variance")
+    if e is not None:
+        low = broken and e.final is not None and e.final < cfg.broken_ev
+        out.append(Target("Explained variance", e.final, cfg.broken_ev if low else None, None, "fail" if low else "none",
+                          f">{cfg.broken_ev * 100:.0f}%" if low else "", e.claims["final"]))
+    loss = ctx.loss or ctx.cache.get("loss_full")
     if loss is not None and loss.metric in summary:
         final = summary[loss.metric].final
+        claim = summary[loss.metric].claims["final"]
         diverged = any(f.kind == FindingKind.DIVERGED and f.severity == "fail" for f in findings)
         tl = ctx.config.get("target_loss")
         tl = float(tl) if isinstance(tl, (int, float)) and not isinstance(tl, bool) and tl > 0 else None
-        if diverged:
-            out.append(Target("Final Loss", final, tl, final / tl * 100 if tl and final is not None else None, "fail",
-                              "finite" if tl is None else f"<{tl:g}"))
-        elif tl is not None and final is not None:
-            out.append(Target("Final Loss", final, tl, final / tl * 100, "ok" if final < tl else "fail", f"<{tl:g}"))
+        fin = final is not None and math.isfinite(final)
+        if diverged or not fin:
+            out.append(Target("Final Loss", final, tl, final / tl * 100 if tl and fin else None, "fail",  # type: ignore[operator]
+                              "finite" if tl is None else f"<{tl:g}", claim))
+        elif tl is not None:
+            out.append(Target("Final Loss", final, tl, final / tl * 100, "ok" if final < tl else "fail", f"<{tl:g}", claim))  # type: ignore[operator]
         else:
-            out.append(Target("Final Loss", final, None, None, "ok", ""))
-    minutes = _duration_minutes(data, ctx)
-    if minutes is not None:
-        out.append(Target("Duration (min)", minutes, None, None, "ok", ""))
+            out.append(Target("Final Loss", final, None, None, "none", "", claim))
+    seconds, claim = _duration(data, ctx)
+    if seconds is not None:
+        out.append(Target("Duration (s)", seconds, None, None, "none", "", claim))
     return out
 
 
-def _duration_minutes(data: RunData, ctx: Context) -> float | None:
+def _duration(data: RunData, ctx: Context) -> tuple[float | None, Claim | None]:
+    e = ctx.columns.get("elapsed_s")
+    if e is not None and len(e.step):
+        c = e.last()
+        if c.value is not None and math.isfinite(c.value) and c.value > 0:
+            return c.value, c
     for key in ("elapsed_s", "duration_s"):
         v = data.summary.get(key) if isinstance(data.summary, dict) else None
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            return float(v) / 60
-    e = ctx.series.get("elapsed_s")
-    if e is not None and len(e.value):
-        return float(e.value[-1]) / 60
-    return None
+            return float(v), None
+    return None, None
 
 
 def input_outliers(data: RunData, cfg: AnalyzerConfig, limit: int = 20) -> list[dict[str, Any]]:

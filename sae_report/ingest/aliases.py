@@ -97,7 +97,7 @@ _CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
               "hidden_dim", "d_hidden"),
     "d_in": ("d_in", "activation_dim", "d_model", "input_dim"),
     "batch_size": ("batch_size", "train_batch_size_tokens", "train_batch_size", "batch_size_tokens"),
-    "dead_window": ("dead_window", "dead_feature_window", "dead_feature_threshold", "dead_steps"),
+    "dead_window": ("dead_window", "dead_window_steps", "dead_feature_window", "dead_feature_threshold", "dead_steps"),
     "expansion_factor": ("expansion_factor",),
     "training_tokens": ("training_tokens", "total_training_tokens", "num_tokens"),
 }
@@ -196,7 +196,11 @@ def canonical_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         tokens, batch = _number(out.get("training_tokens")), _number(out.get("batch_size"))
         if tokens and batch:
             out["total_steps"] = int(tokens // batch)
-    for key in ("d_sae", "d_in", "total_steps", "resample_interval", "batch_size"):
+    if _number(out.get("dead_window")) is None:  # a window in tokens (sparsify, OpenAI) -> steps
+        tokens, batch = _number(by_leaf.get("dead_window_tokens")), _number(out.get("batch_size"))
+        if tokens and batch:
+            out["dead_window"] = int(tokens // batch)
+    for key in ("d_sae", "d_in", "total_steps", "resample_interval", "batch_size", "dead_window"):
         n = _number(out.get(key))
         if n is not None and float(n).is_integer():
             out[key] = int(n)

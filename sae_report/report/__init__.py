@@ -19,7 +19,6 @@ from ..runlog import RunData
 from . import output, render
 from .context import build_context
 from .figures import build_figures
-from .rootcause import l1_warmup_end
 from .series import MAX_POINTS
 
 FORMATS = ("md", "html", "json")
@@ -76,7 +75,7 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
     if "md" not in formats and "html" not in formats:
         return out
     ctx = build_context(doc, comparison=comparison, command=command, date=date or run_date(data),
-                        l1_warmup_end=l1_warmup_end(data.metrics), run_summary=data.summary)
+                        run_summary=data.summary)
     figures = build_figures(doc, data, n_points=n_points)
     if "md" in formats:
         images, failed = _images(figures, image_format)

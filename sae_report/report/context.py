@@ -13,14 +13,14 @@ from typing import Any, Mapping
 import yaml
 
 from .. import __version__
+from ..analysis.claims import claim_from_dict, format_claim, provenance
 from ..runlog import to_jsonable
 from . import formatting as fm
 from .proposals import LOWER_L0, RAISE_L0, comparison_table, proposed_yaml, recommendation_rows, with_l1_fit
-from .rootcause import root_causes
 
-MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "info": "ℹ️"}
+MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "info": "ℹ️", "none": ""}
 #: The same marks for HTML, from characters every system font has (no emoji font needed).
-MARKS_HTML = {"ok": "✓", "warn": "⚠", "fail": "✗", "info": "ℹ"}
+MARKS_HTML = {"ok": "✓", "warn": "⚠", "fail": "✗", "info": "ℹ", "none": ""}
 
 KIND_TITLES = {
     "sparsification": "Sparsification",
@@ -62,7 +62,7 @@ def plain(obj: Any) -> Any:
 
 
 def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: str = "", date: str = "",
-                  l1_warmup_end: int | None = None, run_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  run_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything the templates print, from an ``Analysis.to_dict()`` document (and ``summary.json``)."""
     run_summary = run_summary or {}
     run = doc["run"]
@@ -82,6 +82,7 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
             "recovery": _recovery(run_summary.get("feature_recovery")),
         },
         "date": date,
+        "verdict": _verdict(doc.get("verdict")),
         "config_yaml": _yaml(run.get("config") or {}),
         "targets": [_target(t, d_sae) for t in doc.get("targets") or []],
         "direction_note": _direction_note(doc.get("targets") or []),
@@ -91,7 +92,8 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
         "second_half": _second_half(second),
         "findings": findings,
         "resampling": _resampling(doc, run.get("config") or {}),
-        "root_causes": root_causes(doc, l1_warmup_end=l1_warmup_end),
+        "root_causes": [{"title": str(rc["title"]), "text": str(rc["sentence"]["text"])}
+                        for rc in doc.get("root_causes") or []],
         "recommendations": recommendation_rows(recs),
         "proposed_yaml": proposed_yaml(run.get("config") or {}, recs),
         "skipped": [{"analysis": str(s["analysis"]), "reason": str(s["reason"])} for s in doc.get("skipped") or []],
@@ -156,11 +158,9 @@ def _target(t: Mapping[str, Any], d_sae: int | None) -> dict[str, str]:
         status_text = f"{mark} " + {"ok": "met", "warn": "close", "fail": "missed"}.get(status, status)
     if t.get("comparison"):
         target = str(t["comparison"])
-    if tgt is None and not t.get("comparison"):
-        target = fm.DASH
-        status_text = "no target"
-        return {"metric": name, "result": result, "target": target, "status": "none", "status_text": status_text,
-                "mark": "", "mark_html": ""}
+    if status == "none":
+        return {"metric": name, "result": result, "target": target if t.get("comparison") else fm.DASH,
+                "status": "none", "status_text": "no target", "mark": "", "mark_html": ""}
     return {"metric": name, "result": result, "target": target, "status": status, "status_text": status_text.strip(),
             "mark": MARKS.get(status, ""), "mark_html": MARKS_HTML.get(status, "")}
 
@@ -183,7 +183,12 @@ def _finding(f: Mapping[str, Any], index: int) -> dict[str, Any]:
     if co:
         what = INTERVENTIONS.get(str(co.get("kind")), str(co.get("kind")))
         coincides = f"{what} at step {fm.step(co.get('step'))}"
+        if co.get("inferred"):
+            src = "the dead fraction" if str(co.get("source", "")).startswith("dead") else f"the {co.get('source')} column"
+            reason = f", {co['reason']}" if co.get("reason") and co.get("reason") != "step change" else ""
+            coincides += f" (inferred from {src}{reason})"
     metric = str(f.get("metric", ""))
+    claims = f.get("claims") or {}
     evidence = f.get("evidence") or {}
     return {
         "index": index + 1,
@@ -198,9 +203,29 @@ def _finding(f: Mapping[str, Any], index: int) -> dict[str, Any]:
         "step": f.get("step"),
         "end_step": end,
         "explanation": str(f.get("explanation", "")),
-        "evidence": [{"label": fm.label(k), "value": fm.evidence_value(k, v, metric)} for k, v in evidence.items()],
+        "evidence": claim_rows(claims),
         "coincides": coincides,
+        "mode": str(evidence.get("mode", "")) if isinstance(evidence, Mapping) else "",
+        "recovered": bool(evidence.get("recovered")) if isinstance(evidence, Mapping) else False,
     }
+
+
+def claim_rows(claims: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A finding's claims as evidence lines: the shown value and where in the log it comes from."""
+    rows = []
+    for name, raw in claims.items():
+        c = claim_from_dict(raw)
+        rows.append({"label": fm.label(name), "value": format_claim(c), "source": provenance(c)})
+    return rows
+
+
+def _verdict(v: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not v:
+        return None
+    status = str(v.get("status", "ok"))
+    words = {"ok": "No problems found", "warn": "Worth acting on", "fail": "Not usable"}
+    return {"status": status, "mark": MARKS.get(status, ""), "mark_html": MARKS_HTML.get(status, ""),
+            "headline": words.get(status, status), "lines": [str(x["text"]) for x in v.get("sentences") or []]}
 
 
 def _step_lines(rows: list[Mapping[str, Any]], d_sae: int | None) -> list[str]:
@@ -273,44 +298,27 @@ def _second_half(s: Mapping[str, Any]) -> dict[str, str] | None:
 
 
 def _ends(s: Mapping[str, Any]) -> str:
-    """``2.18%; best: 4.66% at step 90,000`` (the best part only when the analyzer found one)."""
-    text = fm.pct(s.get("final"))
-    if fm.is_num(s.get("best")):
-        text += f"; best: {fm.pct(s['best'])}"
-        if s.get("best_step") is not None:
-            text += f" at step {fm.step(s['best_step'])}"
-    return text
+    """The last logged L0 and its step (``2.18% at step 100,000``)."""
+    c = (s.get("claims") or {}).get("final")
+    if not c:
+        return fm.pct(s.get("final"))
+    claim = claim_from_dict(c)
+    return f"{format_claim(claim)} at step {format_claim(claim, 'step')}"
 
 
 def _resampling(doc: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The resampling table (one row per resample) and the analysis' summary sentences."""
     recs = doc.get("resampling") or []
     if not recs:
         return None
-    rows = [{"step": fm.step(r["step"]), "n": fm.count(r.get("n_resampled")),
-             "before": fm.whole_pct(r.get("dead_before")), "after": fm.whole_pct(r.get("dead_after")),
-             "survival": fm.count(r.get("revived_survival_steps")) if r.get("revived_survival_steps") is not None else fm.DASH}
+
+    def shown(r: Mapping[str, Any], name: str) -> str:
+        c = (r.get("claims") or {}).get(name)
+        return format_claim(claim_from_dict(c)) if c and c.get("value") is not None else fm.DASH
+
+    outcome = {"died": "died again", "survived": "survived", "no_drop": "no visible drop", "no_data": "no data"}
+    rows = [{"step": fm.step(r["step"]), "n": fm.count(r.get("n_resampled")) if r.get("n_resampled") else fm.DASH,
+             "before": shown(r, "before"), "after": shown(r, "after"), "back": shown(r, "back_steps"),
+             "outcome": outcome.get(str(r.get("outcome")), str(r.get("outcome")))}
             for r in recs]
-    survival = [r["revived_survival_steps"] for r in recs if fm.is_num(r.get("revived_survival_steps"))]
-    drops = [r["dead_before"] - r["dead_after"] for r in recs if fm.is_num(r.get("dead_before")) and fm.is_num(r.get("dead_after"))]
-    interval = config.get("resample_interval")
-    summary = [f"{len(recs)} resampling events" + (f", every {fm.step(interval)} steps" if fm.is_num(interval) else "") + "."]
-    if drops:
-        mean_drop = sum(drops) / len(drops)
-        summary.append(f"Dead fraction just after a resample vs. just before: {'-' if mean_drop >= 0 else '+'}"
-                       f"{abs(mean_drop) * 100:.1f} points on average.")
-    if survival:
-        med = sorted(survival)[len(survival) // 2]
-        tail = ""
-        if fm.is_num(interval) and interval > 0:
-            tail = (" - shorter than the resample interval: revived features die before the next resample."
-                    if med < interval else " - they outlive the resample interval.")
-        summary.append(f"Revived features kept firing for a median of {fm.step(med)} steps{tail}")
-    kinds = {"resample"}
-    linked = [f for f in doc.get("findings") or [] if (f.get("coincides_with") or {}).get("kind") in kinds]
-    for f in linked:
-        metric = METRIC_NAMES.get(str(f.get("metric")), str(f.get("metric")))
-        line = (f"{KIND_TITLES.get(str(f['kind']), f['kind'])} ({metric}) at step {fm.step(f['step'])} coincides with "
-                f"the resample at step {fm.step(f['coincides_with']['step'])}.")
-        if line not in summary:
-            summary.append(line)
-    return {"rows": rows, "summary": summary}
+    return {"rows": rows, "summary": [str(x["text"]) for x in doc.get("resampling_summary") or []]}

@@ -1,19 +1,24 @@
 """One small pure detector per finding kind (ydata-profiling's alert pattern).
 
-Each detector takes the ``Context`` (prepared series, events, thresholds, targets) and returns a
-list of ``Finding``; none reads files or mutates its input. ``run_detectors`` runs them all, names
-the intervention each finding coincides with, and drops findings another one explains better.
+Each detector takes the ``Context`` (prepared series, interventions, thresholds, targets) and
+returns a list of ``Finding``; none reads files or mutates its input. Detectors judge on the binned,
+smoothed curves, but every number a finding shows is a claim computed from the raw logged values
+(``Series.claims``). ``run_detectors`` runs them all, links each finding to the intervention it
+coincides with, and drops findings another one explains better.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from ...runlog import INTERVENTION_KINDS, Event
+import numpy as np
+
+from ...runlog import Event
+from ..claims import Claim, ClaimMaker, render
 from ..config import AnalyzerConfig
-from ..result import Finding, FindingKind, Intervention, Skipped
+from ..interventions import describe
+from ..result import Finding, FindingKind, Intervention, Severity, Skipped
 from ..series import Series
 
 
@@ -22,7 +27,7 @@ class Context:
     """What every detector may look at."""
 
     series: dict[str, Series]
-    """Prepared series by canonical metric (only metrics present in the log)."""
+    """Prepared series by canonical metric, up to ``t1`` (only metrics present in the log)."""
     events: list[Event]
     """Logged events in step order."""
     cfg: AnalyzerConfig
@@ -32,11 +37,18 @@ class Context:
     t0: int
     """First logged step."""
     t1: int
-    """Last logged step."""
+    """Last step the shape detectors look at: the last logged step, or the last one before the loss
+    turned non-finite for good (nothing after a divergence is usable)."""
     target_l0: float | None = None
     """Target L0 as a fraction of the dictionary."""
     d_sae: int | None = None
     """Dictionary size."""
+    interventions: list[Intervention] = field(default_factory=list)
+    """Logged and inferred interventions, in step order."""
+    columns: dict[str, ClaimMaker] = field(default_factory=dict)
+    """Claim makers over the whole log (past ``t1`` too), by metric."""
+    last_step: int = 0
+    """Last logged step of the whole log."""
     skipped: list[Skipped] = field(default_factory=list)
     """Detectors append here when their input is missing."""
     cache: dict[str, Any] = field(default_factory=dict)
@@ -45,6 +57,11 @@ class Context:
     @property
     def span(self) -> int:
         return max(1, self.t1 - self.t0)
+
+    @property
+    def half(self) -> float:
+        """First step of the second half of the judged span."""
+        return self.t0 + self.span / 2
 
     @property
     def l0(self) -> Series | None:
@@ -70,53 +87,78 @@ class Context:
             return self.target_l0 * self.d_sae
         return None
 
+    def target_claim(self) -> Claim | None:
+        """The target L0 as the config states it (a fraction, or a count with d_sae)."""
+        v = self.config.get("target_l0")
+        if self.target_l0 is None or not isinstance(v, (int, float)) or isinstance(v, bool):
+            return None
+        return Claim("target_l0", "config", float(v), unit="pct" if v <= 1 else "features")
+
     def skip(self, analysis: str, reason: str) -> None:
         if not any(k.analysis == analysis for k in self.skipped):
             self.skipped.append(Skipped(analysis=analysis, reason=reason))
 
 
-def fmt_step(step: float | int | None) -> str:
-    """12000 -> '12K', 12_500_000 -> '12.5M'."""
-    if step is None:
-        return "?"
-    s = float(step)
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(s) >= div:
-            v = s / div
-            return f"{v:.1f}".rstrip("0").rstrip(".") + unit if v < 100 else f"{v:.0f}{unit}"
-    return f"{int(round(s))}"
-
-
-LABELS = {"l0_frac": "L0", "l0": "L0", "dead_frac": "Dead features", "dead": "Dead features", "loss": "Loss",
-          "mse": "MSE", "l1": "L1 loss", "explained_variance": "Explained variance", "grad_norm": "Gradient norm"}
+LABELS = {"l0_frac": "L0", "l0": "L0", "dead_frac": "the dead fraction", "dead": "the dead count", "loss": "the loss",
+          "mse": "the MSE", "l1": "the L1 term", "explained_variance": "explained variance",
+          "grad_norm": "the gradient norm"}
 
 
 def label(metric: str) -> str:
-    """Words for a canonical metric in explanations ("L0", "Dead features")."""
+    """Words for a canonical metric in a sentence ("L0", "the dead fraction")."""
     return LABELS.get(metric, metric)
 
 
-def fmt_value(metric: str, v: float | None) -> str:
-    """Fractions as percent, counts with separators, losses with 4 significant digits."""
-    if v is None:
-        return "n/a"
-    if not math.isfinite(v):
-        return str(v)
-    if metric.endswith("_frac") or metric == "explained_variance":
-        return f"{v * 100:.2f}%" if abs(v) < 0.1 else f"{v * 100:.1f}%"
-    if metric in ("dead", "l0"):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
-    return f"{v:.4g}"
+def cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
-def coinciding(events: list[Event], step: int, window: float, slack: float = 0.0) -> Intervention | None:
-    """The latest intervention in ``[step - window, step + slack]``, if any."""
-    best: Event | None = None
-    for e in events:
-        if e.kind in INTERVENTION_KINDS and step - window <= e.step <= step + slack:
-            if best is None or e.step >= best.step:
-                best = e
-    return Intervention(kind=best.kind, step=int(best.step)) if best else None  # type: ignore[arg-type]
+def finding(kind: FindingKind, metric: str, step: int, end_step: int | None, severity: Severity, evidence: Any,
+            template: str, claims: dict[str, Claim]) -> Finding:
+    """A finding whose explanation is ``template`` rendered from ``claims``."""
+    return Finding(kind=kind, metric=metric, step=int(step), end_step=None if end_step is None else int(end_step),
+                   severity=severity, evidence=evidence, coincides_with=None, explanation=render(template, claims),
+                   template=template, claims=claims)
+
+
+def window(s: Series, centre: float, half_width: float, min_points: int = 3) -> tuple[float, float]:
+    """A step span around ``centre`` at least ``half_width`` wide each side, widened until it holds
+    ``min_points`` logged finite values (clipped to the series)."""
+    lo, hi = centre - half_width, centre + half_width
+    st = s.step
+    if not len(st):
+        return lo, hi
+    i = int(np.searchsorted(st, centre))
+    a, b = max(0, i - min_points // 2 - 1), min(len(st) - 1, i + min_points // 2)
+    return float(min(lo, st[a])), float(max(hi, st[b]))
+
+
+#: Which interventions can explain which findings (a recovery after a resample; a secondary rise
+#: after a schedule change ...). Kinds absent here are not linked (their start is not an event).
+EXPLAINS = {
+    FindingKind.COLLAPSE: ("l1_change", "lr_change", "resample", "resume"),
+    FindingKind.RECOVERY: ("resample", "l1_change", "lr_change", "resume"),
+    FindingKind.OSCILLATION: ("resample", "lr_change", "l1_change"),
+    FindingKind.LATE_SPIKE: ("resample", "lr_change", "l1_change", "resume"),
+    FindingKind.SECONDARY_RISE: ("lr_change", "l1_change", "resample", "resume"),
+    FindingKind.DIVERGED: ("lr_change", "l1_change", "resume", "resample"),
+    FindingKind.PLATEAU: ("lr_change", "l1_change"),
+}
+
+
+def coinciding(ivs: list[Intervention], kind: FindingKind, step: int, before: float, after: float) -> Intervention | None:
+    """The intervention nearest to ``step`` among those that can explain ``kind``, at most ``before``
+    steps earlier or ``after`` steps later (a finding's date carries the smoothing's uncertainty);
+    one later counts double its distance."""
+    kinds = EXPLAINS.get(kind, ())
+    best, best_d = None, None
+    for iv in ivs:
+        if iv.kind not in kinds or not step - before <= iv.step <= step + after:
+            continue
+        d = step - iv.step if iv.step <= step else 2 * (iv.step - step)
+        if best_d is None or d < best_d:
+            best, best_d = iv, d
+    return best
 
 
 Detector = Callable[[Context], list[Finding]]
@@ -146,14 +188,23 @@ def run_detectors(ctx: Context) -> list[Finding]:
     for detect in _registry().values():
         findings.extend(detect(ctx))
     findings = _resolve(findings)
-    window = ctx.cfg.coincide_frac * ctx.span
-    out = []
-    for f in findings:
-        if f.coincides_with is None:
-            slack = 0.5 * ctx.span / max(1, ctx.cfg.bins)
-            f = replace(f, coincides_with=coinciding(ctx.events, f.step, window, slack))
-        out.append(f)
+    before = ctx.cfg.coincide_frac * ctx.span
+    after = max(ctx.cfg.smooth_frac * ctx.span, 2.0 * ctx.span / max(1, ctx.cfg.bins))
+    out = [f if f.coincides_with is not None else link(ctx, f, coinciding(ctx.interventions, f.kind, f.step, before, after))
+           for f in findings]
     return sorted(out, key=lambda f: (f.step, f.kind.value, f.metric))
+
+
+def link(ctx: Context, f: Finding, iv: Intervention | None) -> Finding:
+    """``f`` with ``iv`` as its intervention, named in its explanation with the claims behind it."""
+    if iv is None:
+        return f
+    text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None)
+    if any(k in f.claims for k in claims):
+        return replace(f, coincides_with=iv)
+    template = f"{f.template} It coincides with {text}."
+    merged = {**f.claims, **claims}
+    return replace(f, coincides_with=iv, template=template, claims=merged, explanation=render(template, merged))
 
 
 def _overlap(a: Finding, b: Finding) -> float:
@@ -165,7 +216,7 @@ def _overlap(a: Finding, b: Finding) -> float:
 
 def _resolve(findings: list[Finding]) -> list[Finding]:
     """A plateau inside an oscillation is not flat; a metric that diverged is not 'not converged'."""
-    diverged = {f.metric for f in findings if f.kind == FindingKind.DIVERGED}
+    diverged = {f.metric for f in findings if f.kind == FindingKind.DIVERGED and f.severity == "fail"}
     osc = [f for f in findings if f.kind == FindingKind.OSCILLATION]
     out = []
     for f in findings:

@@ -1,78 +1,104 @@
-"""Resampling: what each resample event did to the dead-feature count, and resample thrash
-(features revived by resampling die again before the next resample)."""
+"""Resampling: what each resample (logged, or inferred from a sudden drop of the dead fraction) did to
+the dead fraction, resample thrash (the revived features die again before the next resample), and
+the resampling summary. Every number is a claim on the raw dead fraction.
+
+A resampled feature counts as dead again only a dead window after it last fired, so the dead
+fraction cannot climb back sooner than that: the time until half the drop is undone, less the dead
+window, is how long the revived features kept firing.
+"""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from .. import evidence as ev
+from ..claims import Claim, Sentence, config_claim, count_of, difference, event_claim, median_of, sentence
 from ..result import Finding, FindingKind, Intervention, ResampleRecord
-from ..series import bin_medians, rolling_median, slice_steps
-from . import Context, fmt_step
+from . import Context, finding
+
+
+def _resamples(ctx: Context) -> list[Intervention]:
+    return [iv for iv in ctx.interventions if iv.kind == "resample" and ctx.t0 <= iv.step <= ctx.t1]
+
+
+def _n_resampled(ctx: Context, step: int) -> int:
+    for e in ctx.events:
+        if e.kind == "resample" and e.step == step:
+            n = e.data.get("n", e.data.get("n_resampled"))
+            if n is None and isinstance(e.data.get("features"), list):
+                n = len(e.data["features"])
+            ok = isinstance(n, (int, float)) and not isinstance(n, bool) and np.isfinite(n) and 0 <= n < 2**62
+            return int(n) if ok else 0
+    return 0
 
 
 def measure_resamples(ctx: Context) -> list[ResampleRecord]:
-    """One record per resample event: dead fraction before, the low after, and how long the revived
-    features survived (steps until half the drop was undone; while the dead fraction is still
-    rising fast, e.g. early in the run, this also counts the features that die anyway)."""
+    """One record per resample: the dead fraction at the last step logged before it, the lowest
+    within the dead window after it, and the first step it was back up by half that drop."""
     if "resamples" in ctx.cache:
         return ctx.cache["resamples"]
-    events = [e for e in ctx.events if e.kind == "resample"]
-    if not events:
-        return []
+    ivs = _resamples(ctx)
     d = ctx.series.get("dead_frac")
+    window = config_claim("dead_window", ctx.config, unit="count")
     records = []
-    for k, e in enumerate(events):
-        nxt = events[k + 1].step if k + 1 < len(events) else ctx.t1
-        n = e.data.get("n", e.data.get("n_resampled"))
-        if n is None and isinstance(e.data.get("features"), list):
-            n = len(e.data["features"])
-        ok = isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) and 0 <= n < 2**62
-        n_res = int(n) if ok else 0
-        if d is None or nxt <= e.step:
-            records.append(ResampleRecord(e.step, n_res, None, None, None, "no_data", int(nxt)))
+    for k, iv in enumerate(ivs):
+        e = iv.step
+        nxt = ivs[k + 1].step if k + 1 < len(ivs) else ctx.t1
+        n_res = _n_resampled(ctx, e)
+        claims: dict[str, Claim] = {"event": event_claim("resample", e) if not iv.inferred else
+                                    Claim("events", "value", float(e), step=e, unit="step")}
+        if iv.inferred:
+            claims["event"] = Claim(iv.source, "value", None, step=e)  # the inferred step: the row after the drop
+            claims["event"] = d.claims.at(e) if d is not None else claims["event"]
+        if d is None or nxt <= e or not len(d.step):
+            records.append(ResampleRecord(e, n_res, None, None, None, "no_data", int(nxt), claims))
             continue
-        interval = nxt - e.step
-        before_slice = slice_steps(d.step, e.step - max(0.1 * interval, 1), e.step - 1)
-        if before_slice.stop == before_slice.start:
-            before_slice = slice(max(0, before_slice.start - 3), before_slice.start)
-        before_vals = d.value[before_slice]
-        after = slice_steps(d.step, e.step, nxt)
-        after_steps, after_vals = d.step[after], d.value[after]
-        if not len(before_vals) or len(after_vals) < 2:
-            records.append(ResampleRecord(e.step, n_res, None, None, None, "no_data", int(nxt)))
+        # The last row logged before the resample (a tool may log the resample's own step after it).
+        i = int(np.searchsorted(d.step, np.int64(e), side="left")) - 1
+        log_gap = float(np.median(np.diff(d.step))) if len(d.step) > 1 else 1.0
+        reach = max(window.value or 0.25 * (nxt - e), 2 * log_gap)
+        if i < 0:
+            records.append(ResampleRecord(e, n_res, None, None, None, "no_data", int(nxt), claims))
             continue
-        before = float(np.median(before_vals))
-        if len(after_vals) > 2000:  # a long interval of a dense log: follow it in 1000 medians
-            xs, after_vals = bin_medians(after_steps, after_vals, e.step, nxt, 1000)
-            after_steps = xs.astype(np.int64)
-        smooth = rolling_median(after_vals, 5) if len(after_vals) >= 5 else after_vals
-        early = after_steps <= e.step + 0.25 * interval
-        if not early.any():
-            early[0] = True
-        m = int(np.argmin(np.where(early, smooth, np.inf)))
-        low = float(smooth[m])
-        drop = before - low
-        if drop < ctx.cfg.thrash_min_drop:
-            records.append(ResampleRecord(e.step, n_res, before, low, None, "no_drop", int(nxt)))
+        claims["before"] = d.claims.at(int(d.step[i]))
+        claims["after"] = d.claims.stat("min", e, min(e + reach, nxt - 1))
+        if claims["after"].value is None or claims["before"].value is None:
+            records.append(ResampleRecord(e, n_res, claims["before"].value, None, None, "no_data", int(nxt), claims))
             continue
-        back = np.flatnonzero(smooth[m:] >= low + 0.5 * drop)
-        if len(back):
-            survived = float(after_steps[m + int(back[0])] - e.step)
-            records.append(ResampleRecord(e.step, n_res, before, low, survived, "died", int(nxt)))
+        claims["drop"] = difference("before", "after", claims)
+        before, low, drop = claims["before"].value, claims["after"].value, claims["drop"].value
+        if drop < ctx.cfg.thrash_min_drop:  # type: ignore[operator]
+            records.append(ResampleRecord(e, n_res, before, low, None, "no_drop", int(nxt), claims))
+            continue
+        claims["back"] = d.claims.first_step("above", low + 0.5 * drop, claims["after"].step or e, nxt)  # type: ignore[operator]
+        if claims["back"].value is None:
+            records.append(ResampleRecord(e, n_res, before, low, None, "survived", int(nxt), claims))
+            continue
+        claims["start"] = Claim("events", "event_step", float(e), step=e, event="resample") if not iv.inferred \
+            else d.claims.at(e)
+        claims["back_steps"] = Claim("", "difference", claims["back"].value - e, of=("back", "start"), unit="steps")  # type: ignore[operator]
+        if iv.inferred:
+            claims["start"] = Claim(iv.source, "first_step_below", float(e), start_step=e, end_step=e,
+                                    threshold=float(before) - 0.5 * float(drop))  # type: ignore[arg-type]
+        lived = None
+        if window.value:
+            claims["window"] = window
+            claims["lived"] = difference("back_steps", "window", claims, unit="steps")
+            lived = max(0.0, claims["lived"].value)  # type: ignore[arg-type]
         else:
-            records.append(ResampleRecord(e.step, n_res, before, low, float(nxt - e.step), "survived", int(nxt)))
+            lived = claims["back_steps"].value
+        records.append(ResampleRecord(e, n_res, before, low, lived, "died", int(nxt), claims))
     ctx.cache["resamples"] = records
     return records
 
 
 def resample_thrash(ctx: Context) -> list[Finding]:
-    events = [e for e in ctx.events if e.kind == "resample"]
-    if not events:
+    ivs = _resamples(ctx)
+    if not ivs:
         interval = ctx.config.get("resample_interval")
         if isinstance(interval, (int, float)) and interval:
-            ctx.skip("resample_thrash", f"resample_interval is {interval} but the log has no resample events")
+            ctx.skip("resample_thrash", f"resample_interval is {interval} but the log has no resample events "
+                                        "and no sudden drop of the dead fraction")
         return []
     if ctx.series.get("dead_frac") is None:
         ctx.skip("resample_thrash", "no dead-feature fraction (dead_frac, or dead with d_sae known) in the log")
@@ -83,17 +109,77 @@ def resample_thrash(ctx: Context) -> list[Finding]:
     cfg = ctx.cfg
     if len(died) < cfg.thrash_min_events or len(died) < cfg.thrash_share * len(measurable):
         return []
-    surv = float(np.median([r.revived_survival_steps for r in died]))
-    gaps = [r.next_step - r.step for r in recs if r.next_step is not None]
-    interval = float(np.median(gaps)) if gaps else None
-    drop = float(np.median([r.dead_before - r.dead_after for r in died]))  # type: ignore[operator]
-    return [Finding(
-        kind=FindingKind.RESAMPLE_THRASH, metric="dead_frac", step=died[0].step, end_step=died[-1].next_step,
-        severity="warn",
-        evidence={"resamples": len(recs), "measurable": len(measurable), "died": len(died),
-                  "median_survival_steps": surv, "median_interval_steps": interval, "median_revived_frac": drop},
-        coincides_with=Intervention(kind="resample", step=died[0].step),
-        explanation=(f"Features revived by resampling died again after a median of {fmt_step(surv)} steps, before the "
-                     f"next resample (every {fmt_step(interval)} steps): {len(died)} of {len(measurable)} resamples were "
-                     f"undone. Resampling more often only repeats this; whatever kills the features (often too strong "
-                     f"an l1_alpha) is still acting."))]
+    claims: dict[str, Claim] = {}
+    for j, r in enumerate(measurable):
+        claims[f"back_{j}"] = r.claims.get("back", Claim("dead_frac", "first_step_above", None))
+        claims[f"back_steps_{j}"] = r.claims["back_steps"] if "back_steps" in r.claims else Claim("", "difference", None)
+    claims = {k: v for k, v in claims.items() if not k.startswith("back_steps_") or v.of}
+    names = [f"back_{j}" for j in range(len(measurable))]
+    claims["measurable"] = count_of(names, claims)
+    claims["died"] = count_of(names, claims, nonnull=True)
+    steps_names = [k for k in claims if k.startswith("back_steps_")]
+    for k in steps_names:  # a derived claim's operands must be its siblings: inline the two steps
+        j = k.rsplit("_", 1)[1]
+        rec = measurable[int(j)]
+        claims[f"start_{j}"] = rec.claims["start"]
+        claims[k] = Claim("", "difference", rec.claims["back_steps"].value, of=(f"back_{j}", f"start_{j}"), unit="steps")
+    claims["median_back"] = median_of(steps_names, claims, unit="steps")
+    interval = config_claim("resample_interval", ctx.config, unit="count")
+    every = ""
+    if interval.value:
+        claims["interval"] = interval
+        every = " (every {interval} steps)"
+    window = config_claim("dead_window", ctx.config, unit="count")
+    dead_w = ""
+    if window.value:
+        claims["window"] = window
+        dead_w = (" A revived feature counts as dead only {window} steps (the dead window) after it last fired, so "
+                  "they stopped firing soon after being revived.")
+    template = ("The dead fraction climbed back at least half-way to its level before the resample, before the next "
+                f"resample{every}, after {{died}} of {{measurable}} resamples: a median of {{median_back}} steps after "
+                f"the resample.{dead_w} Resampling more often only repeats this; whatever kills the features (often "
+                "too strong an l1_alpha) is still acting.")
+    e = ev.ResampleThrashEvidence(resamples=float(len(recs)), measurable=claims["measurable"].value,
+                                  died=claims["died"].value, median_back=claims["median_back"].value,
+                                  interval=interval.value)
+    f = finding(FindingKind.RESAMPLE_THRASH, "dead_frac", died[0].step, died[-1].next_step, "warn", e, template, claims)
+    from . import link
+
+    first = next(iv for iv in ivs if iv.step == died[0].step)
+    return [link(ctx, f, first)]
+
+
+def summary_sentences(ctx: Context, recs: list[ResampleRecord], findings: list[Finding]) -> list[Sentence]:
+    """What the resampling did overall, each number a claim."""
+    if not recs:
+        return []
+    out: list[Sentence] = []
+    inferred = any(iv.inferred for iv in _resamples(ctx))
+    claims: dict[str, Claim] = {f"event_{j}": r.claims["event"] for j, r in enumerate(recs)}
+    claims["n"] = count_of(list(claims), claims)
+    interval = config_claim("resample_interval", ctx.config, unit="count")
+    every = ""
+    if interval.value:
+        claims["interval"] = interval
+        every = ", every {interval} steps in the config"
+    how = " (inferred from sudden drops of the dead fraction: no resample event was logged)" if inferred else ""
+    out.append(sentence(f"{{n}} resampling events{how}{every}.", claims))
+    drops = {f"drop_{j}": r.claims["drop"] for j, r in enumerate(recs) if "drop" in r.claims}
+    if drops:
+        claims = {}
+        for j, r in enumerate(recs):
+            if "drop" in r.claims:
+                claims[f"before_{j}"], claims[f"after_{j}"] = r.claims["before"], r.claims["after"]
+                claims[f"drop_{j}"] = Claim("dead_frac", "difference", r.claims["drop"].value, of=(f"before_{j}", f"after_{j}"))
+        claims["drop"] = median_of([k for k in claims if k.startswith("drop_")], claims, unit="points")
+        out.append(sentence("Right after a resample the dead fraction fell by a median of {drop} (from the last value "
+                            "logged before the resample to the lowest one within the dead window after it).",
+                            claims))
+    for f in findings:
+        iv = f.coincides_with
+        if iv is not None and iv.kind == "resample" and f.kind != FindingKind.RESAMPLE_THRASH:
+            c = {"iv": event_claim("resample", iv.step)} if not iv.inferred else {"iv": Claim("events", "value", float(iv.step), step=iv.step, unit="step")}
+            if iv.inferred:
+                continue
+            out.append(sentence(f"The {f.kind.value.replace('_', ' ')} in {f.metric} coincides with the resample at step {{iv}}.", c))
+    return out

@@ -1,5 +1,6 @@
 """Shape detectors: dormancy at the start, plateaus, oscillation, a secondary rise after a plateau,
-and a trend still running at the end (not converged)."""
+and a trend still running at the end (not converged). Judged on the binned curve; every number
+they show is a claim on the raw values."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ import math
 
 import numpy as np
 
+from .. import evidence as ev
+from ..claims import Claim, config_claim, difference, ratio
 from ..result import Finding, FindingKind
-from ..series import Series, robust_std, rolling_median, runs_of, slice_steps
-from . import Context, fmt_step, fmt_value, label
+from ..series import Series, robust_std, rolling_median, runs_of
+from . import Context, cap, finding, label
+
+#: A dead fraction below this is "no dead features to speak of" (a flat zero is healthy, not a plateau).
+DEAD_NEGLIGIBLE = 0.005
+#: A stretch whose level moved by more than this factor (log metrics) from its first tenth to its
+#: last tenth is not flat, whatever the binned curve said.
+FLAT_RATIO = 1.25
 
 
 def _shape_series(ctx: Context) -> list[Series]:
@@ -17,31 +26,32 @@ def _shape_series(ctx: Context) -> list[Series]:
 
 
 def dormancy(ctx: Context) -> list[Finding]:
-    """The dead-feature metric stays at its start value for ``dormancy_min_span`` of the run or more."""
+    """No dead feature at all for ``dormancy_min_span`` of the run or more at the start (the dead
+    window filling, usually): dated at the first step with a dead feature."""
     d = ctx.dead
     if d is None:
         ctx.skip("dormancy", "no dead-feature metric (dead, dead_frac or an alias) in the log")
         return []
     if len(d.y) < 10:
         return []
-    tol = max(ctx.cfg.dormancy_tol * d.scale, 1e-9)
-    moved = np.flatnonzero(np.abs(d.y - d.y[0]) > tol)
-    if not len(moved):
-        return []  # flat all run: a plateau, not dormancy
-    end = float(d.x[max(0, int(moved[0]) - 1)])
-    if d.frac(end) < ctx.cfg.dormancy_min_span:
-        return []
-    v0 = d.to_value(float(d.y[0]))
-    window = ctx.config.get("dead_window")
-    is_window = isinstance(window, (int, float)) and window > 0 and end - d.t0 <= 1.5 * float(window)
-    why = (f" This matches the dead window ({fmt_step(window)} steps) filling: no feature can count as dead before it "
-           f"has had that long to fire." if is_window else "")
-    return [Finding(
-        kind=FindingKind.DORMANCY, metric=d.metric, step=int(d.step[0]), end_step=int(end), severity="info",
-        evidence={"value": v0, "span_frac": d.frac(end), "dead_window": window if is_window else None},
-        coincides_with=None,
-        explanation=(f"{label(d.metric)} stayed at {fmt_value(d.metric, v0)} for the first {fmt_step(end - d.t0)} steps "
-                     f"({d.frac(end):.0%} of the run).{why}"))]
+    c = d.claims
+    claims: dict[str, Claim] = {"start": c.first()}
+    if claims["start"].value != 0:
+        return []  # dead features from the first step: nothing dormant
+    claims["moved"] = c.first_step("above", 0.0, ctx.t0, ctx.t1)
+    moved = claims["moved"].value
+    if moved is None or d.frac(moved) < ctx.cfg.dormancy_min_span:
+        return []  # none dead all run (healthy), or deaths from early on
+    window = config_claim("dead_window", ctx.config, unit="count")
+    why = ""
+    if window.value and window.value > 0 and moved - ctx.t0 <= 1.5 * window.value + d.span / max(1, len(d.x)):
+        claims["window"] = window
+        why = (" That is the dead window ({window} steps) filling: no feature can count as dead before it has had "
+               "that long to fire.")
+    template = f"No feature counted as dead from step {{start.step}} until step {{moved}}.{why}"
+    e = ev.build(ev.DormancyEvidence, claims)
+    return [finding(FindingKind.DORMANCY, d.metric, int(claims["start"].step or ctx.t0), int(moved), "info", e,
+                    template, claims)]
 
 
 def _plateaus(ctx: Context, s: Series) -> list[tuple[int, int]]:
@@ -73,53 +83,79 @@ def _plateaus(ctx: Context, s: Series) -> list[tuple[int, int]]:
     return sorted(found)
 
 
+def _flat_claims(ctx: Context, s: Series, a: float, b: float) -> dict[str, Claim] | None:
+    """Median over [a, b] and over its first and last tenth; None when those two differ by more
+    than a flat stretch allows (or the stretch is a healthy zero-dead one)."""
+    c = s.claims
+    tenth = 0.1 * (b - a)
+    claims = {"level": c.stat("median", a, b), "first_level": c.stat("median", a, a + tenth),
+              "last_level": c.stat("median", b - tenth, b)}
+    lv, f, last = claims["level"].value, claims["first_level"].value, claims["last_level"].value
+    if lv is None or f is None or last is None:
+        return None
+    if s.metric.startswith("dead") and (lv / (ctx.d_sae or 1) if s.metric == "dead" else lv) < DEAD_NEGLIGIBLE:
+        return None
+    if s.log:
+        if f <= 0 or last <= 0 or abs(math.log(last / f)) > math.log(FLAT_RATIO):
+            return None
+    elif abs(last - f) > max(2 * ctx.cfg.plateau_tol * s.scale, 1e-12):
+        return None
+    return claims
+
+
 def plateau(ctx: Context) -> list[Finding]:
     """Flat within ``plateau_tol`` of the metric's range for ``plateau_min_span`` of the run."""
     out = []
     for s in _shape_series(ctx):
         for i, j in _plateaus(ctx, s):
             if i == 0 and s is ctx.dead:
-                continue  # a flat start of the dead curve is dormancy
-            level = s.to_value(float(np.median(s.y_raw[i:j + 1])))
-            lo, hi = s.to_value(float(np.min(s.y[i:j + 1]))), s.to_value(float(np.max(s.y[i:j + 1])))
-            out.append(Finding(
-                kind=FindingKind.PLATEAU, metric=s.metric, step=int(s.x[i]), end_step=int(s.x[j]), severity="info",
-                evidence={"level": level, "low": lo, "high": hi, "span_frac": s.frac(s.x[j]) - s.frac(s.x[i])},
-                coincides_with=None,
-                explanation=(f"{label(s.metric)} stayed flat at about {fmt_value(s.metric, level)} (between "
-                             f"{fmt_value(s.metric, lo)} and {fmt_value(s.metric, hi)}) from step {fmt_step(s.x[i])} "
-                             f"to {fmt_step(s.x[j])}.")))
+                continue  # a flat start of the dead curve is the dead window filling (dormancy)
+            claims = _flat_claims(ctx, s, float(s.x[i]), float(s.x[j]))
+            if claims is None:
+                continue
+            template = (f"{cap(label(s.metric))} held at a median of {{level}} from step {{level.start_step}} to "
+                        "{level.end_step} (a median of {first_level} over its first tenth, {last_level} over its last).")
+            out.append(finding(FindingKind.PLATEAU, s.metric, int(s.x[i]), int(s.x[j]), "info",
+                               ev.build(ev.PlateauEvidence, claims), template, claims))
     return out
 
 
 def secondary_rise(ctx: Context) -> list[Finding]:
-    """After a plateau, the dead-feature metric climbs again and ends above the plateau."""
+    """After rising to a plateau, dead features start dying again: the metric climbs past the
+    plateau's highest value and ends well above it. A first rise from zero is not one."""
     d = ctx.dead
     if d is None or len(d.y) < 10:
         return []
     out = []
+    floor = ctx.cfg.secondary_rise_min * max(d.scale, 0.2 if d.metric == "dead_frac" else 0.0)
     for i, j in _plateaus(ctx, d):
-        if j >= len(d.y) - 3:
+        if i == 0 or j >= len(d.y) - 3:
             continue
         level = float(np.median(d.y_raw[i:j + 1]))
-        tail = d.y[j + 1:]
+        if level - float(np.min(d.y[:i + 1])) < floor:
+            continue  # no accumulation before the plateau: these are the first deaths, not a second wave
         end_level = float(np.median(d.y_raw[-max(3, len(d.y) // 50):]))
-        rise = end_level - level
-        if rise < ctx.cfg.secondary_rise_min * max(d.scale, 0.2 if d.metric == "dead_frac" else 0.0) \
-                or np.mean(tail > level) < 0.8:
+        if end_level - level < floor or np.mean(d.y[j + 1:] > level) < 0.8:
             continue
-        a, b = d.to_value(level), d.to_value(end_level)
-        extra = ""
-        if d.metric == "dead_frac" and ctx.d_sae:
-            extra = f" (+{(b - a) * ctx.d_sae:,.0f} features)"
-        out.append(Finding(
-            kind=FindingKind.SECONDARY_RISE, metric=d.metric, step=int(d.x[j]), end_step=int(d.x[-1]), severity="warn",
-            evidence={"plateau_level": a, "final_level": b, "rise": b - a},
-            coincides_with=None,
-            explanation=(f"After the plateau, {label(d.metric).lower()} started rising again at step {fmt_step(d.x[j])}: from "
-                         f"{fmt_value(d.metric, a)} to {fmt_value(d.metric, b)} by the end{extra}. Features are "
-                         f"dying again late in the run (look for an lr or l1_alpha schedule change there).")))
-    return out
+        a, b = float(d.x[i]), float(d.x[j])
+        c = d.claims
+        claims = {"plateau": c.stat("median", a, b), "plateau_max": c.stat("max", a, b),
+                  "final": c.stat("median", ctx.t1 - max(0.02 * ctx.span, d.span / max(1, len(d.x)) * 3), ctx.t1)}
+        if any(claims[k].value is None for k in claims):
+            continue
+        claims["rise"] = difference("final", "plateau", claims)
+        claims["start"] = c.first_step("above", claims["plateau_max"].value, b, ctx.t1)  # type: ignore[arg-type]
+        claims["cross"] = c.first_step("above", claims["plateau"].value + claims["rise"].value / 2, b, ctx.t1)  # type: ignore[operator]
+        if claims["start"].value is None or claims["rise"].value <= 0:  # type: ignore[operator]
+            continue
+        template = (f"After holding at a median of {{plateau}} from step {{plateau.start_step}} to {{plateau.end_step}}, "
+                    f"{label(d.metric)} rose past the plateau's highest value ({{plateau_max}}) at step {{start}} and "
+                    "ended at a median of {final} (up {rise}), passing half-way at step {cross}: features are dying "
+                    "again late in the run.")
+        e = ev.build(ev.SecondaryRiseEvidence, claims)
+        out.append(finding(FindingKind.SECONDARY_RISE, d.metric, int(claims["start"].value), ctx.t1, "warn", e,  # type: ignore[arg-type]
+                           template, claims))
+    return out[:1]
 
 
 def oscillation(ctx: Context) -> list[Finding]:
@@ -147,20 +183,20 @@ def oscillation(ctx: Context) -> list[Finding]:
             if s.frac(s.x[j]) - s.frac(s.x[i]) < cfg.osc_min_span:
                 continue
             seg = r[i:j + 1]
-            crossings = int(np.sum(np.diff(np.sign(seg[seg != 0])) != 0))
-            if crossings < cfg.osc_min_crossings:
+            if int(np.sum(np.diff(np.sign(seg[seg != 0])) != 0)) < cfg.osc_min_crossings:
                 continue
-            vals = s.value[slice_steps(s.step, s.x[i], s.x[j])]
-            a = float(np.median(amp[i:j + 1]))
-            swing = f"+-{(math.exp(a) - 1) * 100:.0f}%" if s.log else f"+-{fmt_value(s.metric, a)}"
-            out.append(Finding(
-                kind=FindingKind.OSCILLATION, metric=s.metric, step=int(s.x[i]), end_step=int(s.x[j]), severity="warn",
-                evidence={"amplitude": a, "amplitude_scale": "log" if s.log else "linear", "crossings": crossings,
-                          "mean": float(np.mean(vals)) if len(vals) else None,
-                          "std": float(np.std(vals)) if len(vals) else None},
-                coincides_with=None,
-                explanation=(f"{label(s.metric)} swung {swing} around its trend from step {fmt_step(s.x[i])} to "
-                             f"{fmt_step(s.x[j])} ({crossings} crossings) instead of settling.")))
+            a, b = float(s.x[i]), float(s.x[j])
+            c = s.claims
+            claims = {"mean": c.stat("mean", a, b), "std": c.stat("std", a, b), "low": c.quantile(0.1, a, b),
+                      "high": c.quantile(0.9, a, b)}
+            if claims["mean"].value is None or not claims["mean"].value:
+                continue
+            claims["cv"] = ratio("std", "mean", claims, unit="pct")
+            template = (f"From step {{mean.start_step}} to {{mean.end_step}} {label(s.metric)} swung around a mean of "
+                        "{mean} with a standard deviation of {std} ({cv} of the mean) instead of settling; most of its "
+                        "values lay between {low} and {high}.")
+            out.append(finding(FindingKind.OSCILLATION, s.metric, int(a), int(b), "warn",
+                               ev.build(ev.OscillationEvidence, claims), template, claims))
     return out
 
 
@@ -179,15 +215,20 @@ def not_converged(ctx: Context) -> list[Finding]:
         floor = cfg.converge_min_log if s.log else cfg.converge_min_lin
         if abs(change) < floor or abs(change) < cfg.converge_noise_mult * se:
             continue
-        va, vb = s.to_value(float(np.median(a))), s.to_value(float(np.median(b)))
+        w0 = ctx.t1 - cfg.converge_window * ctx.span
+        mid = ctx.t1 - cfg.converge_window / 2 * ctx.span
+        c = s.claims
+        claims = {"early": c.stat("median", w0, math.ceil(mid) - 1), "late": c.stat("median", mid, ctx.t1)}
+        if claims["early"].value is None or claims["late"].value is None:
+            continue
+        moved = claims["late"].value - claims["early"].value
+        if moved == 0 or (moved > 0) != (change > 0):
+            continue  # the raw medians must say what the binned curve said
+        claims["ratio"] = ratio("late", "early", claims)
         word = "falling" if change < 0 else "rising"
-        start = s.t0 + (1 - cfg.converge_window) * s.span
-        out.append(Finding(
-            kind=FindingKind.NOT_CONVERGED, metric=s.metric, step=int(start), end_step=int(s.x[-1]), severity="warn",
-            evidence={"from": va, "to": vb, "change": vb - va, "ratio": vb / va if va else None,
-                      "window_frac": cfg.converge_window},
-            coincides_with=None,
-            explanation=(f"{label(s.metric)} was still {word} at the end: {fmt_value(s.metric, va)} -> {fmt_value(s.metric, vb)} "
-                         f"over the last {cfg.converge_window:.0%} of the run. It has not converged; a longer run "
-                         f"would end elsewhere.")))
+        template = (f"{cap(label(s.metric))} was still {word} at the end: a median of {{early}} over steps "
+                    "{early.start_step} to {early.end_step}, then {late} over steps {late.start_step} to "
+                    "{late.end_step}. It has not converged; a longer run would end elsewhere.")
+        out.append(finding(FindingKind.NOT_CONVERGED, s.metric, int(w0), ctx.t1, "warn",
+                           ev.build(ev.NotConvergedEvidence, claims), template, claims))
     return out

@@ -2,11 +2,14 @@
 
 Each bin in the last ``late_frac`` of the run is judged against a trailing window that ends BEFORE
 it (so the spike cannot hide in its own baseline): the baseline is a robust line through that window
-(medians of its halves, so a steadily falling curve is not judged against a lagging level), the
-noise band the 5-95% half-width of the window's residuals about that line. Persistence rule: the excursion must hold for ``spike_min_bins``
-bins (hysteresis: the first over the threshold, the next still over half of it; one logged point
-alone is a glitch) and come back under half the threshold within ``spike_max_span`` of the run
-(otherwise it is a new level, not a spike).
+(medians of its halves, so a steadily falling curve is not judged against a lagging level). The
+excursion must clear all of: the floor (``spike_min_log``/``spike_min_lin``), ``spike_band_mult``
+times the trailing 5-95% band, ``spike_noise_z`` times the curve's point-to-point noise (so +-35%
+noise over thousands of points does not raise one by chance), and the largest detrended swing of
+the stretch before it (one tooth of a sawtooth is not exceptional); for L0, at least
+``spike_min_features`` active features per token (quantised jitter is not a spike). Persistence:
+it holds for ``spike_min_bins`` bins (each over half the threshold) and comes back within
+``spike_max_span`` of the run (otherwise it is a new level, not a spike).
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import math
 
 import numpy as np
 
+from .. import evidence as ev
+from ..claims import Claim, difference, ratio
 from ..result import Finding, FindingKind
-from ..series import Series
-from . import Context, fmt_step, fmt_value, label
+from ..series import Series, rolling_median
+from . import Context, cap, finding, label
 
 
 def _trailing_line(tx: np.ndarray, ty: np.ndarray):
-    """Robust line through a trailing window (medians of its two halves), so a steadily falling
-    curve is not judged against a lagging median. Returns (baseline at x, residuals)."""
+    """Robust line through a trailing window (medians of its two halves). Returns (baseline at x,
+    residuals)."""
     h = len(ty) // 2
     m1, m2 = float(np.median(ty[:h])), float(np.median(ty[h:]))
     c1, c2 = float(np.median(tx[:h])), float(np.median(tx[h:]))
@@ -34,10 +39,17 @@ def _trailing_line(tx: np.ndarray, ty: np.ndarray):
     return at, ty - (m2 + slope * (tx - c2))
 
 
-def _spike_in(ctx: Context, s: Series, quiet: list[int] = ()) -> Finding | None:  # type: ignore[assignment]
-    """The largest transient excursion of ``s`` late in the run. Candidates whose trailing window
-    or own span holds a step of ``quiet`` are skipped (for the dead fraction: resample events,
-    whose drops and returns are resampling dynamics, reported by the resampling analysis)."""
+def _feature_scale(ctx: Context, s: Series) -> float | None:
+    """Features per token per unit of the metric (None when not an L0 metric or d_sae unknown)."""
+    if s.metric == "l0":
+        return 1.0
+    if s.metric == "l0_frac" and ctx.d_sae:
+        return float(ctx.d_sae)
+    return None
+
+
+def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, float, float] | None:
+    """The largest qualifying excursion as (first bin, bin it came back at, sign, size), or None."""
     cfg = ctx.cfg
     x, y = s.x, s.y_raw
     n = len(y)
@@ -45,20 +57,25 @@ def _spike_in(ctx: Context, s: Series, quiet: list[int] = ()) -> Finding | None:
         return None
     base_w = cfg.spike_baseline * s.span
     floor = cfg.spike_min_log if s.log else cfg.spike_min_lin
-    start_at = s.t0 + (1 - cfg.late_frac) * s.span
-    i = int(np.searchsorted(x, start_at))
+    floor = max(floor, cfg.spike_noise_z * s.noise)
+    detrended = np.abs(y - rolling_median(y, max(3, s.bins_of(cfg.osc_window)) | 1))
+    i = int(np.searchsorted(x, s.t0 + (1 - cfg.late_frac) * s.span))
     lo_idx = np.searchsorted(x, x - base_w)
-    best: Finding | None = None
+    early_from = int(np.searchsorted(x, s.t0 + 0.3 * s.span))
+    fscale = _feature_scale(ctx, s)
+    best = None
     while i < n:
         a = int(lo_idx[i])
-        trail = y[a:i]
-        if len(trail) < 5:
+        if i - a < 5:
             i += 1
             continue
-        base_at, resid = _trailing_line(x[a:i], trail)
+        base_at, resid = _trailing_line(x[a:i], y[a:i])
         base = base_at(x[i])
         q05, q95 = np.percentile(resid, [5, 95])
         thr = max(floor, cfg.spike_band_mult * (q95 - q05) / 2)
+        prior = detrended[early_from:a]
+        if len(prior):
+            thr = max(thr, float(np.max(prior)))
         e = y[i] - base
         if abs(e) < thr:
             i += 1
@@ -68,40 +85,63 @@ def _spike_in(ctx: Context, s: Series, quiet: list[int] = ()) -> Finding | None:
         k = i + 1
         while k < n and x[k] <= back_limit and (y[k] - base_at(x[k])) * sign >= thr / 2:
             k += 1
-        held = k - i  # bins from the first one over the threshold until it falls under half of it
         came_back = k < n and x[k] <= back_limit
         excused = any(x[i] - base_w <= q <= x[min(k, n - 1)] for q in quiet)
-        if held >= cfg.spike_min_bins and came_back and not excused:
-            seg = y[i:k]
-            p = i + int(np.argmax(seg * sign))
-            peak, level, after = s.to_value(float(y[p])), s.to_value(base_at(x[p])), s.to_value(float(y[k]))
-            final = float(s.value[-1])
-            word = "jumped" if sign > 0 else "dropped"
-            rel = (f"{peak / level:.1f}x its trailing level" if s.log
-                   else f"{abs(peak - level) * 100:.1f} points from its trailing level" if s.metric.endswith("_frac")
-                   else f"{abs(peak - level):.3g} from its trailing level")
-            f = Finding(
-                kind=FindingKind.LATE_SPIKE, metric=s.metric, step=int(x[i]), end_step=int(x[k]), severity="warn",
-                evidence={"peak": peak, "peak_step": int(x[p]), "baseline": level, "after": after, "final": final,
-                          "direction": "up" if sign > 0 else "down", "duration_steps": int(x[k] - x[i])},
-                coincides_with=None,
-                explanation=(f"{label(s.metric)} {word} to {fmt_value(s.metric, peak)} at step {fmt_step(x[p])} ({rel}, "
-                             f"{fmt_value(s.metric, level)}) and came back to {fmt_value(s.metric, after)} within "
-                             f"{fmt_step(x[k] - x[i])} steps: a transient, not a new level. The final value is "
-                             f"{fmt_value(s.metric, final)}."))
-            if best is None or abs(math.log(peak / level) if s.log and level > 0 else peak - level) > abs(
-                    math.log(best.evidence["peak"] / best.evidence["baseline"]) if s.log and best.evidence["baseline"] > 0
-                    else best.evidence["peak"] - best.evidence["baseline"]):
-                best = f
+        size = abs(e)
+        big_enough = True
+        if fscale is not None:
+            level = math.exp(base) if s.log else base
+            peak = math.exp(y[i]) if s.log else y[i]
+            big_enough = abs(peak - level) * fscale >= cfg.spike_min_features
+        if k - i >= cfg.spike_min_bins and came_back and not excused and big_enough:
+            if best is None or size > best[3]:
+                best = (i, k, sign, size)
         i = max(k, i + 1)
     return best
 
 
+def _spike_in(ctx: Context, s: Series, quiet: list[int]) -> Finding | None:
+    found = _candidate(ctx, s, quiet)
+    if found is None:
+        return None
+    i, k, sign, _ = found
+    x = s.x
+    hw = 0.5 * s.span / max(1, len(x))
+    c = s.claims
+    a, b = float(x[i]) - hw, float(x[k - 1]) + hw
+    claims: dict[str, Claim] = {
+        "peak": c.stat("max" if sign > 0 else "min", a, b),
+        "baseline": c.stat("median", float(x[i]) - ctx.cfg.spike_baseline * s.span, a - 1),
+        "after": c.stat("median", float(x[k]) - hw, max(float(x[k]) + hw, float(x[min(k + 2, len(x) - 1)]))),
+        "final": c.last(),
+    }
+    if any(claims[n].value is None for n in ("peak", "baseline", "after")):
+        return None
+    mid = (claims["peak"].value + claims["baseline"].value) / 2  # type: ignore[operator]
+    up = sign > 0
+    claims["start"] = c.first_step("above" if up else "below", mid, a, b)
+    claims["back"] = c.first_step("below" if up else "above", mid, claims["peak"].step or a, claims["after"].end_step or b)
+    if claims["start"].value is None or claims["back"].value is None:
+        return None
+    claims["duration_steps"] = difference("back", "start", claims)
+    claims["rel"] = ratio("peak", "baseline", claims) if s.log else difference("peak", "baseline", claims)
+    word = "jumped" if up else "dropped"
+    rel = "{rel} its" if s.log else "{rel} from its"
+    template = (f"{cap(label(s.metric))} {word} to {{peak}} at step {{peak.step}}, {rel} median of {{baseline}} over the "
+                "steps before ({baseline.start_step} to {baseline.end_step}); it passed {start.threshold} at step "
+                "{start} and was back past it at step {back}, {duration_steps} steps later, settling at a median of "
+                "{after} (steps {after.start_step} to {after.end_step}): a transient, not a new level. The final "
+                "value is {final}.")
+    e = ev.build(ev.LateSpikeEvidence, claims, direction="up" if up else "down")
+    return finding(FindingKind.LATE_SPIKE, s.metric, int(claims["start"].value), int(claims["back"].value), "warn", e,  # type: ignore[arg-type]
+                   template, claims)
+
+
 def late_spike(ctx: Context) -> list[Finding]:
     """The largest transient excursion in the last part of the run, per metric (L0, dead, loss).
-    Dead-fraction excursions next to a resample event are left to the resampling analysis."""
+    Dead-fraction excursions next to a resample are left to the resampling analysis."""
     out = []
-    resamples = [e.step for e in ctx.events if e.kind == "resample"]
+    resamples = [iv.step for iv in ctx.interventions if iv.kind == "resample"]
     for s in (ctx.l0, ctx.series.get("dead_frac"), ctx.loss):
         if s is not None:
             f = _spike_in(ctx, s, resamples if s.metric == "dead_frac" else [])

@@ -1,0 +1,22 @@
+"""The verdict: the run in one line, said first. An SAE that ended collapsed or a run that diverged
+fails whatever else went well; otherwise the findings worth acting on, worst first."""
+
+from __future__ import annotations
+
+from .claims import Sentence, sentence
+from .result import Finding, Verdict
+
+_RANK = {"fail": 0, "warn": 1, "info": 2}
+#: Sentences the verdict shows at most.
+MAX_SENTENCES = 3
+
+
+def verdict(findings: list[Finding]) -> Verdict:
+    """``fail`` / ``warn`` / ``ok`` from the worst finding, with the worst findings' sentences."""
+    worst = sorted((f for f in findings if f.severity != "info"), key=lambda f: (_RANK[f.severity], f.step))
+    if not worst:
+        return Verdict("ok", [sentence("Nothing the analyzer looks for went wrong: no collapse, divergence, "
+                                       "oscillation, late spike, secondary rise, resampling thrash or unfinished trend.",
+                                       {})])
+    status = "fail" if worst[0].severity == "fail" else "warn"
+    return Verdict(status, [Sentence(f.template, f.claims, f.explanation) for f in worst[:MAX_SENTENCES]])  # type: ignore[arg-type]
