@@ -26,7 +26,7 @@ def test_json_prints_the_document_and_writes_analysis_json_only(run_dir: Path) -
     res = _run(str(run_dir), "--json", "--no-siblings")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["schema_version"] == 1 and doc["run"]["id"] == "train_e01c6183"
+    assert doc["schema_version"] == 2 and doc["run"]["id"] == "train_e01c6183"
     assert {f["kind"] for f in doc["findings"]} >= {"collapse", "recovery", "oscillation", "late_spike"}
     assert sorted(p.name for p in (run_dir / "report").iterdir()) == ["analysis.json"]
     assert json.loads((run_dir / "report" / "analysis.json").read_text()) == doc

@@ -85,7 +85,7 @@ def _check(result) -> None:
         assert "Traceback" not in err
     else:
         doc = json.loads(result.stdout)
-        assert doc["schema_version"] == 1
+        assert doc["schema_version"] == 2
         for f in doc["findings"]:
             assert f["step"] is not None and f["kind"]
         for row in doc["step_table"]:

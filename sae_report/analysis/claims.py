@@ -205,9 +205,23 @@ class Sentence:
     """The rendered sentence (filled in by ``sentence``)."""
 
 
+def used_claims(template: str, claims: Mapping[str, Claim]) -> dict[str, Claim]:
+    """The claims ``template`` shows, with the sibling claims they are derived from (transitively)."""
+    keep: dict[str, Claim] = {}
+    todo = list(placeholders(template))
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in claims:
+            continue
+        keep[name] = claims[name]
+        todo.extend(claims[name].of)
+    return {k: claims[k] for k in claims if k in keep}
+
+
 def sentence(template: str, claims: Mapping[str, Claim]) -> Sentence:
-    """A ``Sentence`` with its text rendered; the claims kept are those the template shows."""
-    used = dict(claims)
+    """A ``Sentence`` with its text rendered; the claims kept are those the template shows (and the
+    ones they are derived from)."""
+    used = used_claims(template, claims)
     return Sentence(template=template, claims=used, text=render(template, used))
 
 

@@ -24,12 +24,14 @@ def build(cls: type, claims: Mapping[str, Claim], **extra: Any) -> Any:
 class SparsificationEvidence:
     start: float | None
     """L0 at the first logged step."""
+    level: float | None
+    """Median L0 where the steep fall ends."""
+    fall: float | None
+    """start / level."""
+    reached: float | None
+    """First step with L0 below 1.5x that level."""
     settled: float | None
     """Median L0 over the second half of the run."""
-    fall: float | None
-    """start / settled."""
-    reached: float | None
-    """First step with L0 below 1.5x the settled level."""
 
 
 @dataclass(frozen=True)

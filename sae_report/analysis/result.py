@@ -293,20 +293,20 @@ class Analysis:
     """What happened, in step order."""
     resampling: list[ResampleRecord]
     """One record per resampling event (logged or inferred)."""
-    resampling_summary: list[Sentence]
-    """What the resampling did overall, as sentences whose numbers are claims."""
-    root_causes: list[RootCause]
-    """Likely causes, each read off this run's data."""
-    interventions: list[Intervention]
-    """Every intervention the findings were linked against: logged ones and inferred ones."""
-    verdict: Verdict | None
-    """The run in one line (None when there was too little to judge)."""
     input_outliers: list[dict[str, Any]]
     """Outlier input dimensions (``{"dim", "absmax", "ratio"}``) when the run recorded them."""
     recommendations: list[Recommendation]
     """Proposals for the next run (empty until the recommender fills them)."""
     skipped: list[Skipped]
     """Analyses that could not run and why."""
+    verdict: Verdict | None = None
+    """The run in one line (None when there was too little to judge)."""
+    resampling_summary: list[Sentence] = field(default_factory=list)
+    """What the resampling did overall, as sentences whose numbers are claims."""
+    root_causes: list[RootCause] = field(default_factory=list)
+    """Likely causes, each read off this run's data."""
+    interventions: list[Intervention] = field(default_factory=list)
+    """Every intervention the findings were linked against: logged ones and inferred ones."""
     schema_version: int = ANALYSIS_SCHEMA_VERSION
     """Version of this document's layout."""
 

@@ -78,6 +78,9 @@ def _collapse_after_l1(ctx: Context, findings: list[Finding], _o: list[dict[str,
         return None
     name, claim = start
     at = "{start}" if name == "start" else "{start.step}"
+    warm = _after_warmup(ctx, name, claim, at)
+    if warm is not None:
+        return warm
     iv = f.coincides_with
     if iv is not None and iv.kind == "l1_change":
         text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None)
@@ -86,6 +89,11 @@ def _collapse_after_l1(ctx: Context, findings: list[Finding], _o: list[dict[str,
             f"The collapse starts at step {at}, right after {text}. A stronger sparsity penalty pushes features to "
             "zero faster than they find roles. Raise l1_alpha more gradually (a longer warm-up), or aim lower "
             "(lower l1_alpha -> more active features -> higher L0).", claims))
+    return None
+
+
+def _after_warmup(ctx: Context, name: str, claim: Claim, at: str) -> RootCause | None:
+    """The collapse starts within ``WARMUP_WINDOW_FRAC`` of the run after l1_alpha's warm-up ends."""
     l1 = ctx.columns.get("l1_alpha")
     if l1 is None or not len(l1.step):
         return None

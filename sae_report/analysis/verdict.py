@@ -4,16 +4,19 @@ fails whatever else went well; otherwise the findings worth acting on, worst fir
 from __future__ import annotations
 
 from .claims import Sentence, sentence
-from .result import Finding, Verdict
+from .result import Finding, FindingKind, Verdict
 
 _RANK = {"fail": 0, "warn": 1, "info": 2}
+#: Among findings of one severity, these come first: they decide whether the SAE is usable.
+_FIRST = (FindingKind.COLLAPSE, FindingKind.DIVERGED)
 #: Sentences the verdict shows at most.
-MAX_SENTENCES = 3
+MAX_SENTENCES = 1
 
 
 def verdict(findings: list[Finding]) -> Verdict:
     """``fail`` / ``warn`` / ``ok`` from the worst finding, with the worst findings' sentences."""
-    worst = sorted((f for f in findings if f.severity != "info"), key=lambda f: (_RANK[f.severity], f.step))
+    worst = sorted((f for f in findings if f.severity != "info"),
+                   key=lambda f: (_RANK[f.severity], f.kind not in _FIRST, f.step))
     if not worst:
         return Verdict("ok", [sentence("Nothing the analyzer looks for went wrong: no collapse, divergence, "
                                        "oscillation, late spike, secondary rise, resampling thrash or unfinished trend.",

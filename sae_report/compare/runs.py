@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..analysis.detectors.divergence import cutoff
 from ..recommend.settled import Settled, settled_level
 from ..runlog import RunData, is_run_dir
 from ..runlog import finite_float as _float
@@ -181,6 +182,10 @@ def run_row(data: RunData, target_l0: float | None) -> RunRow:
     row.status = str(summary.get("status") or "unknown")
     row.order = _started(cfg) or _mtime(Path(data.path) / "summary.json") or _mtime(data.path)
     l0 = l0_fraction(data, row.d_sae)
+    cut = cutoff(*loss) if loss is not None else None
+    if l0 is not None and cut is not None:  # nothing logged once the loss is NaN/inf for good is usable
+        keep = l0[0] < cut
+        l0 = (l0[0][keep], l0[1][keep])
     settled: Settled | None = settled_level(*l0) if l0 is not None else None
     _diverged(row, data, loss)
     if settled is not None:

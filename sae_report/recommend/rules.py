@@ -4,6 +4,8 @@ predicted effect.
 - not converged, or a late spike (unsettled dynamics) -> lengthen the run (``total_steps``);
 - resampling thrash -> keep ``resample_interval`` at or above the value used before the thrash
   appeared (from earlier runs when known, else 1.5x);
+- an SAE that ended collapsed (below one active feature per token, or no reconstruction) -> a much
+  lower l1_alpha (a tenfold step: one run gives no curve to fit);
 - collapse early in the run -> an l1_alpha warm-up (``l1_warmup_steps``) so features find roles
   before the full penalty applies;
 - divergence -> lower the learning rate.
@@ -25,6 +27,8 @@ LENGTHEN_MAX = 2.0
 EARLY_FRACTION = 0.3
 #: Factor applied to the learning rate after a divergence (interval 0.1x-0.5x).
 LR_FACTOR = 0.3
+#: l1_alpha is divided by this after an SAE ended collapsed (interval /30 to /3).
+BROKEN_L1_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,14 @@ def _round_steps(v: float) -> int:
         return 0
     mag = 10 ** max(0, int(math.floor(math.log10(v))) - 1)
     return int(round(v / mag) * mag)
+
+
+def _harm(collapse: Finding) -> str:
+    """What the early penalty did, in words the evidence supports."""
+    dead = getattr(collapse.evidence, "dead_frac_at_trough", None) or getattr(collapse.evidence, "dead_peak", None)
+    if dead is not None and dead >= 0.5:
+        return "killed most features"
+    return "pushed L0 far below the level the run later settled at"
 
 
 def _sentence(text: str) -> str:
@@ -122,7 +134,20 @@ def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = ()) -> list[Re
                              "and L0 oscillates less."))
 
     collapse = _first(analysis, FindingKind.COLLAPSE)
-    if collapse is not None and total and collapse.step <= EARLY_FRACTION * total:
+    mode = getattr(collapse.evidence, "mode", "") if collapse is not None else ""
+    l1 = _num(cfg.get("l1_alpha"))
+    if collapse is not None and mode == "ended_collapsed" and l1:
+        per_token = getattr(collapse.evidence, "l0_per_token", None)
+        what = (f"L0 ended at {per_token:.3g} active features per token" if per_token is not None
+                else "the SAE ended reconstructing almost nothing")
+        recs.append(Recommendation(
+            parameter="l1_alpha", current=l1, proposed=float(f"{l1 / BROKEN_L1_FACTOR:.2g}"),
+            low=float(f"{l1 / (BROKEN_L1_FACTOR * 3):.2g}"), high=float(f"{l1 / 3:.2g}"),
+            reason=(f"The SAE collapsed: {what}. lower l1_alpha -> weaker sparsity penalty -> more active features "
+                    "-> higher L0. With one run there is no curve to fit, so a tenfold step; run `sae-report "
+                    "recommend` over this run and the next one to interpolate."),
+            predicted_effect="Several active features per token and a reconstruction that explains the input."))
+    elif collapse is not None and total and collapse.step <= EARLY_FRACTION * total:
         warm = _round_steps(max(collapse.step, 0.05 * total) * 1.0) or _round_steps(0.1 * total)
         current = _num(cfg.get("l1_warmup_steps")) or 0
         if warm > current:
@@ -130,7 +155,7 @@ def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = ()) -> list[Re
                 parameter="l1_warmup_steps", current=int(current), proposed=int(warm),
                 low=float(_round_steps(0.05 * total)), high=float(_round_steps(max(warm * 2, 0.2 * total))),
                 reason=(f"Collapse came early (step {collapse.step:,} of {total:,}): the full sparsity penalty "
-                        "killed most features before they found a role. Ramp l1_alpha up from 0 over the first "
+                        f"{_harm(collapse)} before features found a role. Ramp l1_alpha up from 0 over the first "
                         f"{warm:,} steps (a piecewise schedule such as the write-up's Option 3 works too)."),
                 predicted_effect="A shallower early L0 undershoot and fewer dead features; the settled L0 is set "
                                  "by the final l1_alpha, so the l1 fit still applies."))

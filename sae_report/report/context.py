@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from .. import __version__
-from ..analysis.claims import claim_from_dict, format_claim, provenance
+from ..analysis.claims import claim_from_dict, format_claim, placeholders, provenance
 from ..runlog import to_jsonable
 from . import formatting as fm
 from .proposals import LOWER_L0, RAISE_L0, comparison_table, proposed_yaml, recommendation_rows, with_l1_fit
@@ -203,19 +203,29 @@ def _finding(f: Mapping[str, Any], index: int) -> dict[str, Any]:
         "step": f.get("step"),
         "end_step": end,
         "explanation": str(f.get("explanation", "")),
-        "evidence": claim_rows(claims),
+        "evidence": claim_rows(claims, str(f.get("template") or "")),
         "coincides": coincides,
         "mode": str(evidence.get("mode", "")) if isinstance(evidence, Mapping) else "",
         "recovered": bool(evidence.get("recovered")) if isinstance(evidence, Mapping) else False,
     }
 
 
-def claim_rows(claims: Mapping[str, Any]) -> list[dict[str, str]]:
-    """A finding's claims as evidence lines: the shown value and where in the log it comes from."""
+#: Evidence labels for claim names that are not words.
+CLAIM_LABELS = {"iv": "intervention", "iv_before": "before the change", "rel": "relative to baseline",
+                "cv": "relative spread", "l0_tail": "L0 at the end", "l0_frac_tail": "L0 fraction at the end",
+                "ev_tail": "explained variance at the end"}
+
+
+def claim_rows(claims: Mapping[str, Any], template: str) -> list[dict[str, str]]:
+    """The claims a finding's sentence shows, as evidence lines: the value and where in the log it
+    comes from (claims the sentence does not show, e.g. per-resample operands, stay in analysis.json)."""
+    shown = list(dict.fromkeys(placeholders(template))) if template else list(claims)
     rows = []
-    for name, raw in claims.items():
-        c = claim_from_dict(raw)
-        rows.append({"label": fm.label(name), "value": format_claim(c), "source": provenance(c)})
+    for name in shown:
+        if name not in claims:
+            continue
+        c = claim_from_dict(claims[name])
+        rows.append({"label": CLAIM_LABELS.get(name, fm.label(name)), "value": format_claim(c), "source": provenance(c)})
     return rows
 
 

@@ -74,10 +74,12 @@ def _fit(rec: Any) -> dict[str, Any] | None:
 
 
 def with_l1_fit(recs: list[dict[str, Any]], comp: Any, config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Put the comparison's l1_alpha fit first among the recommendations unless one is already there."""
+    """Put the comparison's l1_alpha fit first among the recommendations: a fit across runs replaces a
+    single run's rule of thumb for l1_alpha."""
     fit = comp.get("recommendation") if isinstance(comp, Mapping) else None
-    if not isinstance(fit, Mapping) or not fm.is_num(fit.get("l1_alpha")) or any(r.get("parameter") == "l1_alpha" for r in recs):
+    if not isinstance(fit, Mapping) or not fm.is_num(fit.get("l1_alpha")):
         return recs
+    recs = [r for r in recs if r.get("parameter") != "l1_alpha"]
     current = config.get("l1_alpha")
     effect = f"L0 about {fm.pct(fit['predicted_l0'])}" if fm.is_num(fit.get("predicted_l0")) else ""
     rec = {"parameter": "l1_alpha", "current": current if fm.is_num(current) else fit.get("reference_l1"),

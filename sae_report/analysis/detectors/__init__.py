@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...runlog import Event
-from ..claims import Claim, ClaimMaker, render
+from ..claims import Claim, ClaimMaker, render, used_claims
 from ..config import AnalyzerConfig
 from ..interventions import describe
 from ..result import Finding, FindingKind, Intervention, Severity, Skipped
@@ -115,7 +115,9 @@ def cap(text: str) -> str:
 
 def finding(kind: FindingKind, metric: str, step: int, end_step: int | None, severity: Severity, evidence: Any,
             template: str, claims: dict[str, Claim]) -> Finding:
-    """A finding whose explanation is ``template`` rendered from ``claims``."""
+    """A finding whose explanation is ``template`` rendered from ``claims`` (the claims kept: those
+    it shows, and the ones they are derived from)."""
+    claims = used_claims(template, claims)
     return Finding(kind=kind, metric=metric, step=int(step), end_step=None if end_step is None else int(end_step),
                    severity=severity, evidence=evidence, coincides_with=None, explanation=render(template, claims),
                    template=template, claims=claims)

@@ -106,20 +106,41 @@ def sparsification(ctx: Context) -> list[Finding]:
     claims = {"start": start, "settled": _settled(ctx, s)}
     if claims["settled"].value is None or start.value is None or claims["settled"].value <= 0:
         return []
-    claims["fall"] = ratio("start", "settled", claims)
-    if claims["fall"].value < ctx.cfg.sparsification_ratio:  # type: ignore[operator]
+    if start.value / claims["settled"].value < ctx.cfg.sparsification_ratio:
         return []
-    claims["reached"] = c.first_step("below", 1.5 * claims["settled"].value, ctx.t0, ctx.t1)
+    knee = _knee(s, settled_level(s))
+    lo, hi = window(s, knee, _half_width(ctx, s))
+    claims["level"] = c.stat("median", lo, hi)
+    if claims["level"].value is None or claims["level"].value <= 0:
+        return []
+    claims["fall"] = ratio("start", "level", claims)
+    claims["reached"] = c.first_step("below", 1.5 * claims["level"].value, ctx.t0, hi)
     reached = claims["reached"].value
     collapse_after = find_trough(ctx, s) is not None
     where = "at step {start.step}" if start.stat == "first" else "(median of steps {start.start_step} to {start.end_step})"
     tail = (" It then fell further, into a collapse (below)." if collapse_after
             else " This is the normal way an SAE becomes sparse, not a collapse.")
-    template = (f"L0 fell from {{start}} {where} to a second-half median of {{settled}} ({{fall}} lower), first "
-                f"dropping below {{reached.threshold}} at step {{reached}}.{tail}")
+    template = (f"L0 fell from {{start}} {where} to a median of {{level}} over steps {{level.start_step}} to "
+                "{level.end_step} ({fall} lower), first dropping below {reached.threshold} at step {reached}; the "
+                f"second half of the run settled at a median of {{settled}}.{tail}")
     return [finding(FindingKind.SPARSIFICATION, s.metric, int(start.step if start.step is not None else ctx.t0),
-                    int(reached) if reached is not None else ctx.t1, "info",
+                    int(reached) if reached is not None else int(hi), "info",
                     ev.build(ev.SparsificationEvidence, claims), template, claims)]
+
+
+def _knee(s: Series, settled: float) -> float:
+    """Where the steep early fall of L0 ends: the curve reaches 1.5x its settled level, or its fall
+    over the next 2% of the run drops below a tenth of the steepest fall, whichever is first."""
+    reach = np.flatnonzero(s.y <= settled + math.log(1.5))
+    end = float(s.x[reach[0]]) if len(reach) else float(s.x[-1])
+    w = s.bins_of(0.02)
+    if len(s.y) > 2 * w:
+        fall = s.y[:-w] - s.y[w:]
+        top = int(np.argmax(fall))
+        slow = np.flatnonzero(fall[top:] < 0.1 * fall[top])
+        if len(slow) and fall[top] > 0:
+            end = min(end, float(s.x[top + int(slow[0])]))
+    return end
 
 
 def _ended_collapsed(ctx: Context, claims: dict[str, Claim]) -> Finding:
