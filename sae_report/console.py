@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis.claims import fmt_steps_short as fmt_step
+from .analysis.claims import format_claim
 from .analysis.result import Analysis, Target
 
 MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "none": ""}
@@ -17,20 +18,18 @@ SEVERITY_STYLE = {"info": "dim", "warn": "yellow", "fail": "bold red"}
 
 
 def _fmt_result(t: Target, d_sae: int | None) -> str:
+    if t.claim is not None:
+        text = format_claim(t.claim)
+        if t.metric.startswith("Dead") and d_sae and t.result is not None and math.isfinite(t.result):
+            text = f"{t.result * d_sae:,.0f} ({text})"
+        if "(s)" in t.metric and t.result is not None and math.isfinite(t.result):
+            text = f"{t.result / 60:.1f} min"
+        return text
     v = t.result
     if v is None:
         return "n/a"
-    if not math.isfinite(v):
-        return str(v)
-    if "L0" in t.metric or t.metric.startswith("Dead"):
-        text = f"{v * 100:.2f}%"
-        if t.metric.startswith("Dead") and d_sae:
-            text = f"{v * d_sae:,.0f} ({v * 100:.0f}%)"
-        return text
-    if "(s)" in t.metric:
+    if "(s)" in t.metric and math.isfinite(v):
         return f"{v / 60:.1f} min"
-    if t.metric.startswith("Explained"):
-        return f"{v * 100:.1f}%"
     return f"{v:.4g}"
 
 

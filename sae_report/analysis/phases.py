@@ -28,6 +28,11 @@ _FLAT_RATIO = 1.25
 _FLAT_LIN = 0.05
 
 
+def _family(metric: str) -> str:
+    """``l0`` and ``l0_frac`` are one family, as are ``dead`` and ``dead_frac``."""
+    return metric[:-5] if metric.endswith("_frac") else metric
+
+
 def _nice_unit(span: float) -> float:
     raw = span / 100
     if raw <= 1:
@@ -53,7 +58,7 @@ def _cuts(s: Series, fs: list[Finding]) -> list[float]:
             cuts.append(c.step)
         cuts.append(_end(c))
     elif by[K.SPARSIFICATION]:
-        cuts.append(_end(by[K.SPARSIFICATION][0]))
+        cuts.append(_sparsified(s, by[K.SPARSIFICATION][0]))
     for f in by[K.DORMANCY]:
         cuts.append(_end(f))
     rec = by[K.RECOVERY]
@@ -71,6 +76,26 @@ def _cuts(s: Series, fs: list[Finding]) -> list[float]:
     return cuts
 
 
+#: Share of a phase a finding must cover to name it (default one half).
+_SHARE = {K.OSCILLATION: 0.4, K.RECOVERY: 0.4}
+#: Sparsification ends where L0 first comes within this factor of its settled level ...
+_SETTLE_RATIO = 1.5
+#: ... when that happens within this fraction of the run; later, it ends at the steep fall's knee
+#: (a slow decay follows, as in the 001 curve).
+_SETTLE_BY = 0.35
+
+
+def _sparsified(s: Series, f: Finding) -> float:
+    """Where the sparsification phase ends: L0 near its settled level, or the knee of the fall."""
+    second = s.y_raw[(s.x - s.t0) >= 0.5 * s.span]
+    if not len(second):
+        return float(_end(f))
+    near = np.flatnonzero(s.y <= float(np.median(second)) + math.log(_SETTLE_RATIO))
+    if len(near) and s.frac(s.x[near[0]]) <= _SETTLE_BY:
+        return float(s.x[near[0]])
+    return float(_end(f))
+
+
 def _name(s: Series, a: float, b: float, fs: list[Finding], first: bool, last: bool) -> str:
     def covers(f: Finding, share: float = 0.5) -> bool:
         inter = min(_end(f), b) - max(f.step, a)
@@ -79,14 +104,14 @@ def _name(s: Series, a: float, b: float, fs: list[Finding], first: bool, last: b
     def inside(kind: K) -> bool:
         return any(f.kind == kind and a <= f.step <= b for f in fs)
 
-    has = {k: any(f.kind == k and covers(f) for f in fs) for k in K}
+    has = {k: any(f.kind == k and covers(f, _SHARE.get(k, 0.5)) for f in fs) for k in K}
     if has[K.DIVERGED]:
         return "Divergence"
     if first and any(f.kind == K.COLLAPSE and f.step <= b and _end(f) <= b + 0.02 * s.span for f in fs):
         return "Initial collapse"
     if any(f.kind == K.COLLAPSE and covers(f) for f in fs):
         return "Collapse"
-    if has[K.RECOVERY] or any(f.kind == K.RECOVERY and a <= f.step <= a + 0.05 * s.span for f in fs):
+    if has[K.RECOVERY] or any(f.kind == K.RECOVERY and a <= f.step <= (a + b) / 2 for f in fs):
         partial = any(f.kind == K.RECOVERY and f.evidence.partial for f in fs)
         unstable = has[K.OSCILLATION] or partial or _unstable(s, a, b)
         return "Recovery & instability" if unstable else "Recovery"
@@ -170,7 +195,7 @@ def phases_for(ctx: Context, s: Series, findings: list[Finding]) -> list[Phase]:
     """Named spans of the run on metric ``s``."""
     if len(s.x) < 10:
         return []
-    fs = [f for f in findings if f.metric == s.metric]
+    fs = [f for f in findings if _family(f.metric) == _family(s.metric)]
     div = next((f for f in findings if f.kind == K.DIVERGED and f.severity == "fail"), None)
     unit = _nice_unit(ctx.span)
     end = float(ctx.t1)
@@ -187,14 +212,45 @@ def phases_for(ctx: Context, s: Series, findings: list[Finding]) -> list[Phase]:
         a, b = bounds[i], bounds[i + 1]
         name = _name(s, a, b, fs, first=i == 0, last=i == len(bounds) - 2 and div is None)
         short = (b - a) < _MERGE_SHORT * ctx.span and name.split(" (")[0] in _GENERIC
-        if spans and (spans[-1][0] == name or short):
+        if spans and ((spans[-1][0] == name and name not in _FLAT) or short):
             spans[-1] = (spans[-1][0], spans[-1][1], b)
         else:
             spans.append((name, a, b))
-    phases = [Phase(n, s.metric, int(a), int(b), level_claims(s, a, b)) for n, a, b in spans]
+    phases = _levels([Phase(n, s.metric, int(a), int(b), level_claims(s, a, b)) for n, a, b in spans], s)
     if div is not None:
         phases.append(Phase("Divergence", s.metric, int(div.step), int(ctx.last_step)))
     return phases
+
+
+_FLAT = ("Settled", "Plateau")
+
+
+def _shift(s: Series, before: Phase, after: Phase) -> bool:
+    """True when ``after`` starts at a level clearly apart from where ``before`` ended."""
+    a, b = before.claims.get("end_level"), after.claims.get("start_level")
+    if a is None or b is None or a.value is None or b.value is None:
+        return False
+    if s.log:
+        return a.value > 0 and b.value > 0 and abs(math.log(b.value / a.value)) > math.log(_FLAT_RATIO)
+    return abs(b.value - a.value) > _FLAT_LIN
+
+
+def _levels(phases: list[Phase], s: Series) -> list[Phase]:
+    """Adjacent flat phases at one level are one phase; a flat phase that starts clearly apart from
+    the flat phase before it is a "New level"."""
+    out: list[Phase] = []
+    for p in phases:
+        prev = out[-1] if out else None
+        if prev is not None and prev.name in _FLAT + ("New level",) and p.name in _FLAT:
+            if _shift(s, prev, p):
+                p = Phase("New level", p.metric, p.start_step, p.end_step, p.claims)
+            else:
+                name = prev.name if prev.end_step - prev.start_step >= p.end_step - p.start_step else p.name
+                out[-1] = Phase(name, p.metric, prev.start_step, p.end_step,
+                                level_claims(s, prev.start_step, p.end_step))
+                continue
+        out.append(p)
+    return out
 
 
 def cut_phases(ctx: Context, findings: list[Finding]) -> list[Phase]:

@@ -15,18 +15,20 @@ Anything unusable raises ``RunLogError`` with one line naming the file and the p
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from polars.exceptions import PanicException
 
-from ..runlog import RunData, RunLogError, read_parquet_checked, read_config, read_events
-from .aliases import canonicalize
+from ..runlog import RunData, RunLogError, read_config, read_events
+from ..runlog.reader import ROW_INDEX, ColumnBuffers, fill_from_scan, parquet_footer
+from .aliases import _to_float, canonicalize, match_column
 
 #: Suffix -> kind.
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet",
@@ -138,36 +140,155 @@ def _complete_last_line(last: bytes, header: bytes, sep: bytes) -> bool:
     return True
 
 
+_BOM = b"\xef\xbb\xbf"
+_SCAN_BLOCK = 1 << 20
+
+
+@dataclass
+class _Prescan:
+    """One pass over a CSV file, in 1 MiB blocks (nothing kept): what reading it needs to know."""
+
+    size: int
+    mtime_ns: int
+    header: bytes
+    """The first line, without its newline and BOM."""
+    newlines: int
+    last_newline: int
+    """Offset of the last newline (-1: none)."""
+    content: bool
+    """Some byte is not whitespace."""
+    ascii: bool = True
+    space: bool = False
+    tab: bool = False
+    other_space: bool = False
+    """A vertical tab or form feed."""
+    lone_cr: bool = False
+    """A carriage return not followed by a newline."""
+
+    def plain(self, sep: bytes) -> bool:
+        """No byte polars' float parser and ``str.strip_chars().cast(Float64)`` could disagree
+        on: both read every unpadded number, nan/inf spelling and junk cell alike; only
+        whitespace around a value (which strip removes and the parser rejects after the digits)
+        tells them apart."""
+        return (self.ascii and not self.space and not self.other_space and not self.lone_cr
+                and (not self.tab or sep == b"\t"))
+
+
+def _prescan(path: Path) -> _Prescan:
+    st = path.stat()
+    with open(path, "rb") as fh:
+        header = fh.readline()
+        fh.seek(0)
+        pre = _Prescan(size=st.st_size, mtime_ns=st.st_mtime_ns, header=header.rstrip(b"\n").removeprefix(_BOM),
+                       newlines=0, last_newline=-1, content=False)
+        block = bytearray(_SCAN_BLOCK)
+        offset = 0
+        cr = crlf = 0
+        prev_cr = False
+        while offset < pre.size:
+            got = fh.readinto(block)
+            if not got:
+                break
+            chunk = block if got == len(block) else block[:got]
+            pre.newlines += int(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8) == 10))
+            k = chunk.rfind(b"\n")
+            if k >= 0:
+                pre.last_newline = offset + k
+            if not pre.content and chunk.strip():
+                pre.content = True
+            if pre.ascii and not chunk.isascii():
+                pre.ascii = False
+            pre.space = pre.space or chunk.find(b" ") >= 0
+            pre.tab = pre.tab or chunk.find(b"\t") >= 0
+            pre.other_space = pre.other_space or chunk.find(b"\x0b") >= 0 or chunk.find(b"\x0c") >= 0
+            if chunk.find(b"\r") >= 0 or prev_cr:
+                cr += chunk.count(b"\r")
+                crlf += chunk.count(b"\r\n") + (1 if prev_cr and chunk[:1] == b"\n" else 0)
+            prev_cr = chunk[-1:] == b"\r"
+            offset += got
+        pre.size = offset  # what was read (a live writer may have appended since the stat)
+        pre.lone_cr = cr > crlf
+    return pre
+
+
+def _read_range(path: Path, start: int, stop: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(max(0, stop - start))
+
+
 def read_csv(path: Path, notes: list[str]) -> pl.DataFrame:
-    """Every column as text (so ``nan``/``inf``/junk do not break type inference); the aliases step
-    turns them into numbers."""
-    raw = path.read_bytes()
-    if not raw.strip():
+    """The columns ``aliases`` knows as Float64, each parsed straight into one contiguous
+    buffer (``nan``/``inf``/``Infinity`` are numbers, junk in a numeric cell is null); the other
+    columns are only named (Null placeholders, never parsed), so ``canonicalize`` still lists
+    them. The file is never held in memory, except up to its last newline when a last line cut
+    short must be left out, or when a writer appended to it while it was being parsed."""
+    pre = _prescan(path)
+    if not pre.content:
         raise RunLogError(f"{path}: empty file")
-    raw = raw.lstrip(b"\xef\xbb\xbf")
-    first_nl = raw.find(b"\n")
-    header = raw[:first_nl] if first_nl >= 0 else raw
+    header = pre.header
     sep = b"\t" if (b"\t" in header and b"," not in header) or path.suffix.lower() == ".tsv" else b","
-    if first_nl < 0:
+    if pre.last_newline < 0:
         raise RunLogError(f"{path}: only a header line, no rows")
-    if not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n")
-        last = raw[cut + 1:]
-        if not _complete_last_line(last.rstrip(b"\r"), header.rstrip(b"\r"), sep):
-            raw = raw[:cut + 1]
+    source: Path | bytes = path
+    rows = pre.newlines
+    if pre.last_newline != pre.size - 1:  # a last line without newline
+        last = _read_range(path, pre.last_newline + 1, pre.size)
+        if _complete_last_line(last.rstrip(b"\r"), header.rstrip(b"\r"), sep):
+            rows += 1
+        else:
+            source = _read_range(path, 0, pre.last_newline + 1)
             notes.append(f"{path.name}: dropped a last line cut short by an interrupted write")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            frame = pl.read_csv(io.BytesIO(raw), separator=sep.decode(), infer_schema_length=0, encoding="utf8-lossy",
-                                truncate_ragged_lines=True, ignore_errors=True)
-        for w in caught[:1]:
-            notes.append(f"{path.name}: {str(w.message).splitlines()[0][:160]}")
-    except (Exception, PanicException) as exc:  # polars raises several types; the message is what matters
-        raise RunLogError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+    frame = _parse_csv(path, source, sep.decode(), pre.plain(sep), rows, notes)
+    if isinstance(source, Path):
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != (pre.size, pre.mtime_ns):
+            # a writer appended while polars parsed: read what the prescan saw, a consistent cut
+            del frame
+            snapshot = _read_range(path, 0, pre.last_newline + 1 if rows == pre.newlines else pre.size)
+            frame = _parse_csv(path, snapshot, sep.decode(), pre.plain(sep), rows, notes)
     if frame.height == 0:
         raise RunLogError(f"{path}: only a header line, no rows")
     return frame
+
+
+def _parse_csv(path: Path, source: Path | bytes, sep: str, plain: bool, rows: int, notes: list[str]) -> pl.DataFrame:
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scan = dict(separator=sep, has_header=True, infer_schema=False, ignore_errors=True,
+                        truncate_ragged_lines=True, encoding="utf8-lossy")
+            names = pl.scan_csv(source, **scan).collect_schema().names()
+            wanted = [n for n in names if not n.endswith(("__MIN", "__MAX")) and match_column(n) is not None]
+            if wanted:
+                # plain files: polars parses the numbers itself; otherwise text, stripped and cast
+                # per batch (aliases._to_float, the rule for every reader)
+                lazy = pl.scan_csv(source, schema_overrides={n: pl.Float64 for n in wanted} if plain else None,
+                                   row_index_name=ROW_INDEX, **scan).select(ROW_INDEX, *wanted)
+                buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
+                fill_from_scan(buffers, lazy, 0, rows, convert=_floats)
+                data = buffers.frame(wanted)
+                height = data.height
+            else:
+                data, height = pl.DataFrame(), int(pl.scan_csv(source, **scan).select(pl.len()).collect().item())
+        for w in caught[:1]:
+            notes.append(f"{path.name}: {str(w.message).splitlines()[0][:160]}")
+    except RunLogError:
+        raise
+    except (Exception, PanicException) as exc:  # polars raises several types; the message is what matters
+        raise RunLogError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+    return _with_placeholders(names, data, height)
+
+
+def _floats(batch: pl.DataFrame) -> pl.DataFrame:
+    return batch.with_columns([_to_float(batch.get_column(c)) for c in batch.columns if c != ROW_INDEX])
+
+
+def _with_placeholders(names: list[str], data: pl.DataFrame, height: int) -> pl.DataFrame:
+    """``data``'s columns and, for every other name, an all-null column of dtype Null (no memory),
+    in ``names`` order: ``canonicalize`` sees every column of the file."""
+    return pl.DataFrame([data.get_column(n) if n in data.columns else pl.repeat(None, height, dtype=pl.Null, eager=True).alias(n)
+                         for n in names])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -255,12 +376,20 @@ def read_ndjson(path: Path, notes: list[str]) -> pl.DataFrame:
 
 
 def read_parquet(path: Path) -> pl.DataFrame:
+    """Like ``read_csv``: the known columns, converted by ``aliases._to_float`` batch by batch into
+    contiguous buffers; the others as Null placeholders."""
     if path.stat().st_size == 0:
         raise RunLogError(f"{path}: empty file")
     try:
-        frame = read_parquet_checked(path)
+        rows, names = parquet_footer(path)
+        wanted = [n for n in names if not n.endswith(("__MIN", "__MAX")) and match_column(n) is not None]
+        buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
+        lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX).select(ROW_INDEX, *wanted)
+        fill_from_scan(buffers, lazy, 0, rows, convert=_floats)
+        height = buffers.rows if wanted else rows
+        data = buffers.frame(wanted)
     except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
         raise RunLogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    if frame.height == 0:
+    if height == 0:
         raise RunLogError(f"{path}: no rows")
-    return frame
+    return _with_placeholders(names, data, height)

@@ -192,8 +192,13 @@ def run_detectors(ctx: Context) -> list[Finding]:
     findings = _resolve(findings)
     before = ctx.cfg.coincide_frac * ctx.span
     after = max(ctx.cfg.smooth_frac * ctx.span, 2.0 * ctx.span / max(1, ctx.cfg.bins))
-    out = [f if f.coincides_with is not None else link(ctx, f, coinciding(ctx.interventions, f.kind, f.step, before, after))
-           for f in findings]
+    # A feature that stops firing counts as dead only a dead window later: a change in the dead count
+    # can follow its cause by that much.
+    w = ctx.config.get("dead_window")
+    lag = float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < ctx.span else 0.0
+    out = [f if f.coincides_with is not None else
+           link(ctx, f, coinciding(ctx.interventions, f.kind, f.step, before + (lag if f.metric.startswith("dead") else 0),
+                                   after)) for f in findings]
     return sorted(out, key=lambda f: (f.step, f.kind.value, f.metric))
 
 
@@ -217,14 +222,16 @@ def _overlap(a: Finding, b: Finding) -> float:
 
 
 def _resolve(findings: list[Finding]) -> list[Finding]:
-    """A plateau inside an oscillation is not flat; a metric that diverged is not 'not converged'."""
+    """A plateau inside an oscillation is not flat; a metric that diverged is not 'not converged'; nor
+    is one that oscillates through the closing window (its half-window medians follow the swing)."""
     diverged = {f.metric for f in findings if f.kind == FindingKind.DIVERGED and f.severity == "fail"}
     osc = [f for f in findings if f.kind == FindingKind.OSCILLATION]
     out = []
     for f in findings:
         if f.kind == FindingKind.NOT_CONVERGED and (f.metric in diverged or ("loss" in diverged and f.metric in ("loss", "mse"))):
             continue
-        if f.kind == FindingKind.PLATEAU and any(o.metric == f.metric and _overlap(f, o) > 0.5 for o in osc):
+        if f.kind in (FindingKind.PLATEAU, FindingKind.NOT_CONVERGED) and any(
+                o.metric == f.metric and _overlap(f, o) > 0.5 for o in osc):
             continue
         out.append(f)
     return out

@@ -16,6 +16,11 @@ from . import Context, cap, finding, label
 
 #: A dead fraction below this is "no dead features to speak of" (a flat zero is healthy, not a plateau).
 DEAD_NEGLIGIBLE = 0.005
+#: Autocorrelation a periodic swing reaches at half its period (negative) and at its period.
+PERIODIC_NEG = 0.4
+PERIODIC_POS = 0.2
+#: A secondary rise climbs at least this many times faster than the plateau before it.
+RISE_SLOPE_RATIO = 4.0
 #: A stretch whose level moved by more than this factor (log metrics) from its first tenth to its
 #: last tenth is not flat, whatever the binned curve said.
 FLAT_RATIO = 1.25
@@ -138,6 +143,11 @@ def secondary_rise(ctx: Context) -> list[Finding]:
         if end_level - level < floor or np.mean(d.y[j + 1:] > level) < 0.8:
             continue
         a, b = float(d.x[i]), float(d.x[j])
+        # The plateau must be flat next to the rise after it: a steady climb is one wave, not two.
+        slope_in = (float(np.median(d.y_raw[max(i, j - 3):j + 1])) - float(np.median(d.y_raw[i:i + 4]))) / max(b - a, 1.0)
+        slope_out = (end_level - level) / max(float(d.x[-1]) - b, 1.0)
+        if slope_out < RISE_SLOPE_RATIO * max(slope_in, 0.0):
+            continue
         c = d.claims
         claims = {"plateau": c.stat("median", a, b), "plateau_max": c.stat("max", a, b),
                   "final": c.stat("median", ctx.t1 - max(0.02 * ctx.span, d.span / max(1, len(d.x)) * 3), ctx.t1)}
@@ -156,6 +166,24 @@ def secondary_rise(ctx: Context) -> list[Finding]:
         out.append(finding(FindingKind.SECONDARY_RISE, d.metric, int(claims["start"].value), ctx.t1, "warn", e,  # type: ignore[arg-type]
                            template, claims))
     return out[:1]
+
+
+def periodic(r: np.ndarray) -> bool:
+    """True when ``r`` swings with a period: its autocorrelation falls to ``-PERIODIC_NEG`` or below at
+    some lag and rises to ``PERIODIC_POS`` or above at twice that lag (white noise does neither)."""
+    r = r[np.isfinite(r)]
+    n = len(r)
+    if n < 12:
+        return False
+    r = r - np.mean(r)
+    var = float(np.dot(r, r))
+    if var <= 0:
+        return False
+    acf = np.array([float(np.dot(r[:-k], r[k:])) / var for k in range(1, n // 3 + 1)])
+    for lag in range(2, len(acf) // 2 + 1):
+        if acf[lag - 1] <= -PERIODIC_NEG and acf[2 * lag - 1] >= PERIODIC_POS:
+            return True
+    return False
 
 
 def oscillation(ctx: Context) -> list[Finding]:
@@ -179,6 +207,11 @@ def oscillation(ctx: Context) -> list[Finding]:
         noise = 1.4826 * np.nanmedian(np.abs(wind - dmed[:, None]), axis=1) / math.sqrt(2)
         floor = cfg.osc_min_amp_log if s.log else cfg.osc_min_amp_lin
         mask = (amp >= floor) & (amp >= cfg.osc_noise_mult * noise)
+        # A swing sampled a few times per period looks like noise point to point; its autocorrelation
+        # tells it apart (strongly negative at half a period, positive again at a full one).
+        for i, j in runs_of(amp >= floor):
+            if not mask[i:j + 1].all() and periodic(r[i:j + 1]):
+                mask[i:j + 1] = True
         for i, j in runs_of(mask):
             if s.frac(s.x[j]) - s.frac(s.x[i]) < cfg.osc_min_span:
                 continue

@@ -16,6 +16,15 @@ from ..series import Series
 from . import Context, finding, window
 
 
+#: A level (a trough, a recovered level) is a median over enough points that its noise stays below
+#: this on the log scale (0.2: the median cannot fake a 2.5x undershoot) ...
+LEVEL_NOISE = 0.2
+#: ... but over no more than this many points.
+MAX_LEVEL_POINTS = 200
+#: A recovery starts where L0 is this share of the way up from the trough (log scale).
+CLIMB_SHARE = 0.15
+
+
 @dataclass(frozen=True)
 class Trough:
     """The deepest undershoot of L0 that the run climbed back from (bin indices of ``Series.y``)."""
@@ -36,8 +45,49 @@ def settled_level(s: Series) -> float:
     return float(np.median(second if len(second) else s.y_raw))
 
 
+def point_noise(ctx: Context, s: Series) -> float:
+    """Robust point-to-point noise of the raw values on the working scale (log for L0), from at most
+    ~200K evenly strided points."""
+    key = ("point_noise", s.metric)
+    if key not in ctx.cache:
+        v = s.value[:: max(1, len(s.value) // 200_000)]
+        if s.log:
+            v = np.log(v[v > 0])
+        d = np.diff(v)
+        ctx.cache[key] = float(1.4826 * np.median(np.abs(d)) / math.sqrt(2)) if len(d) > 2 else 0.0
+    return ctx.cache[key]
+
+
+def min_points(ctx: Context, s: Series) -> int:
+    """Logged points a level is measured over: enough that the median's noise (about 1.25 sigma /
+    sqrt(n)) stays under ``LEVEL_NOISE`` on the working scale."""
+    sigma = point_noise(ctx, s)
+    return int(min(MAX_LEVEL_POINTS, max(3, math.ceil((1.25 * sigma / LEVEL_NOISE) ** 2))))
+
+
+def trough_claims(ctx: Context, s: Series, tr: Trough) -> dict[str, Claim] | None:
+    """The settled level and the trough (a median over enough logged points around the trough bin)
+    as claims; None when the raw values do not bear out the undershoot the binned curve showed."""
+    key = ("trough", s.metric)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    c = s.claims
+    lo, hi = window(s, float(s.x[tr.index]), _half_width(ctx, s), min_points(ctx, s))
+    claims: dict[str, Claim] | None = {"settled": _settled(ctx, s), "trough": c.stat("median", lo, hi)}
+    st, tv = claims["settled"].value, claims["trough"].value  # type: ignore[index]
+    if st is None or tv is None or tv <= 0 or st / tv < ctx.cfg.collapse_undershoot:
+        claims = None
+    ctx.cache[key] = claims
+    return claims
+
+
 def find_trough(ctx: Context, s: Series) -> Trough | None:
-    """The collapse trough of ``s`` per the config's rules, or None."""
+    """The collapse trough of ``s`` per the config's rules (confirmed on the raw values), or None."""
+    tr = _find_trough(ctx, s)
+    return tr if tr is not None and trough_claims(ctx, s, tr) is not None else None
+
+
+def _find_trough(ctx: Context, s: Series) -> Trough | None:
     cfg = ctx.cfg
     if len(s.y) < 10 or not s.log:
         return None
@@ -197,8 +247,8 @@ def collapse(ctx: Context) -> list[Finding]:
 
 def _undershoot(ctx: Context, s: Series, tr: Trough) -> Finding:
     c = s.claims
-    lo, hi = window(s, float(s.x[tr.index]), _half_width(ctx, s))
-    claims: dict[str, Claim] = {"settled": _settled(ctx, s), "trough": c.stat("median", lo, hi)}
+    claims: dict[str, Claim] = dict(trough_claims(ctx, s, tr) or {})
+    lo, hi = claims["trough"].start_step, claims["trough"].end_step
     claims["undershoot"] = ratio("settled", "trough", claims)
     claims["start"] = c.first_step("below", claims["settled"].value, float(s.x[tr.start_index]) - _half_width(ctx, s), hi)  # type: ignore[arg-type]
     target = ctx.target_claim()
@@ -265,15 +315,21 @@ def recovery(ctx: Context) -> list[Finding]:
     j = tr.index + 1 + (int(near[0]) if len(near) else int(np.argmax(after_y)))
     hw = _half_width(ctx, s)
     c = s.claims
-    t_lo, t_hi = window(s, float(s.x[tr.index]), hw)
-    r_lo, r_hi = window(s, float(s.x[j]), hw)
+    trough = (trough_claims(ctx, s, tr) or {})["trough"]
+    t_hi = float(trough.end_step)  # type: ignore[arg-type]
+    r_lo, r_hi = window(s, float(s.x[j]), hw, min_points(ctx, s))
     r_lo = max(r_lo, t_hi + 1)
-    claims: dict[str, Claim] = {"trough": c.stat("median", t_lo, t_hi), "recovered": c.stat("median", r_lo, r_hi)}
+    claims: dict[str, Claim] = {"trough": trough, "recovered": c.stat("median", r_lo, r_hi)}
     lo_v, hi_v = claims["trough"].value, claims["recovered"].value
     if lo_v is None or hi_v is None or lo_v <= 0 or hi_v / lo_v < ctx.cfg.recovery_ratio:
         return []
     claims["ratio"] = ratio("recovered", "trough", claims)
-    claims["climb"] = c.first_step("above", lo_v * (hi_v / lo_v) ** 0.25, float(s.x[tr.index]), r_hi)
+    # Where it starts climbing: the last bin still within CLIMB_SHARE of the way up (log scale), then
+    # the first logged value past that level.
+    share = math.log(hi_v / lo_v) * CLIMB_SHARE
+    low_bins = np.flatnonzero(s.y[tr.index:j + 1] <= tr.y + share)
+    j0 = tr.index + (int(low_bins[-1]) if len(low_bins) else 0)
+    claims["climb"] = c.first_step("above", lo_v * math.exp(share), float(s.x[j0]) - hw, r_hi)
     target = ctx.target_claim()
     partial = target is not None and ctx.target_l0 is not None and hi_v < ctx.target_for(s) * ctx.cfg.target_ok_band[0]  # type: ignore[operator]
     note = ""

@@ -71,13 +71,14 @@ def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, flo
             continue
         base_at, resid = _trailing_line(x[a:i], y[a:i])
         base = base_at(x[i])
+        level = float(np.median(y[a:i]))  # a line through a swinging window can overshoot: check the level too
         q05, q95 = np.percentile(resid, [5, 95])
         thr = max(floor, cfg.spike_band_mult * (q95 - q05) / 2)
         prior = detrended[early_from:a]
         if len(prior):
             thr = max(thr, float(np.max(prior)))
         e = y[i] - base
-        if abs(e) < thr:
+        if abs(e) < thr or (y[i] - level) * np.sign(e) < thr:
             i += 1
             continue
         sign = 1.0 if e > 0 else -1.0
