@@ -69,7 +69,7 @@ class RecoveryEvidence:
     ratio: float | None
     """recovered / trough."""
     climb: float | None
-    """First step after the trough with L0 past 15% of the way up (log scale): where it starts climbing."""
+    """First step after the trough with L0 past 10% of the way up (log scale): where it starts climbing."""
     partial: bool
     """True when it stayed below the target's ok band."""
     target: float | None

@@ -79,7 +79,7 @@ def _cuts(s: Series, fs: list[Finding]) -> list[float]:
 #: Share of a phase a finding must cover to name it (default one half).
 _SHARE = {K.OSCILLATION: 0.4, K.RECOVERY: 0.4}
 #: Sparsification ends where L0 first comes within this factor of its settled level ...
-_SETTLE_RATIO = 1.5
+_SETTLE_RATIO = 1.25
 #: ... when that happens within this fraction of the run; later, it ends at the steep fall's knee
 #: (a slow decay follows, as in the 001 curve).
 _SETTLE_BY = 0.35

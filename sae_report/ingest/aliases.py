@@ -215,6 +215,10 @@ def _dedup_steps(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     column: a later row that does not mention a metric (null) does not erase it, so metrics logged
     in separate calls at one step are joined, never forward-filled from other steps."""
     n = frame.height
+    step = frame.get_column("step")
+    if n < 2 or (step.null_count() == 0 and bool((step.diff().slice(1) > 0).all())):
+        # the usual log: already one row per step, in order; no sort, no copy of any column
+        return frame.with_columns(pl.col("step").set_sorted()), 0
     frame = frame.with_row_index("_row").sort(["step", "_row"])
     if frame.get_column("step").n_unique() == n:
         return frame.drop("_row"), 0
@@ -283,7 +287,8 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
     steps_int = step.round(0).cast(pl.Int64, strict=False)
     out = pl.DataFrame({"step": steps_int, **cols})
     bad = int((~finite).sum()) + int((finite & steps_int.is_null()).sum())
-    out = out.filter(pl.col("step").is_not_null())
+    if steps_int.null_count():
+        out = out.filter(pl.col("step").is_not_null())
     if bad:
         notes.append(f"{bad} row(s) without a usable step dropped")
     if out.height == 0:

@@ -27,8 +27,8 @@ import polars as pl
 from polars.exceptions import PanicException
 
 from ..runlog import RunData, RunLogError, read_config, read_events
-from ..runlog.reader import ROW_INDEX, ColumnBuffers, fill_from_scan, parquet_footer
-from .aliases import _to_float, canonicalize, match_column
+from ..runlog.reader import ROW_INDEX, ColumnBuffers, fill_from_scan, parquet_footer, split_nulls
+from .aliases import canonicalize, match_column
 
 #: Suffix -> kind.
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet",
@@ -262,11 +262,12 @@ def _parse_csv(path: Path, source: Path | bytes, sep: str, plain: bool, rows: in
             wanted = [n for n in names if not n.endswith(("__MIN", "__MAX")) and match_column(n) is not None]
             if wanted:
                 # plain files: polars parses the numbers itself; otherwise text, stripped and cast
-                # per batch (aliases._to_float, the rule for every reader)
-                lazy = pl.scan_csv(source, schema_overrides={n: pl.Float64 for n in wanted} if plain else None,
-                                   row_index_name=ROW_INDEX, **scan).select(ROW_INDEX, *wanted)
+                # (aliases._to_float, the rule for every reader)
+                dtype = pl.Float64 if plain else pl.String
+                lazy = pl.scan_csv(source, schema_overrides={n: dtype for n in wanted}, row_index_name=ROW_INDEX,
+                                   **scan).select(ROW_INDEX, *split_nulls({n: _float_expr(n, dtype) for n in wanted}))
                 buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
-                fill_from_scan(buffers, lazy, 0, rows, convert=_floats)
+                fill_from_scan(buffers, lazy, 0, rows)
                 data = buffers.frame(wanted)
                 height = data.height
             else:
@@ -280,8 +281,27 @@ def _parse_csv(path: Path, source: Path | bytes, sep: str, plain: bool, rows: in
     return _with_placeholders(names, data, height)
 
 
-def _floats(batch: pl.DataFrame) -> pl.DataFrame:
-    return batch.with_columns([_to_float(batch.get_column(c)) for c in batch.columns if c != ROW_INDEX])
+def _copy_casts(dtype: pl.DataType) -> bool:
+    """numpy turns these into float64 exactly as ``cast(pl.Float64)`` does (0/1 for booleans)."""
+    return dtype.is_integer() or dtype.is_float() or dtype == pl.Boolean
+
+
+def _float_expr(name: str, dtype: pl.DataType) -> pl.Expr:
+    """``aliases._to_float`` as an expression, so that a scan converts as it reads: Float64 as
+    is; text stripped and cast (``nan``, ``Infinity`` become numbers, junk null); Boolean cast;
+    anything else cast where polars can, else null."""
+    col = pl.col(name)
+    if dtype == pl.Float64:
+        return col
+    if dtype == pl.String:
+        return col.str.strip_chars().cast(pl.Float64, strict=False)
+    if dtype == pl.Boolean:
+        return col.cast(pl.Float64)
+    try:
+        pl.Series(name, [], dtype=dtype).cast(pl.Float64, strict=False)
+    except Exception:  # nested or object types: nothing usable
+        return pl.lit(None, dtype=pl.Float64)
+    return col.cast(pl.Float64, strict=False)
 
 
 def _with_placeholders(names: list[str], data: pl.DataFrame, height: int) -> pl.DataFrame:
@@ -376,16 +396,21 @@ def read_ndjson(path: Path, notes: list[str]) -> pl.DataFrame:
 
 
 def read_parquet(path: Path) -> pl.DataFrame:
-    """Like ``read_csv``: the known columns, converted by ``aliases._to_float`` batch by batch into
-    contiguous buffers; the others as Null placeholders."""
+    """Like ``read_csv``: the known columns, converted as ``aliases._to_float`` does, straight into
+    contiguous buffers (batch by batch for a long file); the others as Null placeholders."""
     if path.stat().st_size == 0:
         raise RunLogError(f"{path}: empty file")
     try:
         rows, names = parquet_footer(path)
         wanted = [n for n in names if not n.endswith(("__MIN", "__MAX")) and match_column(n) is not None]
         buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
-        lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX).select(ROW_INDEX, *wanted)
-        fill_from_scan(buffers, lazy, 0, rows, convert=_floats)
+        lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX)
+        schema = lazy.collect_schema()
+        # numbers and booleans come as they are and become Float64 as numpy copies them into the
+        # buffers (the same conversion as a cast, without the streaming engine holding cast copies)
+        lazy = lazy.select(ROW_INDEX, *[pl.col(n) if _copy_casts(schema[n]) else _float_expr(n, schema[n]).alias(n)
+                                        for n in wanted])
+        fill_from_scan(buffers, lazy, 0, rows)
         height = buffers.rows if wanted else rows
         data = buffers.frame(wanted)
     except (Exception, PanicException) as exc:  # a corrupt file can make polars panic

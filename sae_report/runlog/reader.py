@@ -7,7 +7,7 @@ import json
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import polars as pl
@@ -127,6 +127,8 @@ def _first_line(exc: BaseException) -> str:
 
 #: Name of the row-number column added to scans (no real column is called this).
 ROW_INDEX = "\x00row"
+#: Suffix of the Boolean column ``split_nulls`` adds beside a column.
+NULLS = "\x00null"
 #: numpy dtype of each metric column.
 _NUMPY = {c: (np.int64 if c == "step" else np.float64) for c in METRIC_COLUMNS}
 
@@ -139,6 +141,16 @@ def _anonymous(n: int, dtype: Any) -> np.ndarray:
     for, and which makes first touch several times slower on this kind of VM)."""
     dt = np.dtype(dtype)
     return np.frombuffer(mmap.mmap(-1, max(1, n * dt.itemsize)), dtype=dt, count=n)
+
+
+def split_nulls(columns: Mapping[str, pl.Expr]) -> list[pl.Expr]:
+    """Each column as its values with nulls filled (0) and a Boolean ``name + NULLS`` column:
+    what ``ColumnBuffers.put`` copies with no polars call per batch (a scan computes both as it
+    reads)."""
+    out: list[pl.Expr] = []
+    for name, expr in columns.items():
+        out += [expr.fill_null(0).alias(name), expr.is_null().alias(name + NULLS)]
+    return out
 
 
 class ColumnBuffers:
@@ -189,7 +201,8 @@ class ColumnBuffers:
     def put(self, frame: pl.DataFrame, at: int | np.ndarray) -> None:
         """Write ``frame``'s rows from row ``at`` on (or at one index per row). Its declared
         columns must already have their declared dtype; other columns are ignored; declared
-        columns it lacks are null in these rows."""
+        columns it lacks are null in these rows. A column may come split by ``split_nulls``
+        (nulls filled, plus a Boolean ``name + NULLS`` column), which costs no polars call here."""
         n = frame.height
         if isinstance(at, np.ndarray):
             where: slice | np.ndarray = at
@@ -199,15 +212,24 @@ class ColumnBuffers:
         if not n:
             return
         self._reserve(end)
+        names = set(frame.columns)
         present = [c for c in frame.columns if c in self.dtypes]
         self.declare(present)
         for name in present:
             s = frame.get_column(name)
+            if name + NULLS in names:
+                self.values[name][where] = s.to_numpy()
+                isnull = frame.get_column(name + NULLS).to_numpy()
+                if isnull.any():
+                    self._mask(name)[where] = isnull
+                elif name in self.nulls:
+                    self.nulls[name][where] = False
+                continue
             nulls = s.null_count()
             if nulls < n:
                 self.values[name][where] = (s.fill_null(0) if nulls else s).to_numpy()
             if nulls:
-                self._mask(name)[where] = s.is_null().to_numpy()
+                self._mask(name)[where] = True if nulls == n else s.is_null().to_numpy()
             elif name in self.nulls:
                 self.nulls[name][where] = False
         for name in self.values.keys() - set(present):
@@ -264,27 +286,35 @@ def _zero_copy_series(name: str, values: np.ndarray, mask: np.ndarray | None) ->
 EAGER_ROWS = 1_000_000
 
 
-def fill_from_scan(buffers: ColumnBuffers, frame: pl.LazyFrame, at: int, rows: int) -> int:
-    """Run ``frame`` (a scan with the ``ROW_INDEX`` column) into ``buffers`` from row ``at``:
-    at once when it holds at most ``EAGER_ROWS`` rows (about ``rows``), else batch by batch.
-    Returns the rows written. Rows land where their row number says, whatever order an engine
-    delivers them in."""
-    if rows <= EAGER_ROWS:
-        batches: Iterable[pl.DataFrame] = (frame.collect(),)
+def fill_from_scan(buffers: ColumnBuffers, frame: pl.LazyFrame, at: int, rows: int,
+                   convert: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> int:
+    """Run ``frame`` (a scan with its ``ROW_INDEX`` column, numbered by the scan itself) into
+    ``buffers`` from row ``at``; returns the rows written.
+
+    Up to ``EAGER_ROWS`` rows (about ``rows``) it is collected at once and each row lands where
+    its row number says, whatever order an engine delivers them in. Longer sources go batch by
+    batch (``collect_batches(maintain_order=True)``, which keeps the source's order), without
+    the row numbers, which would make the streaming engine hold far more in flight. ``convert``
+    is applied to each batch."""
+    if rows > EAGER_ROWS:
+        written = 0
+        for batch in frame.drop(ROW_INDEX).collect_batches(maintain_order=True):
+            if batch.height:
+                buffers.put(convert(batch) if convert is not None else batch, at + written)
+                written += batch.height
+        return written
+    batch = frame.collect()
+    if not batch.height:
+        return 0
+    if convert is not None:
+        batch = convert(batch)
+    index = batch.get_column(ROW_INDEX).to_numpy()
+    first = int(index[0])
+    if index[-1] - first == len(index) - 1 and (len(index) < 3 or bool(np.all(np.diff(index) == 1))):
+        buffers.put(batch, at + first)
     else:
-        batches = frame.collect_batches(maintain_order=True)
-    written = 0
-    for batch in batches:
-        if not batch.height:
-            continue
-        index = batch.get_column(ROW_INDEX).to_numpy()
-        first = int(index[0])
-        if index[-1] - first == len(index) - 1 and (len(index) < 3 or bool(np.all(np.diff(index) == 1))):
-            buffers.put(batch, at + first)
-        else:
-            buffers.put(batch, index.astype(np.int64) + at)
-        written += batch.height
-    return written
+        buffers.put(batch, index.astype(np.int64) + at)
+    return batch.height
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,11 +442,12 @@ def _apply_run_rules(buffers: ColumnBuffers, ranges: list[tuple[int, int]], note
     if missing is None and (n < 2 or bool(np.all(step[1:] > step[:-1]))):
         return  # the usual log: steps strictly increasing in write order, nothing to drop
     valid = ~missing if missing is not None else np.ones(n, dtype=bool)
+    n_valid = int(np.count_nonzero(valid))
     firsts: list[int | None] = []
     for start, rows in ranges:
         seg = step[start:start + rows][valid[start:start + rows]]
         firsts.append(int(seg.min()) if len(seg) else None)
-    keep = valid
+    keep = valid  # (valid is not needed after this)
     cutoff: int | None = None
     for (start, rows), first in zip(reversed(ranges), reversed(firsts)):
         if cutoff is not None:
@@ -431,7 +462,6 @@ def _apply_run_rules(buffers: ColumnBuffers, ranges: list[tuple[int, int]], note
         last = np.ones(len(s), dtype=bool)
         last[:-1] = s[1:] != s[:-1]  # the last written row of each step
         order = order[last]
-    n_valid = int(np.count_nonzero(valid)) if missing is not None else n
     buffers.take(order)
     if missing is not None:
         notes.append(f"{n - n_valid} row(s) without a step dropped")

@@ -22,7 +22,7 @@ LEVEL_NOISE = 0.2
 #: ... but over no more than this many points.
 MAX_LEVEL_POINTS = 200
 #: A recovery starts where L0 is this share of the way up from the trough (log scale).
-CLIMB_SHARE = 0.15
+CLIMB_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,25 @@ def min_points(ctx: Context, s: Series) -> int:
     return int(min(MAX_LEVEL_POINTS, max(3, math.ceil((1.25 * sigma / LEVEL_NOISE) ** 2))))
 
 
+def _lowest_window(s: Series, centre: float, half_width: float, n: int) -> tuple[float, float]:
+    """The span the trough level is measured over: ``n`` consecutive logged points (at least
+    ``half_width`` each side when the log is dense) holding the trough, placed where their median is
+    lowest, so a steep fall into a trough a few rows wide does not lift the level."""
+    lo, hi = window(s, centre, half_width, n)
+    st, v = s.step, s.value
+    a, b = int(np.searchsorted(st, lo)), int(np.searchsorted(st, hi, side="right"))
+    m = b - a
+    i = int(np.clip(np.searchsorted(st, centre), 0, len(st) - 1))
+    if m < 1 or m > 64:
+        return lo, hi
+    best, best_med = (lo, hi), float(np.median(v[a:b]))
+    for k in range(max(0, i - m + 1), min(i, len(st) - m) + 1):
+        med = float(np.median(v[k:k + m]))
+        if med < best_med:
+            best, best_med = (float(st[k]), float(st[k + m - 1])), med
+    return best
+
+
 def trough_claims(ctx: Context, s: Series, tr: Trough) -> dict[str, Claim] | None:
     """The settled level and the trough (a median over enough logged points around the trough bin)
     as claims; None when the raw values do not bear out the undershoot the binned curve showed."""
@@ -72,7 +91,7 @@ def trough_claims(ctx: Context, s: Series, tr: Trough) -> dict[str, Claim] | Non
     if key in ctx.cache:
         return ctx.cache[key]
     c = s.claims
-    lo, hi = window(s, float(s.x[tr.index]), _half_width(ctx, s), min_points(ctx, s))
+    lo, hi = _lowest_window(s, float(s.x[tr.index]), _half_width(ctx, s), min_points(ctx, s))
     claims: dict[str, Claim] | None = {"settled": _settled(ctx, s), "trough": c.stat("median", lo, hi)}
     st, tv = claims["settled"].value, claims["trough"].value  # type: ignore[index]
     if st is None or tv is None or tv <= 0 or st / tv < ctx.cfg.collapse_undershoot:
@@ -327,9 +346,10 @@ def recovery(ctx: Context) -> list[Finding]:
     # Where it starts climbing: the last bin still within CLIMB_SHARE of the way up (log scale), then
     # the first logged value past that level.
     share = math.log(hi_v / lo_v) * CLIMB_SHARE
-    low_bins = np.flatnonzero(s.y[tr.index:j + 1] <= tr.y + share)
+    # the last bin still at the trough (within half that share): noise above it does not date it
+    low_bins = np.flatnonzero(s.y[tr.index:j + 1] <= tr.y + share / 2)
     j0 = tr.index + (int(low_bins[-1]) if len(low_bins) else 0)
-    claims["climb"] = c.first_step("above", lo_v * math.exp(share), float(s.x[j0]) - hw, r_hi)
+    claims["climb"] = c.first_step("above", lo_v * math.exp(share), float(s.x[j0]), r_hi)
     target = ctx.target_claim()
     partial = target is not None and ctx.target_l0 is not None and hi_v < ctx.target_for(s) * ctx.cfg.target_ok_band[0]  # type: ignore[operator]
     note = ""

@@ -21,8 +21,12 @@ import numpy as np
 from .. import evidence as ev
 from ..claims import Claim, difference, ratio
 from ..result import Finding, FindingKind
-from ..series import Series, rolling_median
+from ..series import Series
 from . import Context, cap, finding, label
+
+
+#: A late spike must exceed every earlier excursion (measured the same way) by this factor.
+SPIKE_OVER_PRIOR = 1.2
 
 
 def _trailing_line(tx: np.ndarray, ty: np.ndarray):
@@ -48,8 +52,33 @@ def _feature_scale(ctx: Context, s: Series) -> float | None:
     return None
 
 
+def _excursions(s: Series, base_w: float) -> tuple[np.ndarray, np.ndarray, list]:
+    """For every bin: its excursion from the robust line through the trailing window before it (0
+    where that window is too short; kept only when the trailing median agrees on its sign and size),
+    the half-width of the window's 5-95% residual band, and the line (a callable) itself."""
+    x, y = s.x, s.y_raw
+    n = len(y)
+    lo_idx = np.searchsorted(x, x - base_w)
+    exc, band = np.zeros(n), np.zeros(n)
+    lines: list = [None] * n
+    for i in range(n):
+        a = int(lo_idx[i])
+        if i - a < 5:
+            continue
+        base_at, resid = _trailing_line(x[a:i], y[a:i])
+        e = y[i] - base_at(x[i])
+        level = float(np.median(y[a:i]))  # a line through a swinging window can overshoot: check the level too
+        e = float(np.sign(e) * min(abs(e), max(0.0, (y[i] - level) * np.sign(e))))
+        q05, q95 = np.percentile(resid, [5, 95])
+        exc[i], band[i], lines[i] = e, (q95 - q05) / 2, base_at
+    return exc, band, lines
+
+
 def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, float, float] | None:
-    """The largest qualifying excursion as (first bin, bin it came back at, sign, size), or None."""
+    """The largest qualifying excursion as (first bin, bin it came back at, sign, size), or None.
+    An excursion qualifies only if it is larger than every excursion measured the same way earlier
+    in the run (after its first 30%, before its own trailing window): a swing the run has already
+    made many times is not a spike."""
     cfg = ctx.cfg
     x, y = s.x, s.y_raw
     n = len(y)
@@ -58,27 +87,23 @@ def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, flo
     base_w = cfg.spike_baseline * s.span
     floor = cfg.spike_min_log if s.log else cfg.spike_min_lin
     floor = max(floor, cfg.spike_noise_z * s.noise)
-    detrended = np.abs(y - rolling_median(y, max(3, s.bins_of(cfg.osc_window)) | 1))
+    exc, band, lines = _excursions(s, base_w)
     i = int(np.searchsorted(x, s.t0 + (1 - cfg.late_frac) * s.span))
-    lo_idx = np.searchsorted(x, x - base_w)
     early_from = int(np.searchsorted(x, s.t0 + 0.3 * s.span))
     fscale = _feature_scale(ctx, s)
     best = None
     while i < n:
-        a = int(lo_idx[i])
-        if i - a < 5:
+        base_at = lines[i]
+        if base_at is None:
             i += 1
             continue
-        base_at, resid = _trailing_line(x[a:i], y[a:i])
-        base = base_at(x[i])
-        level = float(np.median(y[a:i]))  # a line through a swinging window can overshoot: check the level too
-        q05, q95 = np.percentile(resid, [5, 95])
-        thr = max(floor, cfg.spike_band_mult * (q95 - q05) / 2)
-        prior = detrended[early_from:a]
+        thr = max(floor, cfg.spike_band_mult * band[i])
+        prior_end = int(np.searchsorted(x, x[i] - base_w))
+        prior = np.abs(exc[early_from:prior_end])
         if len(prior):
-            thr = max(thr, float(np.max(prior)))
-        e = y[i] - base
-        if abs(e) < thr or (y[i] - level) * np.sign(e) < thr:
+            thr = max(thr, SPIKE_OVER_PRIOR * float(np.max(prior)))
+        e = exc[i]
+        if abs(e) < thr:
             i += 1
             continue
         sign = 1.0 if e > 0 else -1.0
@@ -88,15 +113,14 @@ def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, flo
             k += 1
         came_back = k < n and x[k] <= back_limit
         excused = any(x[i] - base_w <= q <= x[min(k, n - 1)] for q in quiet)
-        size = abs(e)
         big_enough = True
         if fscale is not None:
-            level = math.exp(base) if s.log else base
+            level = math.exp(base_at(x[i])) if s.log else base_at(x[i])
             peak = math.exp(y[i]) if s.log else y[i]
             big_enough = abs(peak - level) * fscale >= cfg.spike_min_features
         if k - i >= cfg.spike_min_bins and came_back and not excused and big_enough:
-            if best is None or size > best[3]:
-                best = (i, k, sign, size)
+            if best is None or abs(e) > best[3]:
+                best = (i, k, sign, abs(e))
         i = max(k, i + 1)
     return best
 
