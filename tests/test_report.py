@@ -46,19 +46,30 @@ def writeup(tmp_path_factory):
     return writeup_data(tmp_path_factory.mktemp("run"), rows=500)
 
 
-def test_golden_markdown_of_the_writeup_run(writeup) -> None:
-    files = render_report(writeup_analysis(), writeup, ("md",), command=COMMAND, comparison=comparison(), date="2025-11-01")
-    md = files["report.md"].decode()
-    _check_golden("report_writeup.md", md)
-    # The write-up's content, with the numbers of this run's log (tests/test_claims.py checks them).
+def test_golden_markdown_of_the_writeup_run(tmp_path) -> None:
+    """The write-up's run beside its two siblings, as `sae-report fixtures demo/` writes them: the
+    report reads like the write-up, and every claim in it is true of the run's raw log."""
+    from claimcheck import RawLog, check_document
+    from sae_report.fixtures import write_siblings
+    from sae_report.pipeline import analyze_path
+
+    runs = write_siblings(tmp_path, rows=500)
+    run_dir = runs[-1].run_dir
+    result = analyze_path(run_dir, formats=())
+    assert check_document(json.loads(json.dumps(result.analysis.to_dict())), RawLog.read(run_dir)) == []
+    md = render_report(result.analysis, result.data, ("md",), command=COMMAND, comparison=result.comparison,
+                       date="2025-11-01")["report.md"].decode()
+    _check_golden("report_writeup_analyzed.md", md)
     for text in ("# Training Results Analysis: train_e01c6183", "**Date:** 2025-11-01", "```yaml\n",
                  "| **Final L0** | 2.18% | 5.0% | ⚠️ 44% (undershooting) |",
                  "| **train_e01c6183** (this run) | 0.065 | 10K | 2.18% | 44% (undershoot) |",
                  "<- Collapse", "**Phase 1: Initial collapse (Steps 0-", "**Phase 2: Recovery & instability",
-                 "Oscillation with late spike", "## Root Cause Notes", "### 1. Resampling thrash", "## Recommendations",
-                 "l1_alpha: 0.045   # was 0.065", "- **Coincides with:** the resample at step 90,000",
+                 "**Phase 3: Oscillation with late spike", "## Root Cause Notes", "### 1. Resampling thrash",
+                 "## Recommendations", "- **Coincides with:** the resample at step 90,000",
+                 "lower l1_alpha -> weaker sparsity penalty -> more active features -> higher L0",
                  "`sae-report analyze runs/train_e01c6183`"):
         assert text in md, text
+    assert not re.search(r"raise l1_alpha[^.|]*higher L0", md)
 
 
 @pytest.mark.parametrize("scenario,expect", [("writeup", "Collapse"), ("dead_000", "Secondary rise")])
@@ -69,8 +80,11 @@ def test_golden_markdown_from_the_analyzer(tmp_path, scenario, expect) -> None:
     analysis = analysis_mod.analyze(data)
     md = render_report(analysis, data, ("md",), command=f"sae-report analyze runs/{data.run_id}",
                        date="2025-11-01")["report.md"].decode()
-    _check_golden(f"report_{scenario}_analyzed.md", md)
+    _check_golden(f"report_{scenario}_analyzed.md" if scenario != "writeup" else "report_writeup_alone.md", md)
     assert "## Findings" in md and expect in md
+    from claimcheck import RawLog, check_document
+
+    assert check_document(json.loads(json.dumps(analysis.to_dict())), RawLog.read(run.run_dir)) == []
 
 
 def test_write_report_writes_every_format_atomically(writeup, tmp_path) -> None:

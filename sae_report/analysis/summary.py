@@ -157,7 +157,8 @@ def _status(ratio: float, cfg: AnalyzerConfig) -> str:
 def _shown_ratio(result: float, target: float) -> float:
     """result / target as the table shows it (a whole percent), so two rows showing the same
     percentage always get the same status."""
-    return round(result / target * 100) / 100
+    r = result / target * 100
+    return round(r) / 100 if math.isfinite(r) else r / 100
 
 
 def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary], findings: list[Finding]) -> list[Target]:

@@ -155,7 +155,7 @@ def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = ()) -> list[Re
                 parameter="l1_warmup_steps", current=int(current), proposed=int(warm),
                 low=float(_round_steps(0.05 * total)), high=float(_round_steps(max(warm * 2, 0.2 * total))),
                 reason=(f"Collapse came early (step {collapse.step:,} of {total:,}): the full sparsity penalty "
-                        f"{_harm(collapse)} before features found a role. Ramp l1_alpha up from 0 over the first "
+                        f"{_harm(collapse)} before the features found a role. Ramp l1_alpha up from 0 over the first "
                         f"{warm:,} steps (a piecewise schedule such as the write-up's Option 3 works too)."),
                 predicted_effect="A shallower early L0 undershoot and fewer dead features; the settled L0 is set "
                                  "by the final l1_alpha, so the l1 fit still applies."))

@@ -153,6 +153,9 @@ def _target(t: Mapping[str, Any], d_sae: int | None) -> dict[str, str]:
         target = fm.duration(tgt * unit if fm.is_num(tgt) else tgt)
         name = name.replace("(min)", "").replace("(s)", "").replace("(h)", "").strip()
         status_text = f"{mark} " + {"ok": "on schedule", "warn": "slower than expected", "fail": "far over"}.get(status, status)
+    elif "explained" in low:
+        result, target = fm.pct(res), fm.pct(tgt)
+        status_text = f"{mark} " + {"ok": "met", "warn": "close", "fail": "reconstructs almost nothing"}.get(status, status)
     else:
         result, target = fm.sig(res), fm.sig(tgt)
         status_text = f"{mark} " + {"ok": "met", "warn": "close", "fail": "missed"}.get(status, status)

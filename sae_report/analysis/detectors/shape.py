@@ -125,6 +125,13 @@ def plateau(ctx: Context) -> list[Finding]:
     return out
 
 
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope (0 for fewer than three points)."""
+    if len(x) < 3 or float(np.ptp(x)) == 0:
+        return 0.0
+    return float(np.polyfit(x - x[0], y, 1)[0])
+
+
 def secondary_rise(ctx: Context) -> list[Finding]:
     """After rising to a plateau, dead features start dying again: the metric climbs past the
     plateau's highest value and ends well above it. A first rise from zero is not one."""
@@ -143,10 +150,12 @@ def secondary_rise(ctx: Context) -> list[Finding]:
         if end_level - level < floor or np.mean(d.y[j + 1:] > level) < 0.8:
             continue
         a, b = float(d.x[i]), float(d.x[j])
-        # The plateau must be flat next to the rise after it: a steady climb is one wave, not two.
-        slope_in = (float(np.median(d.y_raw[max(i, j - 3):j + 1])) - float(np.median(d.y_raw[i:i + 4]))) / max(b - a, 1.0)
-        slope_out = (end_level - level) / max(float(d.x[-1]) - b, 1.0)
-        if slope_out < RISE_SLOPE_RATIO * max(slope_in, 0.0):
+        # The plateau must be a flattening between two climbs (fitted slopes): a steady climb with
+        # noise on it is one wave, not two.
+        slope_in = _slope(d.x[i:j + 1], d.y_raw[i:j + 1])
+        slope_out = _slope(d.x[j:], d.y_raw[j:])
+        slope_before = _slope(d.x[:i + 1], d.y_raw[:i + 1])
+        if min(slope_out, slope_before) < RISE_SLOPE_RATIO * max(slope_in, 0.0):
             continue
         c = d.claims
         claims = {"plateau": c.stat("median", a, b), "plateau_max": c.stat("max", a, b),
