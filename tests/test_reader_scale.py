@@ -262,3 +262,16 @@ def test_parquet_column_types_convert_as_to_float(tmp_path: Path, monkeypatch) -
     expected = canonicalize(pl.DataFrame([_to_float(frame[c]) for c in frame.columns]), {})
     assert_frame_equal(data.metrics, expected.frame)
     assert data.metrics["step"].to_list() == [1, 2, 3]
+
+
+def test_names_with_spaces_keep_the_fast_parse(tmp_path: Path, monkeypatch) -> None:
+    """Only values decide whether polars may parse the numbers itself: a header with spaces or
+    other scripts (W&B UI exports) does not send the file through text."""
+    seen = []
+    real = tables._parse_csv
+    monkeypatch.setattr(tables, "_parse_csv", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    f = tmp_path / "m.csv"
+    f.write_text("Step,train/loss,run α - note\n1,0.5,x\n2,nan,y\n")
+    assert tables.read(f).metrics["loss"].to_list()[0] == 0.5 and seen == [True]
+    f.write_text("Step,train/loss,run α - note\n1, 0.5,x\n2,nan,y\n")
+    assert tables.read(f).metrics["loss"].to_list()[0] == 0.5 and seen == [True, False]

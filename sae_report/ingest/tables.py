@@ -28,7 +28,7 @@ from polars.exceptions import PanicException
 
 from ..runlog import RunData, RunLogError, read_config, read_events
 from ..runlog.reader import ROW_INDEX, ColumnBuffers, fill_from_scan, parquet_footer, split_nulls
-from .aliases import canonicalize, match_column
+from .aliases import _to_float, canonicalize, match_column
 
 #: Suffix -> kind.
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet",
@@ -146,7 +146,8 @@ _SCAN_BLOCK = 1 << 20
 
 @dataclass
 class _Prescan:
-    """One pass over a CSV file, in 1 MiB blocks (nothing kept): what reading it needs to know."""
+    """One pass over a CSV file, in 1 MiB blocks (nothing kept): what reading it needs to know.
+    The flags describe the lines after the header."""
 
     size: int
     mtime_ns: int
@@ -177,12 +178,13 @@ class _Prescan:
 def _prescan(path: Path) -> _Prescan:
     st = path.stat()
     with open(path, "rb") as fh:
-        header = fh.readline()
-        fh.seek(0)
-        pre = _Prescan(size=st.st_size, mtime_ns=st.st_mtime_ns, header=header.rstrip(b"\n").removeprefix(_BOM),
-                       newlines=0, last_newline=-1, content=False)
+        # the header is only counted: names may hold spaces or other scripts, values are what matter
+        first = fh.readline()
+        offset = len(first)
+        pre = _Prescan(size=st.st_size, mtime_ns=st.st_mtime_ns, header=first.rstrip(b"\n").removeprefix(_BOM),
+                       newlines=first.count(b"\n"), last_newline=offset - 1 if first.endswith(b"\n") else -1,
+                       content=bool(first.strip()))
         block = bytearray(_SCAN_BLOCK)
-        offset = 0
         cr = crlf = 0
         prev_cr = False
         while offset < pre.size:
@@ -263,9 +265,9 @@ def _parse_csv(path: Path, source: Path | bytes, sep: str, plain: bool, rows: in
             if wanted:
                 # plain files: polars parses the numbers itself; otherwise text, stripped and cast
                 # (aliases._to_float, the rule for every reader)
-                dtype = pl.Float64 if plain else pl.String
-                lazy = pl.scan_csv(source, schema_overrides={n: dtype for n in wanted}, row_index_name=ROW_INDEX,
-                                   **scan).select(ROW_INDEX, *split_nulls({n: _float_expr(n, dtype) for n in wanted}))
+                lazy = pl.scan_csv(source, schema_overrides={n: pl.Float64 if plain else pl.String for n in wanted},
+                                   row_index_name=ROW_INDEX, **scan)
+                lazy = lazy.select(ROW_INDEX, *split_nulls({n: pl.col(n) if plain else _text_to_float(n) for n in wanted}))
                 buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
                 fill_from_scan(buffers, lazy, 0, rows)
                 data = buffers.frame(wanted)
@@ -286,22 +288,9 @@ def _copy_casts(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or dtype.is_float() or dtype == pl.Boolean
 
 
-def _float_expr(name: str, dtype: pl.DataType) -> pl.Expr:
-    """``aliases._to_float`` as an expression, so that a scan converts as it reads: Float64 as
-    is; text stripped and cast (``nan``, ``Infinity`` become numbers, junk null); Boolean cast;
-    anything else cast where polars can, else null."""
-    col = pl.col(name)
-    if dtype == pl.Float64:
-        return col
-    if dtype == pl.String:
-        return col.str.strip_chars().cast(pl.Float64, strict=False)
-    if dtype == pl.Boolean:
-        return col.cast(pl.Float64)
-    try:
-        pl.Series(name, [], dtype=dtype).cast(pl.Float64, strict=False)
-    except Exception:  # nested or object types: nothing usable
-        return pl.lit(None, dtype=pl.Float64)
-    return col.cast(pl.Float64, strict=False)
+def _text_to_float(name: str) -> pl.Expr:
+    """``aliases._to_float`` of a text column, as an expression a scan runs as it reads."""
+    return pl.col(name).str.strip_chars().cast(pl.Float64, strict=False)
 
 
 def _with_placeholders(names: list[str], data: pl.DataFrame, height: int) -> pl.DataFrame:
@@ -406,11 +395,17 @@ def read_parquet(path: Path) -> pl.DataFrame:
         buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
         lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX)
         schema = lazy.collect_schema()
-        # numbers and booleans come as they are and become Float64 as numpy copies them into the
-        # buffers (the same conversion as a cast, without the streaming engine holding cast copies)
-        lazy = lazy.select(ROW_INDEX, *[pl.col(n) if _copy_casts(schema[n]) else _float_expr(n, schema[n]).alias(n)
-                                        for n in wanted])
-        fill_from_scan(buffers, lazy, 0, rows)
+        # Numbers and booleans come as they are and become Float64 as numpy copies them into the
+        # buffers (what a cast does, without the streaming engine holding cast copies); text is
+        # stripped and cast as it is read; other types (dates, nested, ...) go through
+        # aliases._to_float batch by batch.
+        other = [n for n in wanted if not _copy_casts(schema[n]) and schema[n] != pl.String]
+        lazy = lazy.select(ROW_INDEX, *[_text_to_float(n) if schema[n] == pl.String else pl.col(n) for n in wanted])
+
+        def convert(batch: pl.DataFrame) -> pl.DataFrame:
+            return batch.with_columns([_to_float(batch.get_column(n)) for n in other])
+
+        fill_from_scan(buffers, lazy, 0, rows, convert=convert if other else None)
         height = buffers.rows if wanted else rows
         data = buffers.frame(wanted)
     except (Exception, PanicException) as exc:  # a corrupt file can make polars panic

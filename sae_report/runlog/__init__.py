@@ -20,6 +20,10 @@ Rules the reader applies (and other writers may rely on):
   parquet file.
 - A CSV line without its final newline (a write cut short by ``kill -9``) is dropped with a note.
 - ``nan``/``inf`` in any float column are kept: they are signals, not missing values.
+- A row without a step (an empty ``step`` cell) cannot be placed: it is dropped with a note.
+
+The metrics come back with each column in one contiguous buffer (``reader.ColumnBuffers``), so
+the analyzer's numpy views of them cost no copy.
 
 This module imports no torch: the analyzer uses it without the training extra.
 """
