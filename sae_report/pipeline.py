@@ -115,6 +115,8 @@ def analyze_path(path: str | Path, *, out_dir: str | Path | None = None,
     given = out_dir is not None
     target = Path(out_dir) if given else default_out_dir(data, path)
     _check_writable(target, given)
+    if "md" not in formats and "html" not in formats:  # no charts or templates to load
+        return PipelineResult(analysis, data, target, _write_json(analysis, target), comparison, notes)
     from .report import write_report
 
     try:
@@ -132,5 +134,5 @@ def _write_json(analysis: Analysis, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     p = out_dir / "analysis.json"
-    atomic_write_text(p, json.dumps(analysis.to_dict(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(p, json.dumps(analysis.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
     return [p]

@@ -29,6 +29,9 @@ from .verdict import verdict
 
 __all__ = ["AnalyzerConfig", "analyze", "OVERRIDE_KEYS"]
 
+#: Metrics the detectors judge (others are only summarised).
+SHAPE_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "explained_variance")
+
 #: Config keys a caller (the CLI flags) may fill or override.
 OVERRIDE_KEYS = ("target_l0", "d_sae", "l1_alpha", "learning_rate", "resample_interval", "total_steps",
                  "target_loss", "dead_window")
@@ -115,7 +118,7 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
         t1 = int(step_np[n_keep - 1]) if n_keep else t0
         skipped.append(Skipped("after_divergence", f"{frame.height - n_keep} row(s) from step {cut:,} on (the loss is NaN "
                                                    "or inf from there to the end) left out of the shape analysis"))
-    shape_metrics = [m for m in present if m not in ("tokens",)]
+    shape_metrics = [m for m in present if m in SHAPE_METRICS]
     binned = bin_all(judged, shape_metrics, t0, t1, cfg.bins) if judged.height else {}
     series = {}
     for m in shape_metrics:

@@ -22,12 +22,12 @@ from .claims import Claim, ClaimMaker, event_claim
 from .result import Intervention
 from .series import Series, logged
 
-#: Relative change between consecutive logged values below which a schedule column is constant.
-CONSTANT_RTOL = 1e-6
 #: A jump between two constant stretches smaller than this (relative) is not a change worth naming.
 MIN_JUMP = 0.01
 #: More inferred milestones than this in one column means it is not a schedule: none are kept.
 MAX_INFERRED = 50
+#: Longer schedule columns are read on an evenly strided sample first (milestones then dated exactly).
+MAX_SCHEDULE_ROWS = 100_000
 #: Shortest constant stretch (logged rows) that makes the change after it a milestone.
 MIN_CONSTANT_ROWS = 3
 
@@ -45,14 +45,36 @@ def schedule_milestones(step: np.ndarray, value: np.ndarray, column: str) -> lis
     Each is dated at the first step logged with the new value (a ramp's end: the first step of the
     constant stretch after it)."""
     ok = np.isfinite(value)
-    step, value = step[ok], value[ok]
+    if not ok.all():
+        step, value = step[ok], value[ok]
     if len(value) < 3:
         return []
+    if len(value) > MAX_SCHEDULE_ROWS:
+        # Find the milestones on an evenly strided sample, then date each on the full column.
+        stride = -(-len(value) // MAX_SCHEDULE_ROWS)
+        coarse = _milestones(step[::stride], value[::stride], column)
+        return [_refine(iv, step, value, stride) for iv in coarse]
+    return _milestones(step, value, column)
+
+
+def _refine(iv: Intervention, step: np.ndarray, value: np.ndarray, stride: int) -> Intervention:
+    """Date a milestone found on a strided sample at the first full-resolution row with the new value
+    (for an end: the first row of the stretch the ramp ends in)."""
+    j = int(np.searchsorted(step, iv.step))  # a sampled row: the change lies in (j - stride, j]
+    lo = max(0, j - stride)
+    seg = value[lo:j + 1]
+    if "done" in iv.reason and "starts" not in iv.reason:
+        k = int(np.argmax(seg == seg[-1]))  # the first row already at the value it settles at
+    else:
+        k = int(np.argmax(seg != seg[0]))  # the first row that moved away
+    return Intervention(iv.kind, int(step[lo + k]), iv.inferred, iv.source, iv.reason)
+
+
+def _milestones(step: np.ndarray, value: np.ndarray, column: str) -> list[Intervention]:
     kind = COLUMN_KIND[column]
-    prev, cur = value[:-1], value[1:]
-    scale = np.maximum(np.abs(prev), np.abs(cur))
-    moved = np.abs(cur - prev) > CONSTANT_RTOL * np.where(scale > 0, scale, 1.0)
-    code = np.where(moved, np.sign(cur - prev), 0).astype(np.int8)
+    # A schedule is deterministic: a stretch is constant when its logged values are exactly equal
+    # (a cosine decay moves by less than any tolerance from one row to the next).
+    code = np.sign(np.diff(value)).astype(np.int8)
     # Stretches: runs of equal direction over the gaps between consecutive rows ([start, end) gaps;
     # a stretch of gaps [a, b) spans rows a..b).
     edges = np.flatnonzero(np.diff(code)) + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -52,10 +53,10 @@ class Series:
     all_value: np.ndarray
     """Every logged value, NaN/inf included (float64)."""
 
-    @property
+    @cached_property
     def claims(self) -> ClaimMaker:
         """Claims about this metric, computed from its raw logged values."""
-        return ClaimMaker(self.metric, self.all_step, self.all_value)
+        return ClaimMaker(self.metric, self.all_step, self.all_value, all_finite=not len(self.nonfinite_step))
 
     @property
     def span(self) -> int:

@@ -20,6 +20,8 @@ from .result import Finding, FindingKind, MetricSummary, StepRow, Target
 #: Metrics summarised, in report order.
 SUMMARY_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "l1", "explained_variance", "grad_norm",
                    "l1_alpha", "lr")
+#: Metrics whose second half and best value are summarised (the others: their final value).
+SETTLED_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "explained_variance")
 #: Metrics shown in the step table.
 TABLE_METRICS = ("l0_frac", "l0", "dead", "dead_frac", "loss", "explained_variance")
 #: Lower is better for these; higher for explained variance.
@@ -27,14 +29,20 @@ _LOWER_BETTER = ("loss", "mse", "l1", "dead", "dead_frac", "grad_norm")
 
 
 def metric_summaries(ctx: Context) -> dict[str, MetricSummary]:
-    """Final (the last logged value), second-half mean/std/median over the second half of the judged
-    span, and best (lowest loss, fewest dead, highest explained variance) of every metric."""
+    """Final (the last logged value) of every metric; for the metrics the reports judge (L0, dead
+    features, loss, MSE, explained variance) also the second-half mean/std/median over the second
+    half of the judged span, and the best value (lowest loss, fewest dead, highest explained
+    variance)."""
     out: dict[str, MetricSummary] = {}
     for m in SUMMARY_METRICS:
         c = ctx.columns.get(m)
         if c is None or not len(c.step):
             continue
         claims = {"final": c.last()}
+        if m not in SETTLED_METRICS:
+            out[m] = MetricSummary(metric=m, final=claims["final"].value, second_half_mean=None, second_half_std=None,
+                                   second_half_median=None, best=None, best_step=None, claims=claims)
+            continue
         for stat in ("mean", "std", "median"):
             claims[f"second_half_{stat}"] = c.stat(stat, ctx.half, ctx.t1)
         if m in _LOWER_BETTER or m == "explained_variance":

@@ -130,7 +130,7 @@ def window(s: Series, centre: float, half_width: float, min_points: int = 3) -> 
     st = s.step
     if not len(st):
         return lo, hi
-    i = int(np.searchsorted(st, centre))
+    i = int(np.searchsorted(st, np.int64(round(centre))))  # an int key: no float copy of the steps
     a, b = max(0, i - min_points // 2 - 1), min(len(st) - 1, i + min_points // 2)
     return float(min(lo, st[a])), float(max(hi, st[b]))
 

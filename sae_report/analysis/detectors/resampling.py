@@ -40,6 +40,9 @@ def measure_resamples(ctx: Context) -> list[ResampleRecord]:
     ivs = _resamples(ctx)
     d = ctx.series.get("dead_frac")
     window = config_claim("dead_window", ctx.config, unit="count")
+    gap = 1.0
+    if d is not None and len(d.step) > 1:  # the logging interval, from a sample of the steps
+        gap = float(np.median(np.diff(d.step[:: max(1, len(d.step) // 100_000)])))
     records = []
     for k, iv in enumerate(ivs):
         e = iv.step
@@ -55,7 +58,7 @@ def measure_resamples(ctx: Context) -> list[ResampleRecord]:
             continue
         # The last row logged before the resample (a tool may log the resample's own step after it).
         i = int(np.searchsorted(d.step, np.int64(e), side="left")) - 1
-        log_gap = float(np.median(np.diff(d.step))) if len(d.step) > 1 else 1.0
+        log_gap = gap
         reach = max(window.value or 0.25 * (nxt - e), 2 * log_gap)
         if i < 0:
             records.append(ResampleRecord(e, n_res, None, None, None, "no_data", int(nxt), claims))

@@ -71,9 +71,10 @@ def _lowest_window(s: Series, centre: float, half_width: float, n: int) -> tuple
     lowest, so a steep fall into a trough a few rows wide does not lift the level."""
     lo, hi = window(s, centre, half_width, n)
     st, v = s.step, s.value
-    a, b = int(np.searchsorted(st, lo)), int(np.searchsorted(st, hi, side="right"))
+    a = int(np.searchsorted(st, np.int64(math.ceil(lo))))
+    b = int(np.searchsorted(st, np.int64(math.floor(hi)), side="right"))
     m = b - a
-    i = int(np.clip(np.searchsorted(st, centre), 0, len(st) - 1))
+    i = int(np.clip(np.searchsorted(st, np.int64(round(centre))), 0, len(st) - 1))
     if m < 1 or m > 64:
         return lo, hi
     best, best_med = (lo, hi), float(np.median(v[a:b]))
@@ -143,6 +144,8 @@ def _settled(ctx: Context, s: Series) -> Claim:
 def broken(ctx: Context) -> dict[str, Claim] | None:
     """Claims showing the SAE ends broken: L0 below ``broken_l0`` active features per token, or
     explained variance below ``broken_ev``, as medians over the last ``broken_tail`` of the run."""
+    if "broken" in ctx.cache:
+        return ctx.cache["broken"]
     cfg = ctx.cfg
     a, b = ctx.t1 - cfg.broken_tail * ctx.span, ctx.t1
     claims: dict[str, Claim] = {}
@@ -157,7 +160,8 @@ def broken(ctx: Context) -> dict[str, Claim] | None:
         claims["ev_tail"] = evs.claims.stat("median", a, b)
     low_l0 = "l0_tail" in claims and claims["l0_tail"].value is not None and claims["l0_tail"].value < cfg.broken_l0
     low_ev = "ev_tail" in claims and claims["ev_tail"].value is not None and claims["ev_tail"].value < cfg.broken_ev
-    return claims if (low_l0 or low_ev) else None
+    ctx.cache["broken"] = claims if (low_l0 or low_ev) else None
+    return ctx.cache["broken"]
 
 
 def sparsification(ctx: Context) -> list[Finding]:

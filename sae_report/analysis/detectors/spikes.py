@@ -29,20 +29,6 @@ from . import Context, cap, finding, label
 SPIKE_OVER_PRIOR = 1.2
 
 
-def _trailing_line(tx: np.ndarray, ty: np.ndarray):
-    """Robust line through a trailing window (medians of its two halves). Returns (baseline at x,
-    residuals)."""
-    h = len(ty) // 2
-    m1, m2 = float(np.median(ty[:h])), float(np.median(ty[h:]))
-    c1, c2 = float(np.median(tx[:h])), float(np.median(tx[h:]))
-    slope = (m2 - m1) / (c2 - c1) if c2 > c1 else 0.0
-
-    def at(xv: float) -> float:
-        return m2 + slope * (xv - c2)
-
-    return at, ty - (m2 + slope * (tx - c2))
-
-
 def _feature_scale(ctx: Context, s: Series) -> float | None:
     """Features per token per unit of the metric (None when not an L0 metric or d_sae unknown)."""
     if s.metric == "l0":
@@ -55,23 +41,39 @@ def _feature_scale(ctx: Context, s: Series) -> float | None:
 def _excursions(s: Series, base_w: float) -> tuple[np.ndarray, np.ndarray, list]:
     """For every bin: its excursion from the robust line through the trailing window before it (0
     where that window is too short; kept only when the trailing median agrees on its sign and size),
-    the half-width of the window's 5-95% residual band, and the line (a callable) itself."""
+    the half-width of the window's 5-95% residual band, and the line's (level, slope, centre) so the
+    caller can evaluate it. Vectorised over windows of a fixed number of bins (the bins are evenly
+    spaced), so a 500-bin curve costs a few array operations."""
     x, y = s.x, s.y_raw
     n = len(y)
-    lo_idx = np.searchsorted(x, x - base_w)
     exc, band = np.zeros(n), np.zeros(n)
     lines: list = [None] * n
-    for i in range(n):
-        a = int(lo_idx[i])
-        if i - a < 5:
-            continue
-        base_at, resid = _trailing_line(x[a:i], y[a:i])
-        e = y[i] - base_at(x[i])
-        level = float(np.median(y[a:i]))  # a line through a swinging window can overshoot: check the level too
-        e = float(np.sign(e) * min(abs(e), max(0.0, (y[i] - level) * np.sign(e))))
-        q05, q95 = np.percentile(resid, [5, 95])
-        exc[i], band[i], lines[i] = e, (q95 - q05) / 2, base_at
+    width = float(np.median(np.diff(x))) if n > 1 else 1.0
+    k = int(round(base_w / max(width, 1e-12)))
+    if n < 7 or k < 5 or k >= n:
+        return exc, band, lines
+    h = k // 2
+    wy = np.lib.stride_tricks.sliding_window_view(y, k)[:-1]  # window ending before bin i = j + k
+    wx = np.lib.stride_tricks.sliding_window_view(x, k)[:-1]
+    m1, m2 = np.median(wy[:, :h], axis=1), np.median(wy[:, h:], axis=1)
+    c1, c2 = np.median(wx[:, :h], axis=1), np.median(wx[:, h:], axis=1)
+    slope = np.where(c2 > c1, (m2 - m1) / np.where(c2 > c1, c2 - c1, 1.0), 0.0)
+    resid = wy - (m2[:, None] + slope[:, None] * (wx - c2[:, None]))
+    q05, q95 = np.percentile(resid, [5, 95], axis=1)
+    level = np.median(wy, axis=1)
+    idx = np.arange(k, n)
+    e = y[idx] - (m2 + slope * (x[idx] - c2))
+    sign = np.sign(e)
+    exc[idx] = sign * np.minimum(np.abs(e), np.maximum(0.0, (y[idx] - level) * sign))
+    band[idx] = (q95 - q05) / 2
+    for j, i in enumerate(idx.tolist()):
+        lines[i] = (float(m2[j]), float(slope[j]), float(c2[j]))
     return exc, band, lines
+
+
+def _at(line: tuple[float, float, float], xv: float) -> float:
+    m2, slope, c2 = line
+    return m2 + slope * (xv - c2)
 
 
 def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, float, float] | None:
@@ -93,8 +95,8 @@ def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, flo
     fscale = _feature_scale(ctx, s)
     best = None
     while i < n:
-        base_at = lines[i]
-        if base_at is None:
+        line = lines[i]
+        if line is None:
             i += 1
             continue
         thr = max(floor, cfg.spike_band_mult * band[i])
@@ -109,13 +111,13 @@ def _candidate(ctx: Context, s: Series, quiet: list[int]) -> tuple[int, int, flo
         sign = 1.0 if e > 0 else -1.0
         back_limit = x[i] + cfg.spike_max_span * s.span
         k = i + 1
-        while k < n and x[k] <= back_limit and (y[k] - base_at(x[k])) * sign >= thr / 2:
+        while k < n and x[k] <= back_limit and (y[k] - _at(line, x[k])) * sign >= thr / 2:
             k += 1
         came_back = k < n and x[k] <= back_limit
         excused = any(x[i] - base_w <= q <= x[min(k, n - 1)] for q in quiet)
         big_enough = True
         if fscale is not None:
-            level = math.exp(base_at(x[i])) if s.log else base_at(x[i])
+            level = math.exp(_at(line, x[i])) if s.log else _at(line, x[i])
             peak = math.exp(y[i]) if s.log else y[i]
             big_enough = abs(peak - level) * fscale >= cfg.spike_min_features
         if k - i >= cfg.spike_min_bins and came_back and not excused and big_enough:
