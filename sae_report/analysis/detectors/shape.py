@@ -112,15 +112,26 @@ def plateau(ctx: Context) -> list[Finding]:
     """Flat within ``plateau_tol`` of the metric's range for ``plateau_min_span`` of the run."""
     out = []
     for s in _shape_series(ctx):
+        spans: list[tuple[float, float]] = []
         for i, j in _plateaus(ctx, s):
             if i == 0 and s is ctx.dead:
                 continue  # a flat start of the dead curve is the dead window filling (dormancy)
-            claims = _flat_claims(ctx, s, float(s.x[i]), float(s.x[j]))
+            a, b = float(s.x[i]), float(s.x[j])
+            if _flat_claims(ctx, s, a, b) is None:
+                continue
+            # two flat stretches side by side at one level are one plateau
+            if spans and a - spans[-1][1] <= 3 * s.span / max(1, len(s.x)) and \
+                    _flat_claims(ctx, s, spans[-1][0], b) is not None:
+                spans[-1] = (spans[-1][0], b)
+            else:
+                spans.append((a, b))
+        for a, b in spans:
+            claims = _flat_claims(ctx, s, a, b)
             if claims is None:
                 continue
             template = (f"{cap(label(s.metric))} held at a median of {{level}} from step {{level.start_step}} to "
                         "{level.end_step} (a median of {first_level} over its first tenth, {last_level} over its last).")
-            out.append(finding(FindingKind.PLATEAU, s.metric, int(s.x[i]), int(s.x[j]), "info",
+            out.append(finding(FindingKind.PLATEAU, s.metric, int(a), int(b), "info",
                                ev.build(ev.PlateauEvidence, claims), template, claims))
     return out
 
