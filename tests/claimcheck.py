@@ -17,6 +17,7 @@ import math
 import re
 from typing import Any, Mapping
 
+import numpy as np
 import polars as pl
 
 from claimcheck_log import RawLog, as_float, as_step, says as _says, same, show as _show

@@ -75,6 +75,17 @@ def test_full_grid_claims_and_findings(tmp_path: Path) -> None:
     assert problems == []
 
 
+def test_claims_on_input_statistics_and_a_resumed_run(tmp_path: Path) -> None:
+    """Root causes quote the run's input statistics (outlier dimensions); a resumed run's later part
+    supersedes the rows of the crashed segment: both are claims the checker recomputes."""
+    from sae_report.fixtures import write_run
+
+    run = write_run(tmp_path, "writeup", steps=100_000, rows=800, with_stats=True, resume_at=0.5)
+    doc = _analysis_json(run.run_dir, tmp_path / "r")
+    assert [rc["kind"] for rc in doc["root_causes"]][:1] == ["outlier_inputs"]
+    assert check_document(doc, RawLog.read(run.run_dir)) == []
+
+
 # --- runs trained here ---------------------------------------------------------------------------
 
 torch = pytest.importorskip("torch")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from sae_report import __version__
-from sae_report.analysis.result import FindingKind, Intervention
+from sae_report.analysis.result import FindingKind
 from sae_report.fixtures import write_run
 from sae_report.report import render_report, write_report
 from sae_report.runlog import read_run
-from test_report_support import comparison, writeup_analysis, writeup_data
+from test_report_support import writeup_analysis, writeup_data
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SAE_REPORT_UPDATE_GOLDEN") == "1"

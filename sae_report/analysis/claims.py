@@ -378,12 +378,6 @@ def event_claim(kind: str, step: int) -> Claim:
     return Claim("events", "event_step", float(step), step=int(step), event=kind)
 
 
-def count_events(kind: str, events: Iterable[Any], a: int, b: int) -> Claim:
-    """Events of ``kind`` in [a, b]."""
-    n = sum(1 for e in events if e.kind == kind and a <= e.step <= b)
-    return Claim("events", "count_events", float(n), start_step=int(a), end_step=int(b), event=kind)
-
-
 def config_claim(key: str, config: Mapping[str, Any], unit: Unit = "") -> Claim:
     v = config.get(key)
     num = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None

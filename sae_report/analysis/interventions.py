@@ -11,7 +11,6 @@ that names it says so and shows the two logged values on either side of the chan
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -167,7 +166,3 @@ def describe(iv: Intervention, column: ClaimMaker | None) -> tuple[str, dict[str
     claims = {"iv_before": before, "iv": after}
     return (f"{what}{reason} at step {{iv.step}}, inferred from {src} ({{iv_before}} at step {{iv_before.step}}, "
             f"{{iv}} at step {{iv.step}})", claims)
-
-
-def is_finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

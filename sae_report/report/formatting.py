@@ -145,37 +145,6 @@ def label(key: str) -> str:
     return str(key).replace("_", " ").strip()
 
 
-_FRACTION_KEYS = ("from", "to", "min", "max", "mean", "std", "median", "level", "settled", "peak", "low", "high",
-                  "final", "best", "start", "end", "before", "after", "trough", "value", "target", "baseline",
-                  "trailing")
-
-
-def evidence_value(key: str, value: Any, metric: str = "") -> str:
-    """Format one evidence value by what its name (and the finding's metric) says it holds."""
-    k = str(key).lower()
-    if isinstance(value, (list, tuple)):
-        return ", ".join(evidence_value(key, v, metric) for v in value[:12]) + (" ..." if len(value) > 12 else "")
-    if isinstance(value, dict):
-        return ", ".join(f"{label(a)} {evidence_value(a, b, metric)}" for a, b in value.items())
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if not is_num(value):
-        return DASH if value is None else str(value)
-    v = float(value)
-    if "step" in k or k in ("at", "duration_steps", "length", "interval", "resample_interval", "window"):
-        return step(value)
-    if "ratio" in k or k.endswith("_x") or "factor" in k or k in ("undershoot", "overshoot"):
-        return f"{sig(value, 3)}x"
-    if "pct" in k or "percent" in k:
-        return f"{sig(value, 3)}%"
-    if "frac" in k and abs(v) <= 1.0:
-        return pct(value)
-    fraction_metric = metric.endswith("_frac")
-    if fraction_metric and abs(v) <= 1.0 and any(k == w or k.startswith(w + "_") or k.endswith("_" + w) for w in _FRACTION_KEYS):
-        return pct(value)
-    return sig(value)
-
-
 _MD_ALWAYS = re.compile(r"([\\`*\[\]|])")
 _MD_HTML = re.compile(r"<(?=[A-Za-z/!?])")
 _MD_ENTITY = re.compile(r"&(?=#?\w+;)")

@@ -48,11 +48,10 @@ def measure_resamples(ctx: Context) -> list[ResampleRecord]:
         e = iv.step
         nxt = ivs[k + 1].step if k + 1 < len(ivs) else ctx.t1
         n_res = _n_resampled(ctx, e)
-        claims: dict[str, Claim] = {"event": event_claim("resample", e) if not iv.inferred else
-                                    Claim("events", "value", float(e), step=e, unit="step")}
-        if iv.inferred:
-            claims["event"] = Claim(iv.source, "value", None, step=e)  # the inferred step: the row after the drop
-            claims["event"] = d.claims.at(e) if d is not None else claims["event"]
+        # An inferred resample is dated at the first row after a sudden drop: its claim is the dead
+        # fraction logged there; a logged one's, the event.
+        claims: dict[str, Claim] = {"event": d.claims.at(e) if iv.inferred and d is not None
+                                    else event_claim("resample", e)}
         if d is None or nxt <= e or not len(d.step):
             records.append(ResampleRecord(e, n_res, None, None, None, "no_data", int(nxt), claims))
             continue
@@ -77,12 +76,12 @@ def measure_resamples(ctx: Context) -> list[ResampleRecord]:
         if claims["back"].value is None:
             records.append(ResampleRecord(e, n_res, before, low, None, "survived", int(nxt), claims))
             continue
-        claims["start"] = Claim("events", "event_step", float(e), step=e, event="resample") if not iv.inferred \
-            else d.claims.at(e)
-        claims["back_steps"] = Claim("", "difference", claims["back"].value - e, of=("back", "start"), unit="steps")  # type: ignore[operator]
-        if iv.inferred:
-            claims["start"] = Claim(iv.source, "first_step_below", float(e), start_step=e, end_step=e,
-                                    threshold=float(before) - 0.5 * float(drop))  # type: ignore[arg-type]
+        # the step of the resample, as a value the difference can use: the event, or (inferred) the
+        # first row below half the drop, which is the row it is dated at
+        claims["start"] = (Claim(iv.source, "first_step_below", float(e), start_step=e, end_step=e,
+                                 threshold=float(before) - 0.5 * float(drop))  # type: ignore[arg-type]
+                           if iv.inferred else event_claim("resample", e))
+        claims["back_steps"] = difference("back", "start", claims, unit="steps")
         lived = None
         if window.value:
             claims["window"] = window
@@ -180,9 +179,7 @@ def summary_sentences(ctx: Context, recs: list[ResampleRecord], findings: list[F
                             claims))
     for f in findings:
         iv = f.coincides_with
-        if iv is not None and iv.kind == "resample" and f.kind != FindingKind.RESAMPLE_THRASH:
-            c = {"iv": event_claim("resample", iv.step)} if not iv.inferred else {"iv": Claim("events", "value", float(iv.step), step=iv.step, unit="step")}
-            if iv.inferred:
-                continue
-            out.append(sentence(f"The {f.kind.value.replace('_', ' ')} in {f.metric} coincides with the resample at step {{iv}}.", c))
+        if iv is not None and iv.kind == "resample" and not iv.inferred and f.kind != FindingKind.RESAMPLE_THRASH:
+            out.append(sentence(f"The {f.kind.value.replace('_', ' ')} in {f.metric} coincides with the resample at "
+                                "step {iv}.", {"iv": event_claim("resample", iv.step)}))
     return out
