@@ -1,9 +1,16 @@
-"""The terminal summary of an analysis (rich tables: targets, findings, phases)."""
+"""The terminal summary of an analysis (rich tables: targets, findings, phases), and ``printable``.
+
+Everything printed here comes from the run (ids, config values, metric names, notes), so every
+string goes through ``printable`` first: control characters (ANSI/OSC escape sequences, carriage
+returns, newlines, bells) and bidirectional-text controls (U+202E, ...) are shown as visible
+escapes (``\\x1b``, ``\\u202e``) and never reach the terminal raw.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import re
+from typing import Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +22,43 @@ from .analysis.result import Analysis, Target
 
 MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "none": ""}
 SEVERITY_STYLE = {"info": "dim", "warn": "yellow", "fail": "bold red"}
+
+#: Bidirectional-text controls: they reorder the text around them (U+202E shows "abc" as "cba").
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_CONTROL_CLASS = "\x00-\x08\x0b-\x1f\x7f-\x9f" + BIDI_CONTROLS
+#: What ``printable`` escapes for a terminal: every C0/C1 control but tab (newlines too: one line stays one line).
+TERMINAL_UNSAFE = re.compile(f"[\n{_CONTROL_CLASS}]")
+#: What ``printable(text, keep_newlines=True)`` escapes (report files: their own newlines and tabs are kept).
+DOCUMENT_UNSAFE = re.compile(f"[{_CONTROL_CLASS}]")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    if m.group(0) in _NAMED:
+        return _NAMED[m.group(0)]
+    c = ord(m.group(0))
+    return f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}"
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` with control and bidi characters written as visible escapes (``\\x1b``, ``\\u202e``)."""
+    s = str(text)
+    return (DOCUMENT_UNSAFE if keep_newlines else TERMINAL_UNSAFE).sub(_escape_char, s)
+
+
+def unsafe_characters(texts: Iterable[str], *, keep_newlines: bool = True) -> set[str]:
+    """The control and bidi characters that ``printable`` would escape in ``texts``."""
+    pattern = DOCUMENT_UNSAFE if keep_newlines else TERMINAL_UNSAFE
+    found: set[str] = set()
+    for t in texts:
+        found.update(pattern.findall(t))
+    return found
+
+
+def _t(text: object, style: str = "") -> Text:
+    return Text(printable(text), style=style)
 
 
 def _fmt_result(t: Target, d_sae: int | None) -> str:
@@ -39,8 +83,8 @@ def targets_table(analysis: Analysis) -> Table:
         table.add_column(col)
     for t in analysis.targets:
         pct = f" {t.percent_of_target:.0f}%" if t.percent_of_target is not None else ""
-        table.add_row(Text(t.metric), Text(_fmt_result(t, analysis.run.d_sae)), Text(t.comparison or "-"),
-                      Text(f"{MARKS[t.status]}{pct}"))
+        table.add_row(_t(t.metric), _t(_fmt_result(t, analysis.run.d_sae)), _t(t.comparison or "-"),
+                      _t(f"{MARKS[t.status]}{pct}"))
     return table
 
 
@@ -51,7 +95,7 @@ def findings_table(analysis: Analysis) -> Table:
     for f in analysis.findings:
         steps = fmt_step(f.step) + (f"-{fmt_step(f.end_step)}" if f.end_step is not None and f.end_step != f.step else "")
         why = f.explanation
-        table.add_row(Text(steps), Text(f.kind.value, style=SEVERITY_STYLE.get(f.severity, "")), Text(f.metric), Text(why))
+        table.add_row(_t(steps), _t(f.kind.value, style=SEVERITY_STYLE.get(f.severity, "")), _t(f.metric), _t(why))
     return table
 
 
@@ -60,7 +104,7 @@ def phases_table(analysis: Analysis) -> Table:
     for col in ("Phase", "Steps", "Metric"):
         table.add_column(col)
     for p in analysis.phases:
-        table.add_row(Text(p.name), Text(f"{fmt_step(p.start_step)}-{fmt_step(p.end_step)}"), Text(p.metric))
+        table.add_row(_t(p.name), _t(f"{fmt_step(p.start_step)}-{fmt_step(p.end_step)}"), _t(p.metric))
     return table
 
 
@@ -70,12 +114,12 @@ def print_summary(analysis: Analysis, *, files: Sequence[object] = (), notes: Se
     con = console or Console()
     r = analysis.run
     span = f"steps {fmt_step(r.first_step)}-{fmt_step(r.last_step)}" if r.first_step is not None else "no steps"
-    con.print(Text(f"{r.id}  ({r.source}, {r.rows:,} rows, {span}{', sampled' if r.sampled else ''})", style="bold"),
+    con.print(_t(f"{r.id}  ({r.source}, {r.rows:,} rows, {span}{', sampled' if r.sampled else ''})", style="bold"),
               soft_wrap=True)
     if analysis.verdict is not None:
         v = analysis.verdict
         head = {"ok": "No problems found", "warn": "Worth acting on", "fail": "Not usable"}[v.status]
-        con.print(Text(f"Verdict: {head}. " + " ".join(s.text for s in v.sentences[:1]),
+        con.print(_t(f"Verdict: {head}. " + " ".join(s.text for s in v.sentences[:1]),
                        style=SEVERITY_STYLE.get("fail" if v.status == "fail" else "warn" if v.status == "warn" else "info", "")),
                   soft_wrap=True)
     if analysis.targets:
@@ -83,14 +127,14 @@ def print_summary(analysis: Analysis, *, files: Sequence[object] = (), notes: Se
     if analysis.findings:
         con.print(findings_table(analysis))
     else:
-        con.print(Text("No findings."))
+        con.print(_t("No findings."))
     if analysis.phases:
         con.print(phases_table(analysis))
     for rec in analysis.recommendations:
-        con.print(Text(f"Recommendation: {rec.parameter} {rec.current} -> {rec.proposed}: {rec.reason}"), soft_wrap=True)
+        con.print(_t(f"Recommendation: {rec.parameter} {rec.current} -> {rec.proposed}: {rec.reason}"), soft_wrap=True)
     for s in analysis.skipped:
-        con.print(Text(f"Skipped {s.analysis}: {s.reason}", style="dim"), soft_wrap=True)
+        con.print(_t(f"Skipped {s.analysis}: {s.reason}", style="dim"), soft_wrap=True)
     for n in notes:
-        con.print(Text(f"Note: {n}", style="dim"), soft_wrap=True)
+        con.print(_t(f"Note: {n}", style="dim"), soft_wrap=True)
     for f in files:
-        con.print(Text(f"Wrote {f}"), soft_wrap=True)
+        con.print(_t(f"Wrote {f}"), soft_wrap=True)

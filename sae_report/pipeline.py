@@ -1,12 +1,18 @@
 """Read a run from anywhere, analyze it, and write its report: the one call behind
 ``sae-report analyze``, ``train --report`` and ``tune``.
 
-Nothing is ever written into the input except ``RUN/report/`` (or the ``out_dir`` given).
+Nothing is ever written into the input except ``RUN/report/`` (or the ``out_dir`` given), and
+in that folder only the report's own files (``sae_report.report.output``): a write that fails
+(disk full, read-only folder) or is refused (a link, a ``charts`` that is not a folder) raises
+``OutputError`` with one line and leaves the earlier report as it was; Ctrl-C while writing raises
+``sae_report.report.output.ReportInterrupted`` (a ``KeyboardInterrupt``) saying whether the new
+report was complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +22,7 @@ from .analysis import analyze
 from .analysis.config import AnalyzerConfig
 from .analysis.result import Analysis
 from .ingest import load_run
-from .runlog import RunData, atomic_write_text
+from .runlog import RunData
 
 REPORT_DIR = "report"
 
@@ -115,24 +121,37 @@ def analyze_path(path: str | Path, *, out_dir: str | Path | None = None,
     given = out_dir is not None
     target = Path(out_dir) if given else default_out_dir(data, path)
     _check_writable(target, given)
-    if "md" not in formats and "html" not in formats:  # no charts or templates to load
-        return PipelineResult(analysis, data, target, _write_json(analysis, target), comparison, notes)
-    from .report import write_report
+    from .report import output, write_report
 
     try:
-        files = write_report(analysis, data, target, formats=tuple(formats), command=command, comparison=comparison)
-    except NotImplementedError as exc:
-        notes.append(f"{exc}: wrote analysis.json only")
-        files = _write_json(analysis, target)
-    except PermissionError as exc:
-        raise OutputError(f"{target}: cannot write here ({exc.strerror or exc}); choose a folder with --out DIR") from None
+        if "md" not in formats and "html" not in formats:  # no charts or templates to render
+            files = _write_json(analysis, target)
+        else:
+            try:
+                files = write_report(analysis, data, target, formats=tuple(formats), command=command,
+                                     comparison=comparison)
+            except NotImplementedError as exc:
+                notes.append(f"{exc}: wrote analysis.json only")
+                files = _write_json(analysis, target)
+    except output.OutputRefused as exc:
+        raise OutputError(str(exc)) from None
+    except output.WriteFailed as exc:
+        raise OutputError(write_failed_text(target, exc)) from None
     return PipelineResult(analysis, data, target, list(files), comparison, notes)
 
 
-def _write_json(analysis: Analysis, out_dir: Path) -> list[Path]:
-    import json
+def write_failed_text(target: Path, exc: Any) -> str:
+    """The one line for a write that failed (``output.WriteFailed``): what happened and what is left."""
+    err = exc.error
+    reason = err.strerror or (os.strerror(err.errno) if err.errno else str(err) or type(err).__name__)
+    if exc.changed:
+        return f"{target}: the report was only partly replaced ({reason}); run the command again"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{target}: cannot write the report here ({reason}); nothing was changed; choose a folder with --out DIR"
+    return f"{target}: cannot write the report ({reason}); nothing was changed"
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    p = out_dir / "analysis.json"
-    atomic_write_text(p, json.dumps(analysis.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-    return [p]
+
+def _write_json(analysis: Analysis, out_dir: Path) -> list[Path]:
+    from .report import analysis_json, output
+
+    return output.publish(out_dir, {"analysis.json": analysis_json(analysis.to_dict())}, replace_charts=False)

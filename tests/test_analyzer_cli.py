@@ -28,7 +28,7 @@ def test_json_prints_the_document_and_writes_analysis_json_only(run_dir: Path) -
     doc = json.loads(res.stdout)
     assert doc["schema_version"] == 2 and doc["run"]["id"] == "train_e01c6183"
     assert {f["kind"] for f in doc["findings"]} >= {"collapse", "recovery", "oscillation", "late_spike"}
-    assert sorted(p.name for p in (run_dir / "report").iterdir()) == ["analysis.json"]
+    assert sorted(p.name for p in (run_dir / "report").iterdir()) == [".sae-report-manifest.json", "analysis.json"]
     assert json.loads((run_dir / "report" / "analysis.json").read_text()) == doc
 
 

@@ -22,6 +22,7 @@ from sae_report.runlog import read_run
 from test_report_support import writeup_analysis, writeup_data
 
 GOLDEN = Path(__file__).parent / "golden"
+MANIFEST = ".sae-report-manifest.json"
 UPDATE = os.environ.get("SAE_REPORT_UPDATE_GOLDEN") == "1"
 COMMAND = "sae-report analyze runs/train_e01c6183"
 
@@ -93,7 +94,10 @@ def test_write_report_writes_every_format_atomically(writeup, tmp_path) -> None:
     names = sorted(p.relative_to(out).as_posix() for p in files)
     assert names == ["analysis.json", "charts/dead.svg", "charts/l0.svg", "charts/loss.svg", "charts/schedules.svg",
                      "report.html", "report.md"]
-    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "charts", "report.html", "report.md"]  # no temp files
+    # no temp files; the manifest lists what this tool wrote (the only files it will ever remove)
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "analysis.json", "charts", "report.html", "report.md"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert sorted(manifest["files"]) == names and manifest["dirs"] == ["charts"]
     doc = json.loads((out / "analysis.json").read_text())
     assert doc["run"]["id"] == "train_e01c6183" and doc["schema_version"] == 2
     md = (out / "report.md").read_text()
@@ -108,13 +112,14 @@ def test_existing_report_is_replaced_whole(writeup, tmp_path) -> None:
     write_report(writeup_analysis(), data_with_stats, out, formats=("md",), date="2025-11-01")
     assert (out / "charts" / "input_dims.svg").exists() and (out / "charts" / "feature_freq.svg").exists()
     (out / "charts" / "notes.txt").write_text("mine")  # not ours: kept
-    (out / ".charts-new-abc123").mkdir()  # left by a write killed half-way: cleaned up
+    (out / "charts" / "architecture.png").write_bytes(b"\x89PNG mine")  # not ours, though a chart suffix: kept
+    (out / ".charts-new-abc123").mkdir()  # not in the manifest: never removed
     write_report(writeup_analysis(), writeup, out, formats=("md",), date="2025-11-01", image_format="png")
     charts = sorted(p.name for p in (out / "charts").iterdir())
-    assert charts == ["dead.png", "l0.png", "loss.png", "notes.txt", "schedules.png"]  # stale svg charts gone
+    assert charts == ["architecture.png", "dead.png", "l0.png", "loss.png", "notes.txt", "schedules.png"]  # stale svgs gone
     assert (out / "charts" / "l0.png").read_bytes().startswith(b"\x89PNG")
     assert "charts/l0.png" in (out / "report.md").read_text()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".charts-new-abc123", MANIFEST]
 
 
 def test_format_subset_and_unknown_format(writeup, tmp_path) -> None:
@@ -202,7 +207,7 @@ def test_cli_analyze_writes_the_report_and_replaces_it(tmp_path) -> None:
     out = tmp_path / "review"
     result = CliRunner().invoke(main, ["analyze", str(run.run_dir), "--out", str(out), "--format", "md,html"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["charts", "report.html", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "charts", "report.html", "report.md"]
     md = (out / "report.md").read_text()
     assert md.startswith("# Training Results Analysis: synthetic_thrash\n")
     assert "## Root Cause Notes" in md and "Resampling thrash" in md
@@ -213,7 +218,7 @@ def test_cli_analyze_writes_the_report_and_replaces_it(tmp_path) -> None:
     # Again into the same folder, Markdown only: the report is replaced, nothing stale or temporary stays.
     result = CliRunner().invoke(main, ["analyze", str(run.run_dir), "--out", str(out), "--format", "md"])
     assert result.exit_code == 0, result.output
-    assert not [p for p in out.rglob(".*")]
+    assert [p.name for p in out.rglob(".*")] == [MANIFEST]
 
 
 def test_sparse_foreign_log_still_gives_a_report(tmp_path) -> None:

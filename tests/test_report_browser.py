@@ -1,7 +1,9 @@
 """report.html in a real browser: Debian's headless Chromium, every network request blocked.
 
-Fails unless every chart drew SVG marks, the console stayed clean, no request left the file and no
-script from a hostile string ran. Skipped (with the reason) where /usr/bin/chromium or Playwright is
+Fails unless every chart drew SVG marks under the report's own Content-Security-Policy (script and
+style hashes only: no 'unsafe-inline', no 'unsafe-eval'), tooltips show, the console stayed clean
+(a CSP violation is a console error), no request left the file and no script from a hostile string
+ran. Skipped (with the reason) where /usr/bin/chromium or Playwright is
 missing; CI (.ci/run) installs Debian's chromium. Never downloads a browser.
 """
 
@@ -73,10 +75,48 @@ def test_every_chart_draws_offline(browser, tmp_path) -> None:
         assert len(marks) == 6 and all(n > 0 for n in marks), marks
         lines = page.eval_on_selector_all("div.vega svg", "els => els.map(s => s.querySelectorAll('.mark-line path').length)")
         assert all(n > 0 for n in lines[:4]), lines  # the time charts drew their lines
+        assert page.locator(".vega-embed svg.marks").count() == 6  # drawn under the strict CSP
+        csp = page.get_attribute('meta[http-equiv="Content-Security-Policy"]', "content")
+        assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp and "'sha256-" in csp, csp
+        # A tooltip (vega-tooltip, its style from our sheet, nothing injected) on a marker of the L0 chart.
+        marker = page.locator("#fig-l0 svg .mark-rule.role-mark line").first
+        marker.scroll_into_view_if_needed()
+        box = marker.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_selector("#vg-tooltip-element.visible", timeout=5_000)
+        assert page.eval_on_selector("#vg-tooltip-element", "e => getComputedStyle(e).position") == "fixed"
+        assert "step" in page.locator("#vg-tooltip-element").inner_text()
         assert errors == [] and requests == [] and dialogs == []
         assert page.locator("script[src]").count() == 0 and page.locator("link[href]").count() == 0
     finally:
         context.close()
+
+
+def test_the_csp_blocks_what_it_should(browser, tmp_path) -> None:
+    """The policy is enforced: a script or style not hashed is refused, and drawing without the
+    interpreter (ast: false) would need 'unsafe-eval' (so the policy really holds without it)."""
+    from sae_report.report import render
+
+    data = writeup_data(tmp_path / "run", rows=200)
+    out = tmp_path / "report"
+    write_report(writeup_analysis(), data, out, formats=("html",), date="2025-11-01")
+    html = (out / "report.html").read_text()
+    embed = render.html_assets()["embed"]
+    no_ast = embed.replace("ast: true", "ast: false")
+    assert no_ast != embed
+    variant = html.replace(embed, no_ast).replace(render.csp_source(embed), render.csp_source(no_ast))
+    injected = html.replace("<main>", "<main><script>document.title = 'ran'</script><style>body{display:none}</style>", 1)
+    for name, text, drawn, refused in (("no_ast", variant, False, "unsafe-eval"), ("injected", injected, True, "inline script")):
+        f = tmp_path / f"{name}.html"
+        f.write_text(text)
+        page, context, errors, requests, dialogs = _open(browser, f)
+        try:
+            charts = page.locator("div.vega").count()
+            assert charts == 4 and page.locator(".vega-embed svg.marks").count() == (charts if drawn else 0), name
+            assert page.title() != "ran" and page.locator("main").is_visible(), name
+            assert any(refused in e for e in errors), (name, errors)
+        finally:
+            context.close()
 
 
 def test_hostile_strings_do_not_run_in_the_browser(browser, tmp_path) -> None:
@@ -93,5 +133,21 @@ def test_hostile_strings_do_not_run_in_the_browser(browser, tmp_path) -> None:
         assert page.locator("img").count() == 0
         assert "</script><img src=x onerror=alert(3)>" in page.locator("#fig-l0 svg").inner_html().replace("&lt;", "<").replace("&gt;", ">")
         assert all(n > 0 for n in _marks_per_chart(page))
+    finally:
+        context.close()
+
+
+def test_bidi_and_control_characters_are_shown_not_obeyed(browser, tmp_path) -> None:
+    data = writeup_data(tmp_path / "run", rows=200)
+    a = writeup_analysis(run_id="run\u202eexe.txt\x1b[31m", config={"target_l0": 0.05, "note": "\u2067abc\u2069"})
+    out = tmp_path / "report"
+    write_report(a, data, out, formats=("html",), date="2025-11-01")
+    page, context, errors, requests, dialogs = _open(browser, out / "report.html")
+    try:
+        assert page.locator("h1").inner_text() == "Training Results Analysis: run\\u202eexe.txt\\x1b[31m"
+        text = page.locator("main").inner_text()
+        assert "\u202e" not in text and "\x1b" not in text and "\u2067" not in text
+        assert "held invisible control or bidirectional-text characters" in text
+        assert errors == [] and all(n > 0 for n in _marks_per_chart(page))
     finally:
         context.close()

@@ -131,3 +131,28 @@ def test_markdown_keeps_hostile_strings_as_text(files) -> None:
     assert rows and all(ln.count(" | ") - ln.count("\\|") >= 3 for ln in rows)
     # The regenerate command is one code span.
     assert "`` sae-report analyze `x` <svg onload=alert(6)> ``" in md
+
+
+def test_csp_allows_exactly_our_inline_code_by_hash(files) -> None:
+    """No 'unsafe-inline' / 'unsafe-eval': each executable script and the style sheet is allowed by its
+    SHA-256 (checked here without a browser; tests/test_report_browser.py draws the charts under it)."""
+    import base64
+    import hashlib
+    import re
+
+    html = files["report.html"].decode()
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1)
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert "unsafe" not in csp
+    assert directives["default-src"] == "'none'" and directives["connect-src"] == "'none'"
+
+    def source(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    p = _parse(html)
+    code = [body for a, body in p.scripts if a.get("type") != "application/json"]
+    assert len(code) == 2 and sorted(directives["script-src"].split()) == sorted(source(b) for b in code)
+    styles = re.findall(r"<style>(.*?)</style>", html, re.S)
+    assert len(styles) == 1 and directives["style-src"] == source(styles[0])
+    assert "ast: true" in code[1] and "defaultStyle: false" in code[1]
+    assert ' style="' not in html.split("<script>", 1)[0]  # no style attributes: the policy would block them

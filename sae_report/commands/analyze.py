@@ -55,7 +55,9 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
     bad = [k for k in kinds if k not in KINDS]
     if bad:
-        raise click.BadParameter(f"unknown finding kind(s) {', '.join(bad)} (choose from {', '.join(KINDS)})")
+        from ..console import printable
+
+        raise click.BadParameter(printable(f"unknown finding kind(s) {', '.join(bad)} (choose from {', '.join(KINDS)})"))
     return kinds
 
 
@@ -65,7 +67,9 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     fmts = tuple(f.strip() for f in value.split(",") if f.strip())
     bad = [f for f in fmts if f not in ("md", "html", "json")]
     if bad or not fmts:
-        raise click.BadParameter(f"unknown format(s) {', '.join(bad) or '(none)'} (choose from md, html, json)")
+        from ..console import printable
+
+        raise click.BadParameter(printable(f"unknown format(s) {', '.join(bad) or '(none)'} (choose from md, html, json)"))
     return fmts
 
 
@@ -102,35 +106,47 @@ def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, .
       sae-report analyze runs/train_e01c6183 --target-l0 5%
       sae-report analyze metrics.csv --d-sae 8192 --json > analysis.json
       sae-report analyze runs/x --fail-on collapse,diverged   # exit 1 in CI
-    Exit codes: 0 analyzed, 1 a --fail-on kind was found, 2 unusable input.
+    Exit codes: 0 analyzed, 1 a --fail-on kind was found or the report cannot be written,
+    2 unusable input, 130 interrupted (Ctrl-C).
     """
-    from ..console import print_summary
+    from ..console import print_summary, printable
     from ..pipeline import OutputError, analyze_path
 
     overrides = {"target_l0": target_l0, "d_sae": d_sae, "l1_alpha": l1_alpha, "learning_rate": learning_rate,
                  "resample_interval": resample_interval, "total_steps": total_steps, "target_loss": target_loss}
     fmts = formats if formats is not None else (("json",) if as_json else ("md", "html", "json"))
     command = _command_line(click.get_current_context())
+    written = False
     try:
-        result = analyze_path(path, out_dir=out_dir, formats=fmts, source=source, run=run_id, overrides=overrides,
-                              siblings=not no_siblings, command=command)
-    except RunLogError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise click.exceptions.Exit(2) from None
-    except OutputError as exc:
-        raise click.ClickException(str(exc)) from None
-    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:  # last resort: never a traceback
-        click.echo(f"Error: {path}: could not analyze this log ({type(exc).__name__}: {exc}); please report it", err=True)
-        raise click.exceptions.Exit(2) from None
-    if as_json:
-        click.echo(json.dumps(result.analysis.to_dict(), indent=2, allow_nan=False))
-        for n in result.notes:
-            click.echo(f"Note: {n}", err=True)
-    else:
-        print_summary(result.analysis, files=result.files, notes=result.notes)
+        try:
+            result = analyze_path(path, out_dir=out_dir, formats=fmts, source=source, run=run_id, overrides=overrides,
+                                  siblings=not no_siblings, command=command)
+        except RunLogError as exc:
+            click.echo(printable(f"Error: {exc}"), err=True)
+            raise click.exceptions.Exit(2) from None
+        except OutputError as exc:
+            click.echo(printable(f"Error: {exc}"), err=True)
+            raise click.exceptions.Exit(1) from None
+        except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:  # last resort: never a traceback
+            click.echo(printable(f"Error: {path}: could not analyze this log ({type(exc).__name__}: {exc}); "
+                                 "please report it"), err=True)
+            raise click.exceptions.Exit(2) from None
+        written = bool(result.files)
+        if as_json:
+            # ensure_ascii (the default): control and bidi characters arrive as \u escapes, never raw
+            click.echo(json.dumps(result.analysis.to_dict(), indent=2, allow_nan=False))
+            for n in result.notes:
+                click.echo(printable(f"Note: {n}"), err=True)
+        else:
+            print_summary(result.analysis, files=result.files, notes=result.notes)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, exit 130, no traceback
+        done = getattr(exc, "written", written)  # output.ReportInterrupted says; else: did analyze_path return?
+        click.echo("Interrupted: " + ("the report had been written in full" if done
+                                      else "nothing was written (an earlier report is unchanged)"), err=True)
+        raise click.exceptions.Exit(130) from None
     hits = [f for f in result.analysis.findings if f.kind.value in fail_on]
     if hits:
         f = hits[0]
-        click.echo(f"Failing: {len(hits)} finding(s) of kind {', '.join(sorted({h.kind.value for h in hits}))} "
-                   f"(first: {f.kind.value} in {f.metric} at step {f.step})", err=True)
+        click.echo(printable(f"Failing: {len(hits)} finding(s) of kind {', '.join(sorted({h.kind.value for h in hits}))} "
+                             f"(first: {f.kind.value} in {f.metric} at step {f.step})"), err=True)
         raise click.exceptions.Exit(1)

@@ -2,23 +2,28 @@
 
 Flow: ``Analysis.to_dict()`` -> ``context.build_context`` (display-ready plain data) and
 ``figures.build_figures`` (Vega-Lite specs from the thinned series) -> jinja2 templates in
-``templates/`` -> ``output`` (atomic files, chart folder swapped whole).
+``templates/`` -> ``output.publish`` (our files only, all or nothing, never through a link).
+
+Control and bidirectional-text characters from the run (an ANSI escape or U+202E in a run id,
+config value, metric name or note) never reach a report raw: they are written as visible escapes
+(``\\x1b``, ``\\u202e``) in report.md, report.html and the charts, and the report says they were there
+(a note under "Not Analysed"). analysis.json keeps the exact strings, with those characters written
+as JSON ``\\u`` escapes so the file is safe to view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
+import unicodedata
 from pathlib import Path
-from typing import Any, Sequence
-
-from markupsafe import Markup
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..analysis.result import Analysis
+from ..console import DOCUMENT_UNSAFE, printable
 from ..runlog import RunData
-from . import output, render
-from .context import build_context
-from .figures import build_figures
+from . import output
 from .series import MAX_POINTS
 
 FORMATS = ("md", "html", "json")
@@ -41,22 +46,19 @@ def write_report(analysis: Analysis, data: RunData, out_dir: Path, formats: Sequ
       ``summary.json`` when recorded, else today, UTC).
     - ``image_format``: ``svg`` or ``png`` for the Markdown's chart images.
 
-    Everything is rendered before anything is written; each file is replaced atomically and stale
-    chart images from an earlier report are removed.
+    Everything is rendered before anything is written, then ``output.publish`` writes all files or
+    none: chart images of an earlier report that this tool wrote (its manifest says so) are removed,
+    nothing else is; a link or a non-folder ``charts`` is refused (``output.OutputRefused``).
     """
     files = render_report(analysis, data, formats, command=command, comparison=comparison, date=date,
                           image_format=image_format, n_points=n_points)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    if "md" in formats:
-        charts = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith(output.CHARTS_DIR + "/")}
-        if charts:
-            written += output.swap_charts(out_dir, charts)
-        else:
-            output.remove_charts(out_dir)
-    written += output.write_files(out_dir, {k: v for k, v in files.items() if "/" not in k})
-    return written
+    return output.publish(Path(out_dir), files, replace_charts="md" in formats)
+
+
+def analysis_json(doc: Mapping[str, Any]) -> bytes:
+    """``analysis.json``: strict JSON, non-ASCII kept, control and bidi characters as ``\\u`` escapes."""
+    text = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    return DOCUMENT_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text).encode("utf-8")
 
 
 def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FORMATS, *, command: str = "",
@@ -71,12 +73,23 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
     doc = analysis.to_dict()
     out: dict[str, bytes] = {}
     if "json" in formats:
-        out["analysis.json"] = (json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+        out["analysis.json"] = analysis_json(doc)
     if "md" not in formats and "html" not in formats:
         return out
+    # templates, vl_convert and altair load only when there is a document to render (not for analysis.json)
+    from markupsafe import Markup
+
+    from . import render
+    from .context import build_context
+    from .figures import build_figures
+
     ctx = build_context(doc, comparison=comparison, command=command, date=date or run_date(data),
                         run_summary=data.summary)
-    figures = build_figures(doc, data, n_points=n_points)
+    found: set[str] = set()
+    figures = [dataclasses.replace(f, spec=_visible(f.spec, found)) for f in build_figures(doc, data, n_points=n_points)]
+    hidden = sorted(found | set(DOCUMENT_UNSAFE.findall("\n".join(_strings(ctx)))))
+    if hidden:
+        ctx["notes"] = list(ctx["notes"]) + [hidden_characters_note(hidden)]
     if "md" in formats:
         images, failed = _images(figures, image_format)
         charts = {}
@@ -88,13 +101,63 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
             charts[fig.id] = {"id": fig.id, "title": fig.title, "caption": fig.caption,
                               "path": render.Verbatim(f"{output.CHARTS_DIR}/{name}")}
         md_ctx = {**ctx, "charts": charts, "notes": ctx["notes"] + failed}
-        out["report.md"] = render.render("report.md.j2", md_ctx, "md").encode("utf-8")
+        md = render.render("report.md.j2", md_ctx, "md")
+        out["report.md"] = printable(md, keep_newlines=True).encode("utf-8")
     if "html" in formats:
         charts = {fig.id: {"id": fig.id, "title": fig.title, "caption": fig.caption,
                            "spec_json": Markup(render.script_json(fig.spec))} for fig in figures}
-        html = render.render("report.html.j2", {**ctx, "charts": charts, "bundle": Markup(render.vega_bundle())}, "html")
-        out["report.html"] = html.encode("utf-8")
+        assets = render.html_assets()
+        html = render.render("report.html.j2", {**ctx, "charts": charts, "bundle": Markup(_BUNDLE_SLOT),
+                                                "embed": Markup(assets["embed"]), "style": Markup(assets["style"]),
+                                                "csp": Markup(assets["csp"])}, "html")
+        head, slot, tail = printable(html, keep_newlines=True).rpartition(_BUNDLE_SLOT)
+        assert slot, "the template lost its bundle slot"
+        out["report.html"] = (head + assets["bundle"] + tail).encode("utf-8")
     return out
+
+
+#: Where the Vega bundle goes in report.html: the page is made safe first, then the bundle (not a
+#: run string, and code whose characters must stay as they are) is put in the last occurrence.
+_BUNDLE_SLOT = "@@sae-report:vega-bundle@@"
+
+
+def hidden_characters_note(chars: Sequence[str]) -> str:
+    """The report's note that the run's text held control or bidi characters, and how they are shown."""
+    names = []
+    for c in chars[:8]:
+        name = unicodedata.name(c, "")
+        names.append(f"U+{ord(c):04X}" + (f" {name}" if name else ""))
+    more = f" and {len(chars) - 8} more" if len(chars) > 8 else ""
+    return ("the run's text (names, config values or notes) held invisible control or bidirectional-text "
+            f"characters ({', '.join(names)}{more}); they are shown as visible escapes such as "
+            f"{printable(chars[0])}, so they cannot reorder, hide or restyle this report")
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _visible(obj: Any, found: set[str]) -> Any:
+    """A chart spec with its strings made visible (``printable``; Vega draws them as text); ``found`` collects."""
+    if isinstance(obj, str):
+        hits = DOCUMENT_UNSAFE.findall(obj)
+        if not hits:
+            return obj
+        found.update(hits)
+        return printable(obj, keep_newlines=True)
+    if isinstance(obj, dict):
+        return {_visible(k, found): _visible(v, found) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_visible(v, found) for v in obj]
+    return obj
 
 
 def _images(figures: list, image_format: str) -> tuple[dict[str, bytes], list[str]]:
@@ -102,6 +165,8 @@ def _images(figures: list, image_format: str) -> tuple[dict[str, bytes], list[st
     if not figures:
         return {}, []
     from concurrent.futures import ThreadPoolExecutor
+
+    from . import render
 
     def one(fig):
         try:
