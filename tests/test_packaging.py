@@ -23,7 +23,7 @@ def test_both_packages_belong_to_the_distribution() -> None:
         # editable or regular install: each package must live in this checkout or site-packages copy
         origin = Path(pkg.__file__).resolve().parent
         assert origin.name == pkg.__name__
-    assert [ep.value for ep in dist.entry_points if ep.name == "sae-report"] == ["sae_report.cli:main"]
+    assert [ep.value for ep in dist.entry_points if ep.name == "sae-report"] == ["sae_report.entry:main"]
 
 
 def test_importing_sae_report_does_not_import_torch() -> None:

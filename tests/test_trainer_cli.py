@@ -148,8 +148,14 @@ def test_ctrl_c_flushes_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = read_run(run)
     assert data.metrics["step"].to_list() == list(range(1, summary["steps"] + 11))
-    assert data.config["total_steps"] == 100000  # config.yaml is the original, never rewritten ...
-    assert [e.data["changed"] for e in data.events if e.kind == "resume"] == [{"total_steps": summary["steps"] + 10}]
+    # config.yaml says what is in force now and keeps the history; the log records the change
+    new_total = summary["steps"] + 10
+    assert data.config["total_steps"] == new_total
+    assert data.config["resumes"] == [{"step": summary["steps"], "checkpoint": f"checkpoints/step_{summary['steps']:09d}",
+                                       "changes": {"total_steps": {"from": 100000, "to": new_total}}}]
+    assert [e.data["changed"] for e in data.events if e.kind == "resume"] == [{"total_steps": new_total}]
+    (change,) = [e for e in data.events if e.kind == "config_change"]
+    assert (change.step, change.data) == (summary["steps"] + 1, {"key": "total_steps", "from": 100000, "to": new_total})
 
 
 def test_nonfinite_loss_stops_and_keeps_everything(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ leaves a half-written ``step_*`` directory that ``--resume`` would pick.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -73,11 +74,15 @@ def save_checkpoint(run_dir: Path, step: int, sae: SparseAutoencoder, optimizer:
     tmp = root / f".{target.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in sae.state_tensors().items()}, str(tmp / "sae.safetensors"))
-    save_file(optimizer_tensors(sae, optimizer), str(tmp / "optimizer.safetensors"))
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "state.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(to_jsonable(config), indent=2, allow_nan=False) + "\n")
-    (tmp / "state.json").write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
+    try:
+        _save_tensors({k: v.detach().float().contiguous().cpu() for k, v in sae.state_tensors().items()}, tmp / "sae.safetensors")
+        _save_tensors(optimizer_tensors(sae, optimizer), tmp / "optimizer.safetensors")
+        _save_tensors({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / "state.safetensors")
+        (tmp / "config.json").write_text(json.dumps(to_jsonable(config), indent=2, allow_nan=False) + "\n")
+        (tmp / "state.json").write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk: the previous checkpoints stay as they were
+        raise
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     if final:
@@ -87,6 +92,34 @@ def save_checkpoint(run_dir: Path, step: int, sae: SparseAutoencoder, optimizer:
         for old in periodic[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors.torch.save_file``, with its I/O failures as ``OSError`` naming ``path``
+    (safetensors reports a full disk as ``SafetensorError: ... (os error 28)``)."""
+    try:
+        save_file(tensors, str(path))
+    except OSError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        m = re.search(r"os error (\d+)", text)
+        code = int(m.group(1)) if m else errno.EIO
+        raise OSError(code, os.strerror(code) if m else text, str(path)) from None
+
+
+def ensure_final(run_dir: Path, ckpt: Path) -> Path:
+    """``checkpoints/final`` as a copy of ``ckpt`` (a run killed between its last checkpoint and
+    the link); returns it."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    final = root / "final"
+    try:
+        same = json.loads((final / "state.json").read_text()).get("step") == json.loads((ckpt / "state.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        same = False
+    if not same or not (final / "sae.safetensors").is_file():
+        _link_copy(ckpt, final)
+    return final
 
 
 def _link_copy(src: Path, dst: Path) -> None:
@@ -139,7 +172,7 @@ def find_checkpoint(path: Path) -> Path:
     def step_of(p: Path) -> tuple[int, int]:
         try:
             step = int(json.loads((p / "state.json").read_text()).get("step", -1))
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError, AttributeError, OverflowError):
             m = _STEP_RE.match(p.name)
             step = int(m.group(1)) if m else -1
         return step, 0 if p.name == "final" else 1  # prefer step_* when equal (same content)
@@ -148,16 +181,49 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint directory (or the newest checkpoint of a run directory)."""
+    """Read a checkpoint directory (or the newest checkpoint of a run directory). Anything
+    unreadable (a corrupt or truncated file, bad JSON, a missing or non-finite weight) is a
+    one-line ``CheckpointError`` naming the file."""
     ckpt = find_checkpoint(path)
-    try:
-        weights = load_file(str(ckpt / "sae.safetensors"))
-        optim = load_file(str(ckpt / "optimizer.safetensors")) if (ckpt / "optimizer.safetensors").exists() else {}
-        state = load_file(str(ckpt / "state.safetensors")) if (ckpt / "state.safetensors").exists() else {}
-        meta: dict[str, Any] = {}
-        for name in ("config.json", "state.json"):
-            if (ckpt / name).exists():
-                meta.update(json.loads((ckpt / name).read_text()))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt}: unreadable checkpoint ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
-    return Checkpoint(ckpt, weights, optim, state, meta)
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    for name in ("sae.safetensors", "optimizer.safetensors", "state.safetensors"):
+        f = ckpt / name
+        if name != "sae.safetensors" and not f.exists():
+            tensors[name] = {}
+            continue
+        try:
+            tensors[name] = load_file(str(f))
+        except Exception as exc:  # SafetensorError (corrupt header, truncated data), OSError
+            raise CheckpointError(f"{f}: unreadable checkpoint file ({_first_line(exc)})") from None
+    meta: dict[str, Any] = {}
+    for name in ("config.json", "state.json"):
+        f = ckpt / name
+        if not f.exists():
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{f}: unreadable checkpoint file ({_first_line(exc)})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{f}: unreadable checkpoint file (not a JSON object)")
+        meta.update(data)
+    weights = tensors["sae.safetensors"]
+    f = ckpt / "sae.safetensors"
+    for name, dims in (("W_enc", 2), ("b_enc", 1), ("W_dec", 2), ("b_dec", 1)):
+        t = weights.get(name)
+        if t is None:
+            raise CheckpointError(f"{f}: missing tensor {name}")
+        if t.dim() != dims or not t.is_floating_point():
+            raise CheckpointError(f"{f}: {name} must be a {dims}-D float tensor, got {t.dim()}-D {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{f}: {name} holds NaN or inf values (a corrupt checkpoint)")
+    for key in ("step", "tokens"):
+        v = meta.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise CheckpointError(f"{ckpt / 'state.json'}: {key} must be a non-negative integer, got {v!r}")
+    return Checkpoint(ckpt, weights, tensors["optimizer.safetensors"], tensors["state.safetensors"], meta)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__

@@ -1,14 +1,17 @@
 """The training loop, top to bottom in one function (in the spirit of nanoGPT's train.py).
 
-Read ``train`` from the top: set-up (device, data, model, optimizer, run directory), the loop,
-then the end of the run (log flush, checkpoint, stats, summary). The per-step math lives in
+Read ``_train`` from the top (``train`` only installs the signal handlers around it): set-up
+(device, lock, data, model, optimizer, run directory), the loop, then the end of the run (log
+flush, checkpoint, stats, summary). The per-step math lives in
 ``sae.SparseAutoencoder.forward_backward``; everything else a step does is here.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
+import os
 import signal
 import threading
 import time
@@ -21,10 +24,24 @@ import numpy as np
 import torch
 
 from sae_report import __version__ as SAE_REPORT_VERSION
-from sae_report.runlog import RunLogWriter, read_config
+from sae_report.runlog import (
+    CONFIG_FILE,
+    EVENTS_FILE,
+    METRICS_DIR,
+    STATS_DIR,
+    SUMMARY_FILE,
+    LockHeldError,
+    RunLogError,
+    RunLogWriter,
+    lock_folder,
+    read_config,
+    read_events,
+)
+from sae_report.runlog.writer import summary_from_log, sweep_temp_files
 
-from .checkpoint import CheckpointError, load_checkpoint, load_optimizer_state, save_checkpoint
+from .checkpoint import CheckpointError, ensure_final, load_checkpoint, load_optimizer_state, save_checkpoint
 from .config import ConfigError, TrainConfig, parse_overrides
+from .resume import ResumeChangeError, changes_since, check_fixed, old_config, plain, updated_config
 from .data import FileData, SyntheticData, normalisation_scale
 from .progress import NoProgress, ProgressDisplay
 from .resample import resample_dead
@@ -64,6 +81,25 @@ class TrainResult:
     """The last checkpoint written (None when diverged before the first one)."""
     steady_tokens_per_s: float = 0.0
     """Throughput of this session without its first step (allocations, first-touch page faults)."""
+    already_completed: bool = False
+    """A resume of a run that had already reached total_steps: nothing was trained."""
+    summary_rebuilt: bool = False
+    """With ``already_completed``: summary.json was missing or stale and was rebuilt from the log."""
+
+
+class TrainAborted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM before the first step, or a second one during the run. ``message`` is one
+    line saying what is on disk."""
+
+    def __init__(self, message: str, run_dir: Path | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_dir = run_dir
+
+
+class RunWriteError(Exception):
+    """Writing the run directory failed (disk full, read-only, ...): one line naming the file,
+    what was kept, and how to continue."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,7 +115,10 @@ def config_from_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{run_dir}: not a run directory of ours (no config.yaml)")
-    raw = read_config(path)
+    try:
+        raw = read_config(path)
+    except RunLogError as exc:
+        raise ConfigError(str(exc)) from None
     raw["device"] = raw.get("device_requested", raw.get("device", "auto"))
     base = {k: v for k, v in raw.items() if k in TrainConfig.keys()}
     return TrainConfig.from_sources([(str(path), base), *parse_overrides(overrides)])
@@ -90,8 +129,45 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     """Train an SAE as ``config`` says, writing a run directory; see docs/trainer.md.
 
     ``run_dir``: write there instead of ``out_dir/train_<8 hex>``. ``resume``: continue the run
-    directory given from its newest checkpoint (same data order; rows after it are superseded).
+    directory given from its newest checkpoint (same data order; rows after it are superseded;
+    changed settings are refused or recorded, see ``trainer.resume``).
+
+    The run directory is locked for as long as this writes it (``LockHeldError`` names the
+    process holding it). Ctrl-C / SIGTERM: the step in flight completes, the log is flushed, a
+    checkpoint is written and the result says ``interrupted``; before the first step, or a second
+    time, ``TrainAborted`` (a ``KeyboardInterrupt``) says what is on disk. A failed write (disk
+    full) is a ``RunWriteError`` naming the file and the checkpoint that is intact.
     """
+    # Ctrl-C / SIGTERM set a flag the loop checks between steps: the step in flight completes, so
+    # the checkpoint written on the way out is a consistent state. A second one aborts at once.
+    # Installed first, so that a signal during the set-up is seen too.
+    stop: dict[str, Any] = {"signal": None}
+    old_handlers: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop["signal"] is not None:
+            raise KeyboardInterrupt
+        stop["signal"] = signum
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, on_signal)
+    held: list[Any] = []  # the run directory's lock, once taken
+    try:
+        return _train(config, Path(out_dir), run_dir, resume, progress, stop, held)
+    finally:
+        for lock in held:
+            lock.release()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+
+
+#: Keys a config may leave unset (resolved at the start of training); a resume takes them from its checkpoint.
+_RESOLVED_LATER = ("d_in", "d_sae", "data_seed", "synth_features")
+
+
+def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resume: str | Path | None,
+           progress: bool, stop: dict[str, Any], held: list[Any]) -> TrainResult:
     # ---- device -------------------------------------------------------------------------------
     device = resolve_device(config.device)
     if config.threads:
@@ -101,15 +177,34 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
         torch.backends.cudnn.allow_tf32 = True
 
     # ---- where we start from: a fresh run, a resumed one, or another SAE's weights ------------
-    ckpt = load_checkpoint(Path(resume)) if resume is not None else None
+    ckpt = None
+    changes: dict[str, tuple[Any, Any]] = {}
+    finished = False  # resumed at or past total_steps: only a missing summary is rebuilt
+    if resume is not None:
+        run_dir = Path(resume)
+        held.append(_lock(run_dir, f"{run_dir} is unchanged"))  # one writer at a time (LockHeldError names the holder)
+        sweep_temp_files(run_dir)  # temp files a kill -9 left between a write and its rename
+        ckpt = load_checkpoint(run_dir)
+        config = config.replace(**{k: ckpt.meta[k] for k in _RESOLVED_LATER
+                                   if getattr(config, k) is None and ckpt.meta.get(k) is not None})
+        changes = changes_since(ckpt.meta, config.to_dict())
+        check_fixed(changes, str(run_dir))
+        if config.total_steps <= ckpt.step:
+            if "total_steps" in changes:
+                raise ResumeChangeError(f"total_steps: {config.total_steps} is not above step {ckpt.step} of the newest "
+                                        f"checkpoint ({ckpt.path}); raise it above {ckpt.step} to train further",
+                                        "total_steps")
+            summary = _read_summary(run_dir)
+            if summary is not None and summary.get("status") == "completed" and summary.get("steps") == ckpt.step:
+                return _completed_result(run_dir, ckpt, summary, config)
+            finished = True
     init = load_checkpoint(Path(config.init_from)) if (config.init_from and ckpt is None) else None
-    if ckpt is not None:
-        run_dir = Path(resume)  # type: ignore[arg-type]
-    elif run_dir is None:
-        run_dir = Path(out_dir) / f"train_{uuid.uuid4().hex[:8]}"
+    if ckpt is None:
+        if run_dir is None:
+            run_dir = out_dir / f"train_{uuid.uuid4().hex[:8]}"
+        if (Path(run_dir) / METRICS_DIR).exists():
+            raise ConfigError(f"{run_dir}: already holds a run (use --resume to continue it)")
     run_dir = Path(run_dir)
-    if ckpt is None and (run_dir / "metrics").exists():
-        raise ConfigError(f"{run_dir}: already holds a run (use --resume to continue it)")
     start_step = ckpt.step if ckpt is not None else 0
 
     # ---- data: a pure function of (data seed, step), so a resume sees the same order ----------
@@ -164,6 +259,9 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
         with torch.no_grad():
             sae.b_dec.copy_(data.sample(8192, stream=0).mean(dim=0))
 
+    if ckpt is not None and "data_path" in changes:
+        _check_same_data(run_dir, data, config)
+
     # ---- trainer state: when each feature last fired, and firing counts per dead window -------
     track = config.log_every > 0 or config.resample_interval > 0
     last_fired = torch.zeros(d_sae, dtype=torch.int64, device=device)
@@ -171,6 +269,11 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     prev_fire_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
     window_tokens, prev_window_tokens = 0, 0
     if ckpt is not None and ckpt.state:
+        for name in ("last_fired", "fire_count", "prev_fire_count"):
+            t = ckpt.state.get(name)
+            if t is None or tuple(t.shape) != (d_sae,) or t.is_floating_point() or t.is_complex():
+                raise CheckpointError(f"{ckpt.path / 'state.safetensors'}: {name} must be an integer tensor of shape "
+                                      f"[{d_sae}], got {'nothing' if t is None else f'{list(t.shape)} {t.dtype}'}")
         last_fired.copy_(ckpt.state["last_fired"])
         fire_count.copy_(ckpt.state["fire_count"])
         prev_fire_count.copy_(ckpt.state["prev_fire_count"])
@@ -179,30 +282,29 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     elif start_step:
         last_fired.fill_(start_step)
 
-    # ---- run directory: config.yaml once, then append-only metrics and events -----------------
+    # ---- run directory: locked, then config.yaml once, then append-only metrics and events ----
+    if stop["signal"] is not None:
+        raise TrainAborted("interrupted before training started; nothing written" if ckpt is None else
+                           f"interrupted before training resumed; {run_dir} is unchanged", run_dir if ckpt else None)
+    if ckpt is None:
+        created = not run_dir.exists()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunWriteError(f"{exc.filename or run_dir}: cannot write ({exc.strerror or _first_line(exc)}); "
+                                "nothing written") from None
+        try:
+            held.append(_lock(run_dir, "nothing written"))
+        except BaseException:
+            if created:
+                _rmdir_quietly(run_dir)
+            raise
+        if (run_dir / METRICS_DIR).exists():  # another writer got there first
+            raise ConfigError(f"{run_dir}: already holds a run (use --resume to continue it)")
     run_id = run_dir.name
     resolved = config.to_dict()
     writer = RunLogWriter(run_dir)
     elapsed_before = float(ckpt.meta.get("elapsed_s", 0.0)) if ckpt is not None else 0.0
-    if ckpt is None:
-        writer.write_config({
-            **resolved,
-            "device": str(device), "device_requested": config.device,
-            "run_id": run_id, "sae_report_version": SAE_REPORT_VERSION, "torch_version": str(torch.__version__),
-            "start_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "input_scale": scale, "dead_window_steps": config.dead_window,
-            "dead_window_tokens": config.dead_window * config.batch_size,
-            "loss_formula": "mse + l1_alpha * l1; mse = mean over tokens and dims; l1 = mean over tokens of sum_i f_i"
-                            + (" * ||W_dec,i||" if config.sae_variant == "april2024" else ""),
-            "data": data.describe(),
-            "init_from_step": init.step if init is not None else None,
-        })
-        writer.log_event("start", 0, device=str(device), d_in=d_in, d_sae=d_sae, input_scale=scale,
-                         init_from=config.init_from)
-    else:
-        changed = {k: v for k, v in resolved.items() if k in ckpt.meta and ckpt.meta[k] != v and k != "device"}
-        writer.log_event("resume", start_step, checkpoint=str(ckpt.path), tokens=start_step * config.batch_size,
-                         changed=changed)
 
     l1_at, lr_at = L1Schedule(config), LRSchedule(config)
     milestones: dict[int, list[tuple[str, Any]]] = {}
@@ -220,6 +322,10 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     status: Literal["completed", "interrupted", "diverged"] = "completed"
     last_ckpt: Path | None = ckpt.path if ckpt is not None else None
     nonfinite_step: int | None = None
+
+    step = start_step
+    session_tokens = 0
+    t0 = time.monotonic()
 
     def flush() -> bool:
         """Copy the buffered rows to the log; False (and the nonfinite event) when a loss is NaN/inf."""
@@ -261,142 +367,305 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
         writer.log_event("checkpoint", step, path=str(path.relative_to(run_dir)), final=final)
         return path
 
-    # Ctrl-C / SIGTERM set a flag the loop checks between steps: the step in flight completes, so
-    # the checkpoint written on the way out is a consistent state. A second Ctrl-C aborts at once.
-    stop = {"signal": None}
-    old_handlers: dict[int, Any] = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop["signal"] is not None:
-            raise KeyboardInterrupt
-        stop["signal"] = signum
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old_handlers[sig] = signal.signal(sig, on_signal)
-
-    # ---- the loop -----------------------------------------------------------------------------
-    step = start_step
-    session_tokens = 0
-    t0 = time.monotonic()
-    last_flush = t0
-    current_lr = None
-    first_step_s = 0.0
     try:
-        for step in range(start_step + 1, config.total_steps + 1):
-            # Schedules are pure functions of the step; their milestones become events.
-            alpha, lr = l1_at(step), lr_at(step)
-            if lr != current_lr:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                current_lr = lr
-            for kind, m in milestones.get(step, ()):
-                writer.log_event(kind, step, value=m.value, reason=m.reason)
+        if ckpt is None:
+            writer.write_config({
+                **resolved,
+                "device": str(device), "device_requested": config.device,
+                "run_id": run_id, "sae_report_version": SAE_REPORT_VERSION, "torch_version": str(torch.__version__),
+                "start_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "input_scale": scale, "dead_window_steps": config.dead_window,
+                "dead_window_tokens": config.dead_window * config.batch_size,
+                "loss_formula": "mse + l1_alpha * l1; mse = mean over tokens and dims; l1 = mean over tokens of sum_i f_i"
+                                + (" * ||W_dec,i||" if config.sae_variant == "april2024" else ""),
+                "data": data.describe(),
+                "init_from_step": init.step if init is not None else None,
+            })
+            writer.log_event("start", 0, device=str(device), d_in=d_in, d_sae=d_sae, input_scale=scale,
+                             init_from=config.init_from)
+        elif not finished:
+            writer.log_event("resume", start_step, checkpoint=str(ckpt.path), tokens=start_step * config.batch_size,
+                             changed={k: new for k, (_, new) in changes.items()})
+            _record_changes(writer, run_dir, ckpt, config, resolved, changes, str(device),
+                            data.describe() if "data_path" in changes else None)
+        if finished:
+            return _finish_completed(run_dir, writer, ckpt, config, data, sae, device, fire_count + prev_fire_count,
+                                     window_tokens + prev_window_tokens, elapsed_before)
 
-            x = data.batch(step)
-            stats = sae.forward_backward(x, alpha, count_fires=track)
-            sae.project_decoder_grad()
-            log_now = config.log_every > 0 and step % config.log_every == 0
-            grad_norm = sae.grad_norm() if log_now else None
-            optimizer.step()
-            sae.normalize_decoder()
-            session_tokens += B
+        # ---- the loop -----------------------------------------------------------------------------
+        t0 = time.monotonic()
+        last_flush = t0
+        current_lr = None
+        first_step_s = 0.0
+        if stop["signal"] is None:  # a signal during the set-up: straight to the end (nothing trained)
+            for step in range(start_step + 1, config.total_steps + 1):
+                # Schedules are pure functions of the step; their milestones become events.
+                alpha, lr = l1_at(step), lr_at(step)
+                if lr != current_lr:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    current_lr = lr
+                for kind, m in milestones.get(step, ()):
+                    writer.log_event(kind, step, value=m.value, reason=m.reason)
 
-            # Dead-feature bookkeeping on the device: no host sync.
-            if track:
-                counts = stats.fire_count
-                last_fired.masked_fill_(counts > 0, step)
-                fire_count += counts.long()
-                window_tokens += B
-                if step % config.dead_window == 0:  # rotate the windows kept for feature_freq.npy
-                    prev_fire_count.copy_(fire_count)
-                    fire_count.zero_()
-                    prev_window_tokens, window_tokens = window_tokens, 0
-            if log_now:
-                i = len(host_cols["step"])
-                dead = (step - last_fired >= config.dead_window).sum()
-                l0 = counts.sum() / B
-                ev = explained_variance(stats.sse, x)
-                torch.stack([stats.loss, stats.mse, stats.l1, l0.float(), dead.float(), ev, grad_norm], out=buf[i])
-                host_cols["step"].append(step)
-                host_cols["tokens"].append(step * B)
-                host_cols["l1_alpha"].append(alpha)
-                host_cols["lr"].append(lr)
-                host_cols["elapsed_s"].append(elapsed_before + time.monotonic() - t0)
-                now = time.monotonic()
-                if i + 1 == config.flush_every or now - last_flush >= config.flush_secs:
-                    last_flush = now
-                    if not flush():
+                x = data.batch(step)
+                stats = sae.forward_backward(x, alpha, count_fires=track)
+                sae.project_decoder_grad()
+                log_now = config.log_every > 0 and step % config.log_every == 0
+                grad_norm = sae.grad_norm() if log_now else None
+                optimizer.step()
+                sae.normalize_decoder()
+                session_tokens += B
+
+                # Dead-feature bookkeeping on the device: no host sync.
+                if track:
+                    counts = stats.fire_count
+                    last_fired.masked_fill_(counts > 0, step)
+                    fire_count += counts.long()
+                    window_tokens += B
+                    if step % config.dead_window == 0:  # rotate the windows kept for feature_freq.npy
+                        prev_fire_count.copy_(fire_count)
+                        fire_count.zero_()
+                        prev_window_tokens, window_tokens = window_tokens, 0
+                if log_now:
+                    i = len(host_cols["step"])
+                    dead = (step - last_fired >= config.dead_window).sum()
+                    l0 = counts.sum() / B
+                    ev = explained_variance(stats.sse, x)
+                    torch.stack([stats.loss, stats.mse, stats.l1, l0.float(), dead.float(), ev, grad_norm], out=buf[i])
+                    host_cols["step"].append(step)
+                    host_cols["tokens"].append(step * B)
+                    host_cols["l1_alpha"].append(alpha)
+                    host_cols["lr"].append(lr)
+                    host_cols["elapsed_s"].append(elapsed_before + time.monotonic() - t0)
+                    now = time.monotonic()
+                    if i + 1 == config.flush_every or now - last_flush >= config.flush_secs:
+                        last_flush = now
+                        if not flush():
+                            status = "diverged"
+                            break
+
+                # Resampling (Anthropic 2023) of the features dead over the last dead_window steps.
+                if config.resample_interval and step % config.resample_interval == 0 and step < config.total_steps:
+                    dead_mask = step - last_fired >= config.dead_window
+                    result = resample_dead(sae, optimizer, dead_mask, data.sample(config.resample_tokens, stream=1000 + step),
+                                           encoder_scale=config.resample_encoder_scale,
+                                           generator=torch.Generator().manual_seed(config.seed * 7919 + step))
+                    last_fired[dead_mask] = step  # a fresh window for the new features
+                    writer.log_event("resample", step, n=len(result.features), features=result.features,
+                                     dead_window=config.dead_window, mean_alive_encoder_norm=result.mean_alive_encoder_norm,
+                                     mean_loss=result.mean_loss)
+
+                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.total_steps:
+                    if not flush():  # never checkpoint weights past a non-finite loss
                         status = "diverged"
                         break
-
-            # Resampling (Anthropic 2023) of the features dead over the last dead_window steps.
-            if config.resample_interval and step % config.resample_interval == 0 and step < config.total_steps:
-                dead_mask = step - last_fired >= config.dead_window
-                result = resample_dead(sae, optimizer, dead_mask, data.sample(config.resample_tokens, stream=1000 + step),
-                                       encoder_scale=config.resample_encoder_scale,
-                                       generator=torch.Generator().manual_seed(config.seed * 7919 + step))
-                last_fired[dead_mask] = step  # a fresh window for the new features
-                writer.log_event("resample", step, n=len(result.features), features=result.features,
-                                 dead_window=config.dead_window, mean_alive_encoder_norm=result.mean_alive_encoder_norm,
-                                 mean_loss=result.mean_loss)
-
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.total_steps:
-                if not flush():  # never checkpoint weights past a non-finite loss
-                    status = "diverged"
+                    last_ckpt = checkpoint(step)
+                if step == start_step + 1:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()  # once: so first_step_s is the first step's real cost
+                    first_step_s = time.monotonic() - t0
+                if stop["signal"] is not None and step < config.total_steps:
+                    status = "interrupted"
                     break
-                last_ckpt = checkpoint(step)
-            if step == start_step + 1:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()  # once: so first_step_s is the first step's real cost
-                first_step_s = time.monotonic() - t0
-            if stop["signal"] is not None:
-                status = "interrupted"
-                break
-    finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
 
-    # ---- end of run: flush, checkpoint, stats, summary ---------------------------------------
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # the host runs ahead of the GPU: wait before reading the clock
-    loop_s = time.monotonic() - t0
-    if status != "diverged" and not flush():
-        status = "diverged"
-    if status == "diverged" and nonfinite_step is not None:
-        step = nonfinite_step
-    if status != "diverged":
-        last_ckpt = checkpoint(step, final=True)
-    tokens = step * B
-    # Stats are written even for a diverged run: outlier input dimensions are a likely suspect.
-    write_feature_freq(run_dir, fire_count + prev_fire_count, window_tokens + prev_window_tokens)
-    sample = data.sample(max(config.stats_sample, 16384), stream=1)
-    write_input_stats(run_dir, sample[:config.stats_sample], sample, config.outlier_factor)
-    recovery = None
-    if status != "diverged" and isinstance(data, SyntheticData):
-        recovery = feature_recovery(sae.W_dec.detach(), data.true_features)
-    if status == "interrupted":
-        writer.log_event("interrupt", step, signal=signal.Signals(stop["signal"]).name if stop["signal"] else None)
-    elapsed = elapsed_before + loop_s
-    tps = session_tokens / loop_s if loop_s > 0 else 0.0
-    steady = (session_tokens - B) / (loop_s - first_step_s) if session_tokens > B and loop_s > first_step_s else tps
-    writer.log_event("end", step, status=status)
-    writer.write_summary({
-        "status": status, "run_id": run_id, "steps": step, "total_steps": config.total_steps, "tokens": tokens,
-        "elapsed_s": round(elapsed, 3), "tokens_per_s": round(tps, 1), "device": str(device),
-        "final": {k: last_row.get(k) for k in ("loss", "mse", "l1", "l0", "l0_frac", "dead", "dead_frac", "explained_variance")} if last_row else None,
-        "feature_recovery": {"mmcs": recovery.mmcs, "frac_above_0.9": recovery.frac_above_09} if recovery else None,
-        "nonfinite_step": nonfinite_step,
-        "checkpoint": str(last_ckpt.relative_to(run_dir)) if last_ckpt and last_ckpt.is_relative_to(run_dir) else None,
-        "resumed_from_step": start_step or None,
-    })
-    writer.close()
-    display.close()
+        # ---- end of run: flush, checkpoint, stats, summary ---------------------------------------
+        if status == "completed" and stop["signal"] is not None and step < config.total_steps:
+            status = "interrupted"  # the signal came during the set-up: no step was trained
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the host runs ahead of the GPU: wait before reading the clock
+        loop_s = time.monotonic() - t0
+        if status != "diverged" and not flush():
+            status = "diverged"
+        if status == "diverged" and nonfinite_step is not None:
+            step = nonfinite_step
+        if status != "diverged":
+            last_ckpt = checkpoint(step, final=True)
+        tokens = step * B
+        # Stats are written even for a diverged run: outlier input dimensions are a likely suspect.
+        write_feature_freq(run_dir, fire_count + prev_fire_count, window_tokens + prev_window_tokens)
+        sample = data.sample(max(config.stats_sample, 16384), stream=1)
+        write_input_stats(run_dir, sample[:config.stats_sample], sample, config.outlier_factor)
+        recovery = None
+        if status != "diverged" and isinstance(data, SyntheticData):
+            recovery = feature_recovery(sae.W_dec.detach(), data.true_features)
+        if status == "interrupted":
+            writer.log_event("interrupt", step, signal=signal.Signals(stop["signal"]).name if stop["signal"] else None)
+        elapsed = elapsed_before + loop_s
+        tps = session_tokens / loop_s if loop_s > 0 else 0.0
+        steady = (session_tokens - B) / (loop_s - first_step_s) if session_tokens > B and loop_s > first_step_s else tps
+        writer.log_event("end", step, status=status)
+        writer.write_summary({
+            "status": status, "run_id": run_id, "steps": step, "total_steps": config.total_steps, "tokens": tokens,
+            "elapsed_s": round(elapsed, 3), "tokens_per_s": round(tps, 1), "device": str(device),
+            "final": {k: last_row.get(k) for k in ("loss", "mse", "l1", "l0", "l0_frac", "dead", "dead_frac", "explained_variance")} if last_row else None,
+            "feature_recovery": {"mmcs": recovery.mmcs, "frac_above_0.9": recovery.frac_above_09} if recovery else None,
+            "nonfinite_step": nonfinite_step,
+            "checkpoint": str(last_ckpt.relative_to(run_dir)) if last_ckpt and last_ckpt.is_relative_to(run_dir) else None,
+            "resumed_from_step": start_step or None,
+        })
+        writer.close()
+        display.close()
+        return TrainResult(
+            run_dir=run_dir, status=status, steps=step, tokens=tokens, elapsed_s=elapsed, tokens_per_s=tps,
+            final_loss=last_row.get("loss"), final_l0_frac=last_row.get("l0_frac"), final_dead_frac=last_row.get("dead_frac"),
+            feature_recovery=recovery.mmcs if recovery else None, checkpoint=last_ckpt, steady_tokens_per_s=steady,
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: out at once, nothing more written
+        writer.abandon()
+        display.close()
+        raise TrainAborted(f"aborted by a second interrupt at step {step}; {_kept(run_dir, last_row, last_ckpt)}",
+                           run_dir) from None
+    except OSError as exc:  # disk full, read-only, ...: the log is flushed, the last checkpoint intact
+        writer.abandon()
+        display.close()
+        where = exc.filename or run_dir
+        what = exc.strerror or _first_line(exc)
+        raise RunWriteError(f"{where}: cannot write ({what}); {_kept(run_dir, last_row, last_ckpt, room=True)}") from None
+    except BaseException:
+        writer.abandon()
+        display.close()
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _kept(run_dir: Path, last_row: dict[str, float], last_ckpt: Path | None, room: bool = False) -> str:
+    """What a run stopped by an error or a second interrupt keeps, and how to go on (one clause)."""
+    flushed = f"the log holds steps up to {int(last_row['step'])}" if last_row.get("step") else "no metrics were logged"
+    if last_ckpt is None:
+        return f"{flushed} and there is no checkpoint yet: train again" + (" once there is room" if room else "")
+    try:
+        name: Any = last_ckpt.relative_to(run_dir)
+    except ValueError:
+        name = last_ckpt
+    return (f"{flushed}, the checkpoint {name} is intact; " + ("once there is room, " if room else "")
+            + f"resume with: sae-report train --resume {run_dir}")
+
+
+def _lock(run_dir: Path, kept: str) -> Any:
+    """The run directory's lock; a folder we cannot write is one line (``RunWriteError``)."""
+    try:
+        return lock_folder(run_dir)
+    except OSError as exc:
+        raise RunWriteError(f"{exc.filename or run_dir}: cannot write ({exc.strerror or _first_line(exc)}); {kept}") from None
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """``summary.json`` when it is a readable JSON object (a regular file under 1 MiB), else None."""
+    path = run_dir / SUMMARY_FILE
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _completed_result(run_dir: Path, ckpt: Any, summary: dict[str, Any], config: TrainConfig,
+                      rebuilt: bool = False) -> TrainResult:
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+    rec = summary.get("feature_recovery") if isinstance(summary.get("feature_recovery"), dict) else {}
+    tokens = _num(summary.get("tokens"))
     return TrainResult(
-        run_dir=run_dir, status=status, steps=step, tokens=tokens, elapsed_s=elapsed, tokens_per_s=tps,
-        final_loss=last_row.get("loss"), final_l0_frac=last_row.get("l0_frac"), final_dead_frac=last_row.get("dead_frac"),
-        feature_recovery=recovery.mmcs if recovery else None, checkpoint=last_ckpt, steady_tokens_per_s=steady,
+        run_dir=run_dir, status="completed", steps=ckpt.step,
+        tokens=int(tokens) if tokens is not None else ckpt.step * config.batch_size,
+        elapsed_s=_num(summary.get("elapsed_s")) or 0.0, tokens_per_s=0.0,
+        final_loss=_num(final.get("loss")), final_l0_frac=_num(final.get("l0_frac")),
+        final_dead_frac=_num(final.get("dead_frac")), feature_recovery=_num(rec.get("mmcs")),
+        checkpoint=ckpt.path, already_completed=True, summary_rebuilt=rebuilt,
     )
 
 
-__all__ = ["TrainResult", "train", "config_from_run", "resolve_device", "CheckpointError"]
+def _check_same_data(run_dir: Path, data: Any, config: TrainConfig) -> None:
+    """A resume may read its activations from a new ``data_path`` (files moved), not other data."""
+    try:
+        recorded = read_config(run_dir / CONFIG_FILE).get("data")
+    except RunLogError:
+        recorded = None
+    now = data.describe()
+    if not isinstance(recorded, dict) or "n_tokens" not in recorded:
+        return
+    if (recorded.get("n_tokens"), recorded.get("d_in")) != (now.get("n_tokens"), now.get("d_in")):
+        raise ResumeChangeError(
+            f"data_path: {config.data_path} holds {now.get('n_tokens')} tokens of width {now.get('d_in')}, the run "
+            f"was trained on {recorded.get('n_tokens')} of width {recorded.get('d_in')} "
+            f"({run_dir / CONFIG_FILE}: data); a resume needs the same activations", "data_path")
+
+
+def _record_changes(writer: RunLogWriter, run_dir: Path, ckpt: Any, config: TrainConfig, resolved: dict[str, Any],
+                    changes: dict[str, tuple[Any, Any]], device: str, data: dict[str, Any] | None) -> None:
+    """Log the settings a resume changed and bring config.yaml up to date (see ``trainer.resume``)."""
+    first = ckpt.step + 1  # the first step trained with the new settings, as for a schedule milestone
+    for key, (old, new) in changes.items():
+        writer.log_event("config_change", first, key=key, **{"from": old, "to": new})
+    before = old_config(ckpt.meta)
+    if before is not None:
+        for kind, then, now in (("l1_change", L1Schedule(before)(first), L1Schedule(config)(first)),
+                                ("lr_change", LRSchedule(before)(first), LRSchedule(config)(first))):
+            if then != now:
+                writer.log_event(kind, first, value=now, reason="changed on resume", **{"from": then})
+    path = run_dir / CONFIG_FILE
+    try:
+        raw = read_config(path) if path.is_file() else {}
+    except RunLogError:
+        raw = {}
+    try:
+        checkpoint = str(ckpt.path.relative_to(run_dir))
+    except ValueError:
+        checkpoint = str(ckpt.path)
+    new = updated_config(raw, resolved, step=ckpt.step, checkpoint=checkpoint, changes=changes, device=device, data=data)
+    if plain(new) != plain(raw):
+        writer.write_config(new)
+
+
+def _finish_completed(run_dir: Path, writer: RunLogWriter, ckpt: Any, config: TrainConfig, data: Any, sae: Any,
+                      device: torch.device, fire_counts: torch.Tensor, window_tokens: int,
+                      elapsed_s: float) -> TrainResult:
+    """A run killed after its last checkpoint but before its summary: write what the end of the run
+    would have written (final link, stats, ``end`` event, summary rebuilt from the log); train nothing."""
+    step = ckpt.step
+    ensure_final(run_dir, ckpt.path)
+    stats = run_dir / STATS_DIR
+    if not (stats / "feature_freq.npy").is_file():
+        write_feature_freq(run_dir, fire_counts, window_tokens)
+    if not ((stats / "input_sample.npy").is_file() and (stats / "input_dims.csv").is_file()):
+        sample = data.sample(max(config.stats_sample, 16384), stream=1)
+        write_input_stats(run_dir, sample[:config.stats_sample], sample, config.outlier_factor)
+    recovery = feature_recovery(sae.W_dec.detach(), data.true_features) if isinstance(data, SyntheticData) else None
+    events = read_events(run_dir / EVENTS_FILE)
+    if not events or events[-1].kind != "end" or events[-1].step != step:
+        writer.log_event("end", step, status="completed")
+    summary = summary_from_log(run_dir, status="completed", steps=step)
+    summary.update({
+        "elapsed_s": round(elapsed_s, 3), "device": str(device),
+        "feature_recovery": {"mmcs": recovery.mmcs, "frac_above_0.9": recovery.frac_above_09} if recovery else None,
+        "checkpoint": str(ckpt.path.relative_to(run_dir)) if ckpt.path.is_relative_to(run_dir) else None,
+    })
+    writer.write_summary(summary)
+    writer.close()
+    return _completed_result(run_dir, ckpt, summary, config, rebuilt=True)
+
+
+__all__ = ["TrainResult", "train", "config_from_run", "resolve_device", "CheckpointError", "TrainAborted", "RunWriteError",
+           "LockHeldError", "ResumeChangeError"]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import click
 
 from ..ingest import SOURCES
-from ..ingest.convert import OutputExistsError, OutputInsideInputError, import_all, import_run
-from ..runlog import RunLogError
+from ..ingest.convert import (
+    ImportWriteError,
+    OutputExistsError,
+    OutputInsideInputError,
+    import_all,
+    import_run,
+)
+from ..runlog import LockHeldError, RunLogError
 
 SOURCE_CHOICES = ["auto", "sae-report", *dict.fromkeys(SOURCES)]
 
@@ -38,6 +46,11 @@ def import_(path: Path, out: Path, source: str, run_id: str | None, all_runs: bo
     """
     if all_runs and run_id:
         raise click.UsageError("--run and --all exclude each other")
+    results = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM as Ctrl-C: the temporary folder is removed, --out stays as it was.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if all_runs:
             results = import_all(path, out, source=source, force=force)
@@ -48,11 +61,29 @@ def import_(path: Path, out: Path, source: str, run_id: str | None, all_runs: bo
         raise click.exceptions.Exit(2) from None
     except OutputInsideInputError as exc:
         raise click.UsageError(str(exc)) from None
-    except OutputExistsError as exc:
+    except (OutputExistsError, ImportWriteError, LockHeldError) as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        done = getattr(exc, "done", None) or []
+        for result in done:
+            _say(result)
+        kept = f"{out} is as it was" if not done else f"{len(done)} run(s) written, the others not"
+        click.echo(f"Error: import interrupted; {kept} (no temporary folder left)", err=True)
+        raise click.exceptions.Exit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     for result in results:
-        data = result.data
-        sampled = "SAMPLED (not every step)" if data.sampled else "full history"
-        click.echo(f"Imported {data.source} run {data.run_id}: {result.rows} rows, "
-                   f"columns {', '.join(result.columns[1:])}; {sampled}")
-        click.echo(f"Wrote {result.run_dir}  (next: sae-report analyze {result.run_dir})")
+        _say(result)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _say(result) -> None:  # noqa: ANN001 - ImportResult
+    data = result.data
+    sampled = "SAMPLED (not every step)" if data.sampled else "full history"
+    click.echo(f"Imported {data.source} run {data.run_id}: {result.rows} rows, "
+               f"columns {', '.join(result.columns[1:])}; {sampled}")
+    click.echo(f"Wrote {result.run_dir}  (next: sae-report analyze {result.run_dir})")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -41,30 +43,58 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
       sae-report train --set data_source=files --set data_path=acts/ --set d_sae=4096
       sae-report train --resume runs/train_e01c6183
     """
+    # Ctrl-C / SIGTERM while torch loads (a second or so) are held until it has loaded, then end the
+    # command with one line: an import cut short by KeyboardInterrupt can leave the interpreter
+    # exiting by SIGINT whatever we catch. The trainer installs its own handlers.
+    held: list[int] = []
+    previous = _hold_signals(held)
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        click.echo(f"Error: {INSTALL_HINT}", err=True)
-        raise click.exceptions.Exit(1)
-    from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run
-    from trainer import train as run_training
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            click.echo(f"Error: {INSTALL_HINT}", err=True)
+            raise click.exceptions.Exit(1)
+        from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run
+        from trainer import train as run_training
+        from trainer.train import LockHeldError, ResumeChangeError, RunLogError, RunWriteError
 
-    if resume is not None and config is not None:
-        raise click.UsageError("give either CONFIG or --resume RUN (a resumed run keeps its own config)")
-    try:
-        if resume is not None:
-            if not resume.is_dir():
-                raise ConfigError(f"{resume}: no such run directory")
-            cfg = config_from_run(resume, overrides)
-        else:
-            cfg = TrainConfig.from_yaml(config, overrides)
-        result = run_training(cfg, out_dir, resume=resume, progress=not quiet)
-    except (ConfigError, DataError, CheckpointError) as exc:
-        raise ConfigProblem(str(exc)) from None
-    except (OSError, RuntimeError, MemoryError) as exc:  # disk full, CUDA out of memory...: never a traceback
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise click.ClickException(f"training failed: {type(exc).__name__}: {first}") from None
+        if resume is not None and config is not None:
+            raise click.UsageError("give either CONFIG or --resume RUN (a resumed run keeps its own config)")
+        try:
+            if resume is not None:
+                if not resume.is_dir():
+                    raise ConfigError(f"{resume}: no such run directory")
+                cfg = config_from_run(resume, overrides)
+            else:
+                cfg = TrainConfig.from_yaml(config, overrides)
+            if held:
+                raise KeyboardInterrupt
+            result = run_training(cfg, out_dir, resume=resume, progress=not quiet)
+        except ResumeChangeError as exc:  # one line, prefixed with where the change came from
+            raise ConfigProblem(f"{_origin(exc.key, overrides, resume)}: {exc}") from None
+        except (ConfigError, DataError, CheckpointError, RunLogError) as exc:
+            raise ConfigProblem(str(exc)) from None
+        except (LockHeldError, RunWriteError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except (OSError, RuntimeError, MemoryError) as exc:  # CUDA out of memory...: never a traceback
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise click.ClickException(f"training failed: {type(exc).__name__}: {first}") from None
+    except KeyboardInterrupt as exc:  # before the first step, or a second Ctrl-C: one line, what is on disk
+        message = getattr(exc, "message", None) or "interrupted before training started; nothing written"
+        click.echo(f"Error: {message}", err=True)
+        raise click.exceptions.Exit(130) from None
+    finally:
+        _restore_signals(previous)
 
+    if result.already_completed:
+        rebuilt = "; summary.json rebuilt from the log (it was missing or out of date)" if result.summary_rebuilt else ""
+        unused = [k for k in dict.fromkeys(o.split("=", 1)[0].strip() for o in overrides) if k != "total_steps"]
+        note = (f" (not applied: {', '.join(unused)}; raise total_steps above {result.steps} to train further)"
+                if unused else "")
+        click.echo(f"run already completed at step {result.steps}{rebuilt}; nothing {'else ' if rebuilt else ''}to do{note}")
+        if report:
+            _report_or_interrupt(result.run_dir)
+        return
     click.echo(f"{result.status}: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.1f} s "
                f"({result.tokens_per_s:,.0f} tokens/s)")
     click.echo(f"run directory: {result.run_dir}")
@@ -73,11 +103,39 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
     if result.status == "diverged":
         click.echo("the loss became non-finite: training stopped (see events.ndjson, 'nonfinite')", err=True)
     if report:
-        _report(result.run_dir)
+        _report_or_interrupt(result.run_dir)
     if result.status == "interrupted":
         raise click.exceptions.Exit(130)
     if result.status == "diverged":
         raise click.exceptions.Exit(1)
+
+
+def _hold_signals(held: list[int]) -> dict[int, object]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict[int, object]) -> None:
+    for s, handler in previous.items():
+        signal.signal(s, handler)  # type: ignore[arg-type]
+
+
+def _origin(key: str | None, overrides: tuple[str, ...], resume: Path | None) -> str:
+    """Where a refused resume change came from: the ``--set`` that asked for it, else config.yaml."""
+    for item in reversed(overrides):
+        if item.split("=", 1)[0].strip() == key:
+            return f"--set {item}"
+    return str(Path(resume) / "config.yaml") if resume is not None else "config"
+
+
+def _report_or_interrupt(run_dir: Path) -> None:
+    try:
+        _report(run_dir)
+    except KeyboardInterrupt:
+        click.echo(f"Error: interrupted while writing the report; {run_dir} is as training left it "
+                   f"(write the report with: sae-report analyze {run_dir})", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 def _report(run_dir: Path) -> None:

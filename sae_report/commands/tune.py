@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -33,6 +35,10 @@ def _progress(event: str, camp, it) -> None:
         click.echo(f"{camp.message} ({n} run{'s' if n != 1 else ''})")
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @click.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target-l0", type=TARGET_L0, required=True, help="Target L0 as a fraction (0.05) or percent (5%).")
@@ -61,22 +67,31 @@ def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int,
     if config is not None and not config.exists():
         raise InputError(f"{config}: no such config file")
     try:
+        from trainer import CheckpointError, DataError
         from trainer.config import ConfigError
+        from trainer.train import RunWriteError
     except ImportError:
         raise click.ClickException("tune needs the trainer: pip install 'sae-report[train]'") from None
+    from ..runlog import LockHeldError
     from ..tune import TuneError
     from ..tune import tune as run_tune
 
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM as Ctrl-C (the trainer checkpoints)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         camp = run_tune(config, target_l0, tolerance=tolerance, max_runs=max_runs, out_dir=out_dir,
                         overrides=overrides, progress=_progress, trainer_progress=show_progress)
     except ConfigError as exc:
         raise InputError(str(exc)) from None
-    except TuneError as exc:
+    except (TuneError, LockHeldError, RunWriteError, CheckpointError, DataError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted. Run the same command again to resume from {out_dir}.", err=True)
         raise SystemExit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     click.echo(f"report: {out_dir / 'campaign.md'} and {out_dir / 'campaign.html'}")
     if camp.status == "interrupted":
         click.echo(f"Interrupted. Run the same command again to resume from {out_dir}.", err=True)

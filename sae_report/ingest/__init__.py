@@ -8,9 +8,11 @@ source (``auto``: the first whose ``detect`` says yes, in the order of ``SOURCES
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 from ..runlog import RunData, RunLogError, is_run_dir, read_run
+from ..runlog.safeio import check_regular
 
 #: source name -> module (relative to this package) that reads it, in detection order.
 SOURCES: dict[str, str] = {
@@ -31,7 +33,11 @@ def load_run(path: str | Path, *, source: str = "auto", run: str | None = None) 
     """Read the run at ``path``; ``source`` forces a reader, ``run`` picks one run in a store."""
     path = Path(path)
     if not path.exists():
+        if os.path.islink(path):
+            check_regular(path)  # a broken symbolic link or a loop, said as such
         raise RunLogError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        check_regular(path)  # a FIFO or a device is refused before any reader opens it
     if source in ("auto", "sae-report") and is_run_dir(path):
         return read_run(path)
     if source == "sae-report":

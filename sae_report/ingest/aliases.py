@@ -32,6 +32,7 @@ import polars as pl
 
 from ..runlog import METRIC_COLUMNS, RunLogError
 from ..runlog import finite_float as _number
+from ..runlog.reader import check_whole_steps
 
 # Canonical name -> (raw alias, unit) pairs. Units: "same", "percent" (divide by 100),
 # "one_minus" (canonical = 1 - raw), "auto_frac" (a fraction; kept as is).
@@ -166,12 +167,20 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 
-def canonical_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+#: The counts the analyzer uses and the values a count may take: a number outside (``d_sae: 1e300``,
+#: ``batch_size: -4``) is no count, and the canonical key is null (with a note where notes are kept).
+COUNT_RANGES: dict[str, tuple[int, int]] = {
+    "d_sae": (1, 2**31), "d_in": (1, 2**31), "total_steps": (1, 2**53), "resample_interval": (0, 2**53),
+    "batch_size": (1, 2**53), "dead_window": (1, 2**53)}
+
+
+def canonical_config(raw: Mapping[str, Any] | None, notes: list[str] | None = None) -> dict[str, Any]:
     """The config with canonical keys (``l1_alpha``, ``learning_rate``, ``resample_interval``,
     ``target_l0``, ``total_steps``, ``d_sae``, ``d_in``, ``batch_size``, ``dead_window``) filled in
     from known aliases (SAELens ``l1_coefficient``/``lr``/``d_sae``, sparsify ``num_latents`` /
     ``expansion_factor``, dictionary_learning ``dict_size``/``activation_dim``, W&B ``{value: x}``
-    entries, nested sections). Keys already canonical win; other keys are kept as they were."""
+    entries, nested sections). Keys already canonical win; other keys are kept as they were. A
+    count outside ``COUNT_RANGES`` becomes null (``notes``, when given, says so)."""
     raw = dict(raw or {})
     flat = _flatten(raw)
     by_leaf: dict[str, Any] = {}
@@ -202,7 +211,14 @@ def canonical_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
             out["dead_window"] = int(tokens // batch)
     for key in ("d_sae", "d_in", "total_steps", "resample_interval", "batch_size", "dead_window"):
         n = _number(out.get(key))
-        if n is not None and float(n).is_integer():
+        if n is None:
+            continue
+        lo, hi = COUNT_RANGES[key]
+        if not lo <= n <= hi:
+            if notes is not None:
+                notes.append(f"config: {key} {out[key]!r} is not a usable count (from {lo:,} to {hi:,}): ignored")
+            out[key] = None
+        elif float(n).is_integer():
             out[key] = int(n)
     target = _number(out.get("target_l0"))
     if target is not None and target > 1 and _number(out.get("d_sae")):
@@ -283,16 +299,19 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
         else:
             cols[canon] = pl.select(pl.coalesce(parts)).to_series().alias(canon)
     step = cols.pop("step")
-    finite = step.is_not_null() & step.is_finite()
-    steps_int = step.round(0).cast(pl.Int64, strict=False)
+    # Whole numbers only (3.0 is step 3): 2.5 is refused, never rounded into a neighbour's row.
+    check_whole_steps(None, step)
+    steps_int = step.cast(pl.Int64, strict=False)  # NaN, inf and nulls: rows without a usable step
     out = pl.DataFrame({"step": steps_int, **cols})
-    bad = int((~finite).sum()) + int((finite & steps_int.is_null()).sum())
-    if steps_int.null_count():
-        out = out.filter(pl.col("step").is_not_null())
+    bad = steps_int.null_count()
     if bad:
+        out = out.filter(pl.col("step").is_not_null())
         notes.append(f"{bad} row(s) without a usable step dropped")
     if out.height == 0:
         raise RunLogError("no rows with a usable step")
+    negative = int((out.get_column("step") < 0).sum())
+    if negative:
+        notes.append(f"{negative} row(s) with a negative step (from {out.get_column('step').min()}): kept, in step order")
     out, dups = _dedup_steps(out)
     if dups:
         notes.append(f"{dups} repeated step(s): the later write kept")

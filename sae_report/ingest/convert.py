@@ -1,23 +1,33 @@
 """Convert any log ``load_run`` reads into a sae-report run directory (``sae-report import``).
 
-The run is written through ``RunLogWriter`` into a temporary folder beside ``--out`` and renamed
-into place only when complete and read back identical, so an interrupted import never leaves a
-half-written run. The input is only read. Provenance (source, path, run id, sampled, the reader's
-notes) goes into ``config.yaml`` under ``imported_from``.
+The run is written through ``RunLogWriter`` into a temporary folder beside ``--out``
+(``.NAME.import-<pid>-<random>``) and renamed into place only when complete and read back
+identical, so an interrupted import never leaves a half-written run: Ctrl-C and SIGTERM remove the
+temporary folder, the swap of the old run for the new one is never cut in half, and a temporary
+folder left by a killed import (its pid gone) is swept by the next import beside it. An existing
+``--out`` is locked while it is replaced (``sae-report train`` writing it makes the import fail
+with one line naming that process). A failed write (disk full, read-only) is one line and leaves
+``--out`` as it was. The input is only read. Provenance (source, path, run id, sampled, the
+reader's notes) goes into ``config.yaml`` under ``imported_from``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 
-from ..runlog import RunData, RunLogError, RunLogWriter, read_run
+from ..runlog import LOCK_FILE, RunData, RunLogError, RunLogWriter, lock_folder, read_run
 from . import load_run
 
 
@@ -27,6 +37,22 @@ class OutputExistsError(Exception):
 
 class OutputInsideInputError(Exception):
     """``--out`` would be written inside the run being imported (or would replace it)."""
+
+
+class ImportWriteError(Exception):
+    """Writing ``--out`` failed (disk full, read-only, ...); ``--out`` is as it was. One line."""
+
+
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during ``import_all`` after some runs were written (``done``)."""
+
+    def __init__(self, done: list["ImportResult"]) -> None:
+        super().__init__(f"interrupted after {len(done)} run(s)")
+        self.done = done
+
+
+#: Signals that arrived while an old run was being swapped for a new one (handled after the swap).
+_deferred: list[int] = []
 
 
 @dataclass(frozen=True)
@@ -58,24 +84,109 @@ def import_run(path: str | Path, out: str | Path, *, source: str = "auto", run: 
     src, dst = path.resolve(), out.resolve()
     if path.exists() and (dst == src or dst in src.parents or (src in dst.parents and not _beside_store(src, dst))):
         raise OutputInsideInputError(f"{out}: --out must be outside the input {path} (the input is never modified)")
-    if out.exists() and (out.is_file() or any(out.iterdir())) and not force:
+    if _holds_files(out) and not force:
         raise OutputExistsError(f"{out}: already exists; choose a new --out or add --force to replace it")
     data = load_run(path, source=source, run=run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run directory is not
+    existed = out.exists()
     try:
-        _write(tmp, data, path, label)
-        back = read_run(tmp).metrics
-        if not _same(back, data.metrics):
-            raise RunLogError(f"{out}: the written run does not read back identical to {path} (not written)")
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_imports(out)
+        # An existing --out is locked while it is replaced: a trainer writing it refuses us, and
+        # nothing else writes it until we are done (LockHeldError names the holder).
+        lock = lock_folder(out) if out.is_dir() else None
+        try:
+            if _holds_files(out) and not force:  # checked again, now that nobody else writes it
+                raise OutputExistsError(f"{out}: already exists; choose a new --out or add --force to replace it")
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-{os.getpid()}-", dir=out.parent))
+            try:
+                umask = os.umask(0)
+                os.umask(umask)
+                tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run directory is not
+                _write(tmp, data, path, label)
+                back = read_run(tmp).metrics
+                if not _same(back, data.metrics):
+                    raise RunLogError(f"{out}: the written run does not read back identical to {path} (not written)")
+                _replace(tmp, out)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        finally:
+            if lock is not None:
+                lock.release()
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        what = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        kept = f"{out} is unchanged" if existed else "nothing written"
+        raise ImportWriteError(f"{out}: cannot write ({what}{where}); {kept}") from None
     return ImportResult(run_dir=out, data=data, rows=data.metrics.height, columns=list(data.metrics.columns))
+
+
+def _holds_files(out: Path) -> bool:
+    """``out`` is a file, or a folder holding anything but a lock file."""
+    if not out.exists() and not out.is_symlink():
+        return False
+    if not out.is_dir() or out.is_symlink():
+        return True
+    return any(p.name != LOCK_FILE for p in out.iterdir())
+
+
+_STALE_RE = re.compile(r"^\.(?P<name>.+)\.(?P<what>import|replaced)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+
+
+def sweep_stale_imports(out: Path) -> list[Path]:
+    """Remove the temporary folders that killed imports (``kill -9``) left beside ``out``: an
+    ``.NAME.import-<pid>-*`` folder whose process is gone; an ``.NAME.replaced-<pid>-*`` folder
+    (an old run moved aside just before the new one was renamed in) is put back when ``out`` is
+    missing, else removed. Folders of live processes are left alone."""
+    removed: list[Path] = []
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        m = _STALE_RE.match(p.name)
+        if not m or m.group("name") != out.name or _alive(int(m.group("pid"))):
+            continue
+        try:
+            if m.group("what") == "replaced" and not out.exists():
+                os.replace(p, out)
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C / SIGTERM wait until the block is done (an old run swapped for a new one is never
+    left half way); they are then in ``_deferred``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: _deferred.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _beside_store(src: Path, dst: Path) -> bool:
@@ -134,11 +245,17 @@ def import_all(path: str | Path, out_dir: str | Path, *, source: str = "auto",
         if all(names.get(i) for i in ids) and len({names[i] for i in ids}) == len(ids):
             labels = {i: names[i] for i in ids}
     out_dir = Path(out_dir)
-    results = []
-    for run_id in ids:
-        name = _dir_name(labels[run_id]) if run_id else Path(path).stem
-        results.append(import_run(path, out_dir / name, source=source, run=run_id or None, force=force,
-                                  label=name if run_id and labels[run_id] != run_id else None))
+    results: list[ImportResult] = []
+    _deferred.clear()
+    try:
+        for run_id in ids:
+            if _deferred:  # a Ctrl-C / SIGTERM came while the last run was swapped in: stop here
+                raise KeyboardInterrupt
+            name = _dir_name(labels[run_id]) if run_id else Path(path).stem
+            results.append(import_run(path, out_dir / name, source=source, run=run_id or None, force=force,
+                                      label=name if run_id and labels[run_id] != run_id else None))
+    except KeyboardInterrupt:
+        raise ImportInterrupted(results) from None
     return results
 
 
@@ -201,18 +318,21 @@ def _log_rows(writer: RunLogWriter, frame: pl.DataFrame) -> None:
 
 
 def _replace(tmp: Path, out: Path) -> None:
-    if not out.exists():
+    """Put ``tmp`` at ``out`` (the old ``out`` moved aside, then removed); signals wait until done."""
+    with _signals_deferred():
+        if not out.exists() and not out.is_symlink():
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                if _holds_files(out):  # another import got there first
+                    raise OutputExistsError(f"{out}: already exists; choose a new --out or add --force to replace it") from None
+                raise
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-{os.getpid()}-", dir=out.parent))
+        old.rmdir()
+        os.replace(out, old)
         os.replace(tmp, out)
-        return
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-    old.rmdir()
-    os.replace(out, old)
-    os.replace(tmp, out)
-    if old.is_dir():
+    if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink(missing_ok=True)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
+from polars.exceptions import PanicException
 
 from ..runlog import RunData, RunLogError
+from ..runlog.safeio import MAX_PARAM_BYTES, InputRefused, bound_config, is_regular, load_config_file, read_regular
 from .scalars import ScalarLog, build_run, pick_run, to_wide
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -49,6 +50,8 @@ class _Run:
 
 
 def _is_sqlite_store(path: Path) -> bool:
+    if not is_regular(path):  # never open a FIFO or a device to look at it
+        return False
     try:
         with open(path, "rb") as fh:
             if fh.read(16) != _SQLITE_MAGIC:
@@ -173,8 +176,10 @@ def _choose(path: Path, runs: dict[str, _Run], run: str | None) -> _Run:
 
 def _file_run(d: Path) -> _Run:
     try:
-        meta = yaml.safe_load((d / "meta.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        meta = load_config_file(d / "meta.yaml", as_json=False, what="meta.yaml") or {}
+    except InputRefused:
+        raise  # a FIFO, an oversized file or a YAML bomb: refused, not guessed around
+    except (OSError, RunLogError):
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
@@ -189,8 +194,8 @@ def _file_run(d: Path) -> _Run:
 def _tag(d: Path, name: str) -> str | None:
     p = d / "tags" / name
     try:
-        return p.read_text(encoding="utf-8").strip() if p.is_file() else None
-    except (OSError, UnicodeDecodeError):
+        return read_regular(p, MAX_PARAM_BYTES, "tag").decode("utf-8").strip() if p.is_file() else None
+    except (OSError, UnicodeDecodeError, RunLogError):
         return None
 
 
@@ -210,7 +215,12 @@ def _read_file_run(r: _Run) -> tuple[ScalarLog, dict[str, Any], list[str]]:
     notes: list[str] = []
     frames: list[pl.DataFrame] = []
     metrics = r.where / "metrics"
-    for f in sorted(p for p in metrics.rglob("*") if p.is_file()):
+    entries = sorted(metrics.rglob("*"))
+    for f in entries:
+        if not f.is_file():
+            if not f.is_dir():
+                notes.append(f"metrics/{f.relative_to(metrics).as_posix()}: not a regular file, skipped")
+            continue
         key = f.relative_to(metrics).as_posix()
         frames.append(_metric_file(f, key, notes))
     long = (pl.concat(frames) if frames else
@@ -221,19 +231,24 @@ def _read_file_run(r: _Run) -> tuple[ScalarLog, dict[str, Any], list[str]]:
     if params.is_dir():
         for f in sorted(p for p in params.rglob("*") if p.is_file()):
             try:
-                config[f.relative_to(params).as_posix()] = _value(f.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
-                notes.append(f"params/{f.name}: unreadable, ignored")
-    return log, config, notes
+                config[f.relative_to(params).as_posix()] = _value(read_regular(f, MAX_PARAM_BYTES, "param").decode("utf-8"))
+            except (OSError, UnicodeDecodeError, RunLogError) as exc:
+                why = str(exc).removeprefix(f"{f}: ") if isinstance(exc, RunLogError) else "not UTF-8 text"
+                notes.append(f"params/{f.name}: unreadable, ignored ({why})")
+    return log, bound_config(config, params), notes
+
+
+#: Steps and timestamps are Int64.
+_I64 = 2**63
 
 
 def _metric_file(f: Path, key: str, notes: list[str]) -> pl.DataFrame:
-    raw = f.read_bytes()
+    raw = read_regular(f)
     if raw and not raw.endswith(b"\n"):
         raw = raw[: raw.rfind(b"\n") + 1]
         notes.append(f"metrics/{key}: dropped a last line cut short by an interrupted write")
     rows = []
-    bad = 0
+    bad = out_of_range = 0
     for line in raw.decode("utf-8", "replace").splitlines():
         parts = line.split()
         if not parts:
@@ -244,9 +259,14 @@ def _metric_file(f: Path, key: str, notes: list[str]) -> pl.DataFrame:
         except (ValueError, IndexError):
             bad += 1
             continue
+        if not (-_I64 <= ts < _I64 and -_I64 <= step < _I64):
+            out_of_range += 1
+            continue
         rows.append((key, ts, value, step))
     if bad:
         notes.append(f"metrics/{key}: {bad} unreadable line(s) skipped")
+    if out_of_range:
+        notes.append(f"metrics/{key}: {out_of_range} line(s) with a step or timestamp outside the 64-bit range skipped")
     return pl.DataFrame(rows, schema={"key": pl.String, "ts": pl.Int64, "value": pl.Float64, "step": pl.Int64},
                         orient="row")
 
@@ -257,18 +277,21 @@ def _to_log(long: pl.DataFrame) -> ScalarLog:
     long = long.with_row_index("_i").sort(["ts", "_i"])
     log = ScalarLog(keys=long.get_column("key").to_list(), steps=long.get_column("step").to_list(),
                     values=long.get_column("value").to_list())
-    if long.height and "_runtime" not in set(log.keys):
-        t0 = long.get_column("ts").min()
+    t0 = long.get_column("ts").min() if long.height else None
+    if t0 is not None and "_runtime" not in set(log.keys):
         per_step = long.group_by("step").agg(pl.col("ts").max()).sort("step")
         log.keys.extend(["_runtime"] * per_step.height)
         log.steps.extend(per_step.get_column("step").to_list())
-        log.values.extend(((per_step.get_column("ts") - t0) / 1000.0).to_list())
+        # in floats: timestamps far apart must not overflow Int64
+        log.values.extend(((per_step.get_column("ts").cast(pl.Float64) - float(t0)) / 1000.0).to_list())
     return log
 
 
 def _connect(db: Path) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        con.text_factory = lambda b: b.decode("utf-8", "replace")  # text that is not UTF-8 is still text
+        return con
     except sqlite3.Error as exc:
         raise RunLogError(f"{db}: cannot open the database read-only ({exc})") from None
 
@@ -296,14 +319,25 @@ def _read_sqlite_run(db: Path, con: sqlite3.Connection, run_id: str) -> tuple[Sc
         cols = _columns(con, "metrics")
         is_nan = "is_nan" if "is_nan" in cols else "0"
         step = "step" if "step" in cols else "0"
-        rows = con.execute(f"select key, timestamp, value, {step}, {is_nan} from metrics where run_uuid = ? "
-                           "order by timestamp, rowid", (run_id,)).fetchall()
+        # Only what MLflow writes is read: integer steps (a step past the 64-bit range is stored as
+        # a REAL), numeric values (a text value cannot be a metric), integer timestamps; other rows
+        # are counted in a note. The checks run in SQLite, so the hot loop stays there.
+        usable = (f"typeof({step}) in ('integer', 'null') and typeof(value) in ('integer', 'real', 'null')")
+        rows = con.execute(f"select cast(key as text), case when typeof(timestamp) = 'integer' then timestamp end, "
+                           f"value, {step}, case when typeof({is_nan}) = 'integer' then {is_nan} else 0 end "
+                           f"from metrics where run_uuid = ? and {usable} order by timestamp, rowid", (run_id,)).fetchall()
+        unusable = con.execute(f"select count(*) from metrics where run_uuid = ? and not ({usable})", (run_id,)).fetchone()[0]
         params = con.execute("select key, value from params where run_uuid = ?", (run_id,)).fetchall() \
             if "params" in {r[0] for r in con.execute("select name from sqlite_master where type='table'")} else []
     except sqlite3.Error as exc:
         raise RunLogError(f"{db}: cannot read the metrics of run {run_id} ({exc})") from None
-    long = pl.DataFrame(rows, schema={"key": pl.String, "ts": pl.Int64, "value": pl.Float64, "step": pl.Int64,
-                                      "is_nan": pl.Int64}, orient="row")
+    if unusable:
+        notes.append(f"{unusable} metric row(s) skipped: a step that is not a 64-bit integer, or a value that is not a number")
+    try:
+        long = pl.DataFrame(rows, schema={"key": pl.String, "ts": pl.Int64, "value": pl.Float64, "step": pl.Int64,
+                                          "is_nan": pl.Int64}, orient="row")
+    except (Exception, PanicException) as exc:  # noqa: BLE001 - the SQL above admits only what fits
+        raise RunLogError(f"{db}: cannot read the metrics of run {run_id} ({type(exc).__name__})") from None
     n_nan = int((long.get_column("is_nan") != 0).sum())
     n_inf = int((long.get_column("value").abs() >= _FLT_MAX).sum())
     long = long.with_columns(
@@ -315,4 +349,4 @@ def _read_sqlite_run(db: Path, con: sqlite3.Connection, run_id: str) -> tuple[Sc
     ).drop("is_nan")
     if n_nan or n_inf:
         notes.append(f"{n_nan} NaN and {n_inf} infinite value(s) restored from MLflow's encoding")
-    return _to_log(long), {str(k): _value(str(v)) for k, v in params}, notes
+    return _to_log(long), bound_config({str(k): _value(str(v)) for k, v in params}, db), notes

@@ -132,7 +132,8 @@ def build_run(
         can = canonicalize(wide.frame, dict(raw_config))
     except RunLogError as exc:
         raise RunLogError(f"{path}: {exc}") from None
-    config = canonical_config(dict(raw_config))
+    count_notes: list[str] = []
+    config = canonical_config(dict(raw_config), count_notes)
     if can.d_sae and not config.get("d_sae"):
         config["d_sae"] = can.d_sae
     frame = can.frame
@@ -142,7 +143,7 @@ def build_run(
     used = sum(1 for col in can.mapping if col not in system)
     head = (f"source: {origin}; {frame.height} rows, steps {steps.min()}-{steps.max()}, "
             f"{used} of {len(logged)} logged metric(s) used; {kind}")
-    all_notes = [head, *notes, *wide.notes, *can.notes]
+    all_notes = [head, *notes, *wide.notes, *can.notes, *count_notes]
     if skipped:
         shown = ", ".join(sorted(skipped)[:6]) + (f" and {len(skipped) - 6} more" if len(skipped) > 6 else "")
         all_notes.append(f"non-scalar values not read (histograms, media, tables, text): {shown}")

@@ -9,7 +9,11 @@ What real logs contain and how it is read:
   are signals; junk in a numeric cell: null;
 - metrics at different cadences: joined on step, never forward-filled (a step that did not log a
   metric holds null there);
-- NDJSON keys that first appear late in the file are kept (the parser is our own, not polars').
+- NDJSON keys that first appear late in the file are kept (the parser is our own, not polars'),
+  in one pass; at most ``MAX_NDJSON_METRICS`` metric columns and ``MAX_NDJSON_OTHER`` other names;
+- steps are whole numbers (``3.0`` is step 3, ``2.5`` is refused, never rounded); a step column of
+  booleans or dates is refused; negative steps are kept with a note;
+- only regular files are read (``runlog.safeio``): a FIFO or a device path is refused.
 Anything unusable raises ``RunLogError`` with one line naming the file and the problem.
 """
 
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,10 @@ import polars as pl
 from polars.exceptions import PanicException
 
 from ..runlog import RunData, RunLogError, read_config, read_events
-from ..runlog.reader import ROW_INDEX, ColumnBuffers, fill_from_scan, parquet_footer, split_nulls
-from .aliases import _to_float, canonicalize, match_column
+from ..runlog.reader import (ROW_INDEX, ColumnBuffers, _dtype_words, _zero_copy_series, fill_from_scan, parquet_footer,
+                              split_nulls)
+from ..runlog.safeio import InputRefused, check_regular, clean_text, open_regular
+from .aliases import _to_float, canonical_config, canonicalize, match_column
 
 #: Suffix -> kind.
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet",
@@ -76,6 +84,10 @@ def read(path: Path, run: str | None = None, kind: str | None = None) -> RunData
     if not path.exists():
         raise RunLogError(f"{path}: no such file or directory")
     file = _pick(path, run) if path.is_dir() else path
+    try:
+        check_regular(file)  # a FIFO or a device is refused before anything opens it
+    except FileNotFoundError:
+        raise RunLogError(f"{file}: no such file or directory") from None
     if kind is None or kind == "auto":
         kind = SUFFIXES.get(file.suffix.lower())
         if kind is None:
@@ -87,13 +99,14 @@ def read(path: Path, run: str | None = None, kind: str | None = None) -> RunData
         elif kind == "ndjson":
             frame = read_ndjson(file, notes)
         elif kind == "parquet":
-            frame = read_parquet(file)
+            frame = read_parquet(file, notes)
         else:
             raise RunLogError(f"{file}: the tables reader does not read {kind!r}")
     except OSError as exc:
         raise RunLogError(f"{file}: cannot read ({exc.strerror or exc})") from None
     config, cfg_notes = _config_beside(file)
     notes.extend(cfg_notes)
+    canonical_config(config, notes)  # only for its notes: counts the analyzer cannot use
     sampled = any(c.endswith(("__MIN", "__MAX")) for c in frame.columns)
     if sampled:
         notes.append("bucketed export (__MIN/__MAX columns): the history is sampled, not every step")
@@ -111,9 +124,11 @@ def read(path: Path, run: str | None = None, kind: str | None = None) -> RunData
 def _config_beside(file: Path) -> tuple[dict[str, Any], list[str]]:
     for name in (f"{file.stem}.config.yaml", f"{file.stem}.config.json", *CONFIG_NAMES):
         p = file.parent / name
-        if p.is_file():
+        if os.path.lexists(p):
             try:
                 return read_config(p), []
+            except InputRefused:
+                raise  # not a regular file, too large, or past the expansion bounds: refused, not ignored
             except RunLogError as exc:
                 return {}, [f"{exc} - ignored; targets come from flags only"]
     return {}, ["no config.yaml beside the metrics: targets and intervals come from flags only"]
@@ -176,8 +191,8 @@ class _Prescan:
 
 
 def _prescan(path: Path) -> _Prescan:
-    st = path.stat()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
+        st = os.fstat(fh.fileno())
         # the header is only counted: names may hold spaces or other scripts, values are what matter
         first = fh.readline()
         offset = len(first)
@@ -214,7 +229,7 @@ def _prescan(path: Path) -> _Prescan:
 
 
 def _read_range(path: Path, start: int, stop: int) -> bytes:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         fh.seek(start)
         return fh.read(max(0, stop - start))
 
@@ -326,57 +341,147 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def _flat(rec: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    out = {} if out is None else out
-    for k, v in rec.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            _flat(v, key + "/", out)
-        else:
+def _flat(rec: dict[str, Any]) -> dict[str, Any]:
+    """Nested objects as ``a/b`` keys (iterative: no recursion however deep a line nests)."""
+    out: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", iter(rec.items()))]  # depth first, in the line's key order
+    while stack:
+        prefix, items = stack[-1]
+        for k, v in items:
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                stack.append((key + "/", iter(v.items())))
+                break
             out[key] = v
+        else:
+            stack.pop()
     return out
+
+
+#: An NDJSON log keeps at most this many distinct metric keys (names ``aliases`` knows) and names
+#: at most this many other keys; keys past either bound are counted in a note and not read. A
+#: metrics log has tens of keys; a file where every line brings new keys is not one, and each
+#: kept column costs memory for every row.
+MAX_NDJSON_METRICS = 1_000
+MAX_NDJSON_OTHER = 1_000
+#: A line longer than this is skipped as unreadable, never held whole.
+MAX_NDJSON_LINE = 16 << 20
+
+_METRIC, _OTHER, _DROPPED = 0, 1, 2
+
+
+class _NdColumn:
+    """The rows where a metric key was logged and its values there (compact arrays, appended
+    once per point: building the columns is linear in the points, however many keys appear late)."""
+
+    __slots__ = ("rows", "values")
+
+    def __init__(self) -> None:
+        self.rows = array("q")
+        self.values = array("d")
+
+
+def _ndjson_lines(fh: Any) -> Any:
+    """Lines (with their newline; the last may have none), or None for a line past
+    ``MAX_NDJSON_LINE`` (skipped to its newline without being held)."""
+    while True:
+        line = fh.readline(MAX_NDJSON_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_NDJSON_LINE and not line.endswith(b"\n"):
+            while True:
+                chunk = fh.readline(1 << 20)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield line
 
 
 def read_ndjson(path: Path, notes: list[str]) -> pl.DataFrame:
     """Our own tolerant NDJSON parse: Python's ``NaN``/``Infinity`` tokens, a truncated last line,
-    bad lines (skipped and counted) and keys that first appear late are all handled."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise RunLogError(f"{path}: empty file")
-    lines = raw.split(b"\n")
-    truncated = not raw.endswith(b"\n")
-    cols: dict[str, list[float | None]] = {}
-    n = 0
-    bad = 0
-    for idx, line in enumerate(lines):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            if idx == len(lines) - 1 and truncated:
-                notes.append(f"{path.name}: dropped a last line cut short by an interrupted write")
-            else:
+    bad lines (skipped and counted) and keys that first appear late are all handled. One pass,
+    linear in the points; the metric columns are built as they are read and the number of
+    columns is bounded (``MAX_NDJSON_METRICS``, ``MAX_NDJSON_OTHER``)."""
+    cols: dict[str, _NdColumn] = {}
+    kinds: dict[str, int] = {}  # key -> _METRIC / _OTHER / _DROPPED
+    order: list[str] = []  # kept keys, in order of first appearance
+    n_other = 0
+    steps = set()
+    n = bad = 0
+    content = False
+    with open_regular(path) as fh:
+        for lineno, line in enumerate(_ndjson_lines(fh), 1):
+            if line is None:
+                content = True
                 bad += 1
-            continue
-        if not isinstance(rec, dict):
-            bad += 1
-            continue
-        for k, v in _flat(rec).items():
-            col = cols.get(k)
-            if col is None:
-                col = cols[k] = [None] * n
-            col.append(_number(v))
-        n += 1
-        for col in cols.values():
-            if len(col) < n:
-                col.append(None)
+                continue
+            last = not line.endswith(b"\n")
+            line = line.strip()
+            if not line:
+                continue
+            content = True
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                if last:
+                    notes.append(f"{path.name}: dropped a last line cut short by an interrupted write")
+                else:
+                    bad += 1
+                continue
+            if not isinstance(rec, dict):
+                bad += 1
+                continue
+            for k, v in _flat(rec).items():
+                if not k.isascii():
+                    k = clean_text(k)  # a lone surrogate escape in a name: a report must still be writable
+                kind = kinds.get(k)
+                if kind is None:
+                    hit = None if k.endswith(("__MIN", "__MAX")) else match_column(k)
+                    if hit is not None and len(cols) < MAX_NDJSON_METRICS:
+                        kind, cols[k] = _METRIC, _NdColumn()
+                        order.append(k)
+                        if hit[0] == "step":
+                            steps.add(k)
+                    elif hit is None and n_other < MAX_NDJSON_OTHER:
+                        kind, n_other = _OTHER, n_other + 1
+                        order.append(k)
+                    else:
+                        kind = _DROPPED
+                    kinds[k] = kind
+                if kind != _METRIC:
+                    continue
+                if isinstance(v, bool) and k in steps:
+                    raise RunLogError(f"{path}: line {lineno}: {k} is {json.dumps(v)}, a boolean, not a step number")
+                x = _number(v)
+                if x is not None:
+                    col = cols[k]
+                    col.rows.append(n)
+                    col.values.append(x)
+            n += 1
+    if not content:
+        raise RunLogError(f"{path}: empty file")
     if bad:
         notes.append(f"{path.name}: skipped {bad} unreadable line(s)")
+    dropped = sum(1 for kind in kinds.values() if kind == _DROPPED)
+    if dropped:
+        notes.append(f"{path.name}: {dropped:,} key(s) not read: a log keeps at most {MAX_NDJSON_METRICS:,} metric "
+                     f"columns and names {MAX_NDJSON_OTHER:,} other keys")
     if n == 0:
         raise RunLogError(f"{path}: no JSON objects in the file")
-    return pl.DataFrame({k: pl.Series(k, v, dtype=pl.Float64) for k, v in cols.items()})
+    data = pl.DataFrame([_nd_series(k, cols[k], n) for k in order if k in cols])
+    return _with_placeholders(order, data, n)
+
+
+def _nd_series(name: str, col: _NdColumn, n: int) -> pl.Series:
+    values = np.zeros(n, dtype=np.float64)
+    rows = np.frombuffer(col.rows, dtype=np.int64) if len(col.rows) else np.zeros(0, dtype=np.int64)
+    if len(rows) == n:
+        return pl.Series(name, np.frombuffer(col.values, dtype=np.float64).copy())
+    values[rows] = np.frombuffer(col.values, dtype=np.float64) if len(col.values) else 0.0
+    mask = np.ones(n, dtype=bool)
+    mask[rows] = False
+    return _zero_copy_series(name, values, mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,10 +489,11 @@ def read_ndjson(path: Path, notes: list[str]) -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_parquet(path: Path) -> pl.DataFrame:
+def read_parquet(path: Path, notes: list[str] | None = None) -> pl.DataFrame:
     """Like ``read_csv``: the known columns, converted as ``aliases._to_float`` does, straight into
-    contiguous buffers (batch by batch for a long file); the others as Null placeholders."""
-    if path.stat().st_size == 0:
+    contiguous buffers (batch by batch for a long file); the others as Null placeholders. A step
+    column of booleans, dates or times is refused: those are not step numbers."""
+    if check_regular(path).st_size == 0:
         raise RunLogError(f"{path}: empty file")
     try:
         rows, names = parquet_footer(path)
@@ -395,6 +501,11 @@ def read_parquet(path: Path) -> pl.DataFrame:
         buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
         lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX)
         schema = lazy.collect_schema()
+        for n in wanted:
+            dtype = schema[n]
+            if match_column(n)[0] == "step" and not (dtype.is_numeric() or dtype in (pl.String, pl.Null)):
+                raise RunLogError(f"{path}: the step column {n!r} holds {_dtype_words(dtype)} values, not step numbers "
+                                  "(whole numbers of optimizer updates)")
         # Numbers and booleans come as they are and become Float64 as numpy copies them into the
         # buffers (what a cast does, without the streaming engine holding cast copies); text is
         # stripped and cast as it is read; other types (dates, nested, ...) go through
@@ -408,6 +519,8 @@ def read_parquet(path: Path) -> pl.DataFrame:
         fill_from_scan(buffers, lazy, 0, rows, convert=convert if other else None)
         height = buffers.rows if wanted else rows
         data = buffers.frame(wanted)
+    except RunLogError:
+        raise
     except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
         raise RunLogError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if height == 0:

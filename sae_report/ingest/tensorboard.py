@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from ..runlog import RunData, RunLogError
+from ..runlog.safeio import bound_config
 from . import tfevents
 from .scalars import ScalarLog, build_run, pick_run, to_wide
 
@@ -177,6 +178,7 @@ def read(path: Path, run: str | None = None, kind: str | None = None) -> RunData
         log.steps.extend(per_step.get_column("step").to_list())
         log.values.extend((per_step.get_column("wall") - t0).to_list())
     where = f"TensorBoard run {run_id}, {len(files)} event file(s), {n_records} record(s)"
+    config = bound_config(config, path)  # hparams: the bounds of any config
     return build_run(path, to_wide(log), config, source="tensorboard", run_id=run_id, origin=where,
                      sampled=False, notes=notes, skipped=skipped_all or None)
 

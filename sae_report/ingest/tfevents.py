@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..runlog.safeio import read_regular
+
 # --------------------------------------------------------------------------------------------
 # CRC32C (Castagnoli), table-driven; used on the 8-byte length headers only.
 # --------------------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ class Records:
 
 def read_records(path: Path) -> Records:
     """Split an event file into records; stop at the first incomplete or corrupt one."""
-    data = Path(path).read_bytes()
+    data = read_regular(path)  # a regular file only: never a FIFO or a device
     out: list[bytes] = []
     pos, n = 0, len(data)
     problem = None

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 import zlib
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..runlog import RunData, RunLogError
+from ..runlog.safeio import InputRefused, bound_config, load_config_file, read_regular
 from .scalars import ScalarLog, build_run, pick_run, to_wide
 from .wandb_export import export_run_ids, is_export, read_export
 
@@ -99,7 +100,7 @@ def run_ids(path: Path) -> list[str]:
 
 def _records(file: Path, notes: list[str]) -> list[bytes]:
     """Reassembled record payloads; stops at a cut-short or corrupt record, with a note."""
-    data = file.read_bytes()
+    data = read_regular(file)
     if len(data) < _HEADER or data[:4] != b":W&B":
         raise RunLogError(f"{file}: not a W&B run file (no :W&B header)")
     out: list[bytes] = []
@@ -188,8 +189,9 @@ def _read_run_file(path: Path, file: Path, run_id: str) -> RunData:
             exit_code = rec.exit.exit_code
     if bad:
         notes.append(f"{file.name}: {bad} record(s) this wandb version cannot decode were skipped")
+    config = bound_config(config, file)
     yaml_cfg = file.parent / "files" / "config.yaml"
-    if yaml_cfg.exists():  # older W&B versions write it; the records win where both have a key
+    if os.path.lexists(yaml_cfg):  # older W&B versions write it; the records win where both have a key
         from_yaml = _config_yaml(yaml_cfg)
         if set(from_yaml) - set(config):
             notes.append("config from files/config.yaml" + (" and the run's config records" if config else ""))
@@ -230,7 +232,7 @@ def _config_update(config: dict[str, Any], record: Any) -> None:
     for item in record.update:
         try:
             value = json.loads(item.value_json)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = item.value_json
         keys = list(item.nested_key) or [item.key]
         target = config
@@ -243,8 +245,10 @@ def _config_update(config: dict[str, Any], record: Any) -> None:
 
 def _config_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = load_config_file(path, as_json=False) or {}
+    except InputRefused:
+        raise  # a FIFO, an oversized file or a YAML bomb: refused, not ignored
+    except (OSError, RunLogError):
         return {}
     if not isinstance(data, dict):
         return {}

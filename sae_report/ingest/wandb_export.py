@@ -17,13 +17,14 @@ uneven step gaps is read as sampled too, with a note saying why.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
 from ..runlog import RunData, RunLogError
+from ..runlog.safeio import InputRefused, check_regular, load_config_file, read_regular
 from .scalars import Wide, build_run, cadence_notes, pick_run
 
 SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -61,8 +62,9 @@ def _read_frame(path: Path, notes: list[str]) -> pl.DataFrame:
     """All columns as strings (CSV) or as stored (Parquet); a cut-short last CSV line is dropped."""
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
+            check_regular(path)
             return pl.read_parquet(path)
-        raw = path.read_bytes()
+        raw = read_regular(path)
         if raw and not raw.endswith(b"\n"):
             cut = raw.rfind(b"\n")
             if cut >= 0 and raw.count(b"\n") >= 1:
@@ -127,11 +129,13 @@ def sibling_config(path: Path, notes: list[str]) -> dict[str, Any]:
     else {}."""
     for cand in (path.with_name(f"{path.stem}.config.yaml"), path.with_name("config.yaml"),
                  path.with_name("config.json")):
-        if not cand.is_file():
+        if not os.path.lexists(cand):
             continue
         try:
-            data = yaml.safe_load(cand.read_text(encoding="utf-8"))  # JSON is YAML too
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = load_config_file(cand, as_json=False)  # JSON is YAML too
+        except InputRefused:
+            raise  # a FIFO, an oversized file or a YAML bomb: refused, not ignored
+        except (OSError, RunLogError):
             notes.append(f"{cand.name} beside the export is unreadable: ignored")
             continue
         if not isinstance(data, dict):

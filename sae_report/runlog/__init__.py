@@ -59,6 +59,7 @@ from .schema import (
     to_jsonable,
 )
 from .writer import RunLogWriter
+from .lock import LOCK_FILE, FolderLock, LockHeldError, lock_folder  # noqa: F401 (writers: one at a time)
 
 __all__ = [
     "CHECKPOINTS_DIR", "CONFIG_FILE", "EVENT_KINDS", "EVENTS_FILE", "INTERVENTION_KINDS", "METRIC_COLUMNS",

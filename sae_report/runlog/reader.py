@@ -5,15 +5,28 @@ from __future__ import annotations
 import io
 import json
 import mmap
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import polars as pl
-import yaml
 from polars.exceptions import PanicException
 
+from .safeio import (
+    MAX_EVENTS_BYTES,
+    MAX_STATS_BYTES,
+    MAX_STATS_VALUES,
+    MAX_SUMMARY_BYTES,
+    check_regular,
+    clean_text,
+    load_config_file,
+    open_regular,
+    parse_config_text,
+    read_regular,
+    too_large,
+)
 from .schema import (
     CONFIG_FILE,
     EVENTS_FILE,
@@ -89,15 +102,42 @@ class RunData:
 def _csv_snapshot(path: Path) -> tuple[bytes, bool]:
     """The bytes of a metrics CSV up to its last complete line (a live writer may be appending),
     and whether a last line cut short was left out."""
-    raw = Path(path).read_bytes()
+    raw = read_regular(path)  # a regular file only: never a FIFO, /dev/zero or a directory
     dropped = False
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n")
         raw = raw[: cut + 1] if cut >= 0 else b""
         dropped = True
-    if not raw.strip():
+    if not raw or raw.isspace():  # (no copy, unlike strip())
         raise RunLogError(f"{path}: empty metrics file (no header line)")
     return raw, dropped
+
+
+#: The longest line a metrics CSV part may have (a row of every column is a few hundred bytes).
+#: A longer line is refused before polars sees it: a 200 MB line costs several times that to parse.
+MAX_CSV_LINE = 1 << 20
+
+
+def _lines(raw: bytes) -> tuple[int, int, int]:
+    """(newlines, longest line in bytes, its line number) of ``raw``, in 64 MiB blocks."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    block = 64 << 20
+    count = longest = at = 0
+    prev = -1
+    for start in range(0, len(data), block):
+        nl = np.flatnonzero(data[start:start + block] == 10)
+        if not len(nl):
+            continue
+        nl += start
+        gaps = np.diff(nl, prepend=prev) - 1
+        i = int(gaps.argmax())
+        if gaps[i] > longest:
+            longest, at = int(gaps[i]), count + i + 1
+        prev = int(nl[-1])
+        count += len(nl)
+    if len(data) - 1 - prev > longest:
+        longest, at = len(data) - 1 - prev, count + 1
+    return count, longest, at
 
 
 def read_metrics_csv(path: Path) -> CsvRead:
@@ -325,7 +365,11 @@ def fill_from_scan(buffers: ColumnBuffers, frame: pl.LazyFrame, at: int, rows: i
 def _metric_parts(metrics_dir: Path) -> list[Path]:
     """Part files in write order; a part present as both parquet and csv is read as parquet."""
     by_index: dict[int, Path] = {}
-    for p in metrics_dir.iterdir():
+    try:
+        names = list(metrics_dir.iterdir())
+    except OSError as exc:
+        raise RunLogError(f"{metrics_dir}: cannot list the metrics parts ({exc.strerror or exc})") from None
+    for p in names:
         m = _PART_RE.match(p.name)
         if not m:
             continue
@@ -366,15 +410,19 @@ class _Part:
     """Its metric columns, in ``METRIC_COLUMNS`` order."""
     raw: bytes | None = None
     """CSV: the bytes read, up to the last complete line."""
+    step_int64: bool = False
+    """Parquet: the step column is stored as Int64 (no dtype check needed)."""
 
 
 def _plan_parts(metrics_dir: Path, notes: list[str]) -> list[_Part]:
     plans: list[_Part] = []
     parts = _metric_parts(metrics_dir)
     for part in parts:
+        check_regular(part)  # before anything opens it: a FIFO, a device or a directory is refused
+        step_int64 = False
         if part.suffix == ".parquet":
             try:
-                rows, names = parquet_footer(part)
+                rows, names, step_int64 = _parquet_footer(part)
             except FileNotFoundError:
                 raise
             except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
@@ -385,15 +433,18 @@ def _plan_parts(metrics_dir: Path, notes: list[str]) -> list[_Part]:
             raw, dropped = _csv_snapshot(part)
             if dropped:
                 notes.append(f"{part.name}: dropped a last line cut short by an interrupted write")
+            rows, longest, at = _lines(raw)
+            if longest > MAX_CSV_LINE:
+                raise RunLogError(f"{part}: line {at} is {longest:,} bytes long, more than the {MAX_CSV_LINE:,} a "
+                                  "metrics row may be (not a metrics CSV)")
             try:
                 names = pl.scan_csv(raw, infer_schema=False).collect_schema().names()
             except (Exception, PanicException) as exc:
                 raise RunLogError(f"{part}: not a readable metrics CSV ({_first_line(exc)})") from None
-            rows = raw.count(b"\n")
         if "step" not in names:
             raise RunLogError(f"{part}: no 'step' column")
         plans.append(_Part(part, rows, [c for c in METRIC_COLUMNS if c in names],
-                           None if part.suffix == ".parquet" else raw))
+                           None if part.suffix == ".parquet" else raw, step_int64))
     return plans
 
 
@@ -401,25 +452,40 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
     plans = _plan_parts(metrics_dir, notes)
     if not plans:
         raise RunLogError(f"{metrics_dir}: no metrics parts (part-NNNNNN.parquet or .csv)")
-    buffers = ColumnBuffers(_NUMPY, sum(p.rows for p in plans))
+    total = sum(p.rows for p in plans)
+    buffers = ColumnBuffers(_NUMPY, total)
     ranges: list[tuple[int, int]] = []  # (first row, rows) of each part
     pos = 0
     for plan in plans:
-        buffers.declare(plan.columns)
-        casts = [pl.col(c).cast(_METRIC_SCHEMA[c]) for c in plan.columns]
+        try:
+            buffers.declare(plan.columns)
+        except (MemoryError, OverflowError, OSError) as exc:  # a footer claiming more rows than memory maps
+            raise RunLogError(f"{plan.path}: {total:,} rows are more than this machine can map "
+                              f"({_first_line(exc)})") from None
+        casts = [pl.col(c).cast(_METRIC_SCHEMA[c]) for c in plan.columns if c != "step"]
         if plan.raw is None:
-            lazy = pl.scan_parquet(plan.path, row_index_name=ROW_INDEX).select(ROW_INDEX, *casts)
+            scan = pl.scan_parquet(plan.path, row_index_name=ROW_INDEX)
             what = "parquet part"
+            try:
+                step = pl.col("step") if plan.step_int64 else _step_expr(
+                    plan.path, scan.collect_schema()["step"], lambda: scan.select("step").collect().to_series())
+            except RunLogError:
+                raise
+            except (Exception, PanicException) as exc:
+                raise RunLogError(f"{plan.path}: not a readable {what} ({_first_line(exc)})") from None
+            lazy = scan.select(ROW_INDEX, step, *casts)
         else:
             lazy = pl.scan_csv(plan.raw, schema_overrides={c: _METRIC_SCHEMA[c] for c in plan.columns},
-                               infer_schema=False, row_index_name=ROW_INDEX).select(ROW_INDEX, *casts)
+                               infer_schema=False, row_index_name=ROW_INDEX).select(ROW_INDEX, pl.col("step"), *casts)
             what = "metrics CSV"
         try:
             got = fill_from_scan(buffers, lazy, pos, plan.rows)
         except FileNotFoundError:
             raise
         except (Exception, PanicException) as exc:  # polars raises several types (a corrupt file can panic)
-            raise RunLogError(f"{plan.path}: not a readable {what} ({_first_line(exc)})") from None
+            if plan.raw is None:
+                raise RunLogError(f"{plan.path}: not a readable {what} ({_first_line(exc)})") from None
+            got = _csv_text_steps(plan, buffers, pos, casts, exc)
         if plan.raw is None and got != plan.rows:
             raise RunLogError(f"{plan.path}: not a readable parquet part ({got} rows where its footer says {plan.rows})")
         ranges.append((pos, got))
@@ -427,7 +493,91 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
     buffers.rows = pos
     _apply_run_rules(buffers, ranges, notes)
     frame = buffers.frame(METRIC_COLUMNS)
+    steps = frame.get_column("step")
+    if frame.height and steps[0] < 0:
+        k = int(steps.search_sorted(0, side="left"))
+        notes.append(f"{k} row(s) with a negative step (from {steps[0]}): kept, in step order")
     return frame.with_columns(pl.col("step").set_sorted())
+
+
+def _csv_text_steps(plan: _Part, buffers: ColumnBuffers, pos: int, casts: list[pl.Expr], exc: BaseException) -> int:
+    """A CSV part whose ``step`` cells did not all parse as integers (the fast path's schema):
+    read them as text, refuse fractional or out-of-range steps and steps that are not numbers,
+    and read whole numbers written as ``3.0`` / ``3e3``. Any other failure keeps its message."""
+    assert plan.raw is not None
+    others = {c: _METRIC_SCHEMA[c] for c in plan.columns if c != "step"}
+    try:
+        scan = pl.scan_csv(plan.raw, schema_overrides={**others, "step": pl.String}, infer_schema=False,
+                           row_index_name=ROW_INDEX)
+        step = _step_expr(plan.path, pl.String, lambda: scan.select("step").collect().to_series())
+        return fill_from_scan(buffers, scan.select(ROW_INDEX, step, *casts), pos, plan.rows)
+    except RunLogError:
+        raise
+    except (Exception, PanicException):
+        raise RunLogError(f"{plan.path}: not a readable metrics CSV ({_first_line(exc)})") from None
+
+
+#: The most a step may be (steps are Int64).
+_STEP_MAX = 2**63
+
+
+def _dtype_words(dtype: Any) -> str:
+    return str(dtype).split("(", 1)[0].split("[", 1)[0].lower()
+
+
+def _step_expr(path: Path, dtype: Any, values: Callable[[], pl.Series]) -> pl.Expr:
+    """The expression that turns a part's ``step`` column of ``dtype`` into Int64 steps, after
+    checking the values (``values()``, read only when the dtype is not an integer type): whole
+    numbers only (``3.0`` is step 3; ``2.5`` is refused, never rounded into step 2 or 3), within the
+    64-bit range; NaN, inf and empty cells are rows without a step. Booleans, dates, times and
+    other types are refused: they are not step numbers."""
+    col = pl.col("step")
+    if dtype == pl.Int64:
+        return col
+    if dtype == pl.Null:
+        return col.cast(pl.Int64)
+    if dtype.is_integer() and dtype != pl.UInt64:
+        return col.cast(pl.Int64)
+    if not (dtype.is_numeric() or dtype == pl.String):
+        raise RunLogError(f"{path}: the step column holds {_dtype_words(dtype)} values, not step numbers "
+                          "(whole numbers of optimizer updates)")
+    s = values()
+    if dtype == pl.String:
+        text = s.str.strip_chars()
+        as_int = text.cast(pl.Int64, strict=False)
+        as_float = text.cast(pl.Float64, strict=False)
+        junk = (text.is_not_null() & (text != "") & as_int.is_null() & as_float.is_null()).fill_null(False)
+        if junk.any():
+            first = text.filter(junk)[0]
+            raise RunLogError(f"{path}: step {first[:40]!r} is not a number ({int(junk.sum())} row(s))")
+        check_whole_steps(path, as_float.filter(as_int.is_null()))
+        stripped = col.str.strip_chars()
+        return pl.coalesce(stripped.cast(pl.Int64, strict=False),
+                           stripped.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)).alias("step")
+    if dtype == pl.UInt64:
+        big = s > (_STEP_MAX - 1)
+        if big.any():
+            raise RunLogError(f"{path}: step {s.filter(big)[0]} is outside the 64-bit integer range")
+        return col.cast(pl.Int64)
+    check_whole_steps(path, s.cast(pl.Float64, strict=False))
+    return col.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False).alias("step")
+
+
+def check_whole_steps(where: Any, steps: pl.Series) -> None:
+    """Refuse finite steps that are not whole numbers or lie outside the 64-bit range
+    (``RunLogError``, prefixed with ``where: `` when given). NaN, inf and nulls pass: they are rows
+    without a step."""
+    prefix = f"{where}: " if where is not None else ""
+    steps = steps.cast(pl.Float64, strict=False)
+    finite = steps.is_finite().fill_null(False)
+    frac = (finite & (steps != steps.floor())).fill_null(False)
+    if frac.any():
+        first = float(steps.filter(frac)[0])
+        raise RunLogError(f"{prefix}step {first!r} is not a whole number ({int(frac.sum())} row(s)); "
+                          "steps count optimizer updates, so fractional steps are refused, not rounded")
+    big = (finite & (steps.abs() >= _STEP_MAX)).fill_null(False)
+    if big.any():
+        raise RunLogError(f"{prefix}step {float(steps.filter(big)[0]):.17g} is outside the 64-bit integer range")
 
 
 def _apply_run_rules(buffers: ColumnBuffers, ranges: list[tuple[int, int]], notes: list[str]) -> None:
@@ -470,7 +620,7 @@ def _apply_run_rules(buffers: ColumnBuffers, ranges: list[tuple[int, int]], note
 
 
 def _no_complete_line(path: Path) -> bool:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(4096)
     return b"\n" not in head or not head.split(b"\n", 1)[1].strip()
 
@@ -479,12 +629,19 @@ def parquet_footer(path: Path) -> tuple[int, list[str]]:
     """Rows and column names of a parquet file, from its footer, after checking
     that no column chunk points past the end of the file (that makes polars panic and print a Rust
     backtrace on stderr; the check turns it into a plain ValueError first)."""
+    rows, names, _ = _parquet_footer(path)
+    return rows, names
+
+
+def _parquet_footer(path: Path) -> tuple[int, list[str], bool]:
+    """``parquet_footer`` and whether the ``step`` column is stored as a signed 64-bit integer
+    (the usual part: its steps need no check)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         schema = pl.read_parquet_schema(path)
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-        return int(rows), list(schema.names())
+        return int(rows), list(schema.names()), schema.get("step") == pl.Int64
     size = Path(path).stat().st_size
     pf = pq.ParquetFile(path)
     meta = pf.metadata
@@ -495,7 +652,9 @@ def parquet_footer(path: Path) -> tuple[int, list[str]]:
             start = min(o for o in (col.dictionary_page_offset, col.data_page_offset) if o is not None)
             if start < 0 or start + col.total_compressed_size > size:
                 raise ValueError(f"column chunk {c} of row group {g} lies outside the file (truncated or corrupt)")
-    return int(meta.num_rows), list(pf.schema_arrow.names)
+    arrow = pf.schema_arrow
+    step_int64 = "step" in arrow.names and str(arrow.field("step").type) == "int64"
+    return int(meta.num_rows), list(arrow.names), step_int64
 
 
 def read_parquet_checked(path: Path) -> pl.DataFrame:
@@ -525,43 +684,95 @@ def supersede_and_dedup(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.drop(["_part", "_row", "_cutoff"])
 
 
+#: A line of ``events.ndjson`` longer than this is skipped as unreadable (never held whole).
+MAX_EVENT_LINE = 64 << 20
+
+
 def read_events(path: Path, notes: list[str] | None = None) -> list[Event]:
     """Read ``events.ndjson``. Bad lines are skipped with a note; events logged before a
-    ``resume`` at step S with step > S are dropped (that stretch was re-run)."""
+    ``resume`` at step S with step > S are dropped (that stretch was re-run). The file must be a
+    regular file of at most ``MAX_EVENTS_BYTES``; it is read line by line (a line past
+    ``MAX_EVENT_LINE`` is an unreadable line), in one pass, linear in the lines."""
     path = Path(path)
     notes = notes if notes is not None else []
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    raw = path.read_bytes()
-    events: list[Event] = []
+    read: list[Event] = []
     bad = 0
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            step = int(rec.pop("step"))
-            kind = str(rec.pop("kind"))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
-            bad += 1
-            continue
-        if kind == "resume":
-            events = [e for e in events if e.step <= step]
-        events.append(Event(step=step, kind=kind, data=rec))
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_EVENTS_BYTES:
+            raise too_large(path, size, MAX_EVENTS_BYTES, "events file")
+        left = MAX_EVENTS_BYTES + 1  # a file that grows past the bound while being read is cut there
+        while left > 0:
+            line = fh.readline(min(MAX_EVENT_LINE + 1, left))
+            if not line:
+                break
+            left -= len(line)
+            if len(line) > MAX_EVENT_LINE and not line.endswith(b"\n"):
+                bad += 1
+                while left > 0:  # skip the rest of the line without holding it
+                    chunk = fh.readline(min(1 << 20, left))
+                    left -= len(chunk)
+                    if not chunk or chunk.endswith(b"\n"):
+                        break
+                continue
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                step = _event_step(rec.pop("step"))
+                kind = rec.pop("kind")
+                if not isinstance(kind, str):
+                    raise TypeError("kind is not a string")
+                kind = clean_text(kind)
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+                bad += 1
+                continue
+            read.append(Event(step=step, kind=kind, data=rec))
+    # A resume at step S drops the events written before it with a step above S: from the end,
+    # an event stays when its step is at most every later resume's step.
+    kept: list[Event] = []
+    cutoff: int | None = None
+    for e in reversed(read):
+        if cutoff is None or e.step <= cutoff:
+            kept.append(e)
+        if e.kind == "resume":
+            cutoff = e.step if cutoff is None else min(cutoff, e.step)
+    kept.reverse()
     if bad:
         notes.append(f"{path.name}: skipped {bad} unreadable line(s)")
-    events.sort(key=lambda e: e.step)
-    return events
+    kept.sort(key=lambda e: e.step)
+    return kept
+
+
+def _event_step(value: Any) -> int:
+    """An event's step: an integer (or a whole number written as ``3.0`` or ``"3"``) in the 64-bit
+    range; booleans and fractions are not steps."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean step")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("a fractional step")
+        value = int(value)
+    elif isinstance(value, str):
+        value = int(value.strip())
+    elif not isinstance(value, int):
+        raise TypeError("step is not a number")
+    if not -_STEP_MAX <= value < _STEP_MAX:
+        raise OverflowError("step outside the 64-bit range")
+    return value
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict."""
+    """Read a YAML or JSON config file into a dict: a regular file of at most
+    ``safeio.MAX_CONFIG_BYTES``, whose YAML aliases, nesting and size stay within the bounds of
+    ``safeio`` (a "billion laughs" is refused while it is still a few hundred nodes)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise RunLogError(f"{path}: not a readable config ({_first_line(exc)})") from None
+        data = load_config_file(path)
+    except FileNotFoundError:
+        raise RunLogError(f"{path}: not a readable config (no such file)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -576,39 +787,45 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_run(path: Path) -> RunData:
-    """Read a run directory written by ``RunLogWriter`` (or any tool following the format)."""
+    """Read a run directory written by ``RunLogWriter`` (or any tool following the format).
+
+    Only regular files are read (a FIFO, a device or a directory where a file belongs is refused,
+    never waited on); files read whole have a size bound (``safeio``). The config, the metrics
+    parts and the events must be usable (else a ``RunLogError``, one line naming the file);
+    ``summary.json`` and ``stats/`` are optional: a problem there is a note."""
     path = Path(path)
     if not path.exists():
         raise RunLogError(f"{path}: no such run directory")
     if not is_run_dir(path):
         raise RunLogError(f"{path}: not a run directory (no {METRICS_DIR}/ folder)")
     notes: list[str] = []
-    config = read_config(path / CONFIG_FILE) if (path / CONFIG_FILE).exists() else {}
+    config = read_config(path / CONFIG_FILE) if os.path.lexists(path / CONFIG_FILE) else {}
     if not config:
         notes.append(f"{CONFIG_FILE} missing: targets and intervals come from flags only")
+    if config:
+        from ..ingest.aliases import canonical_config  # (at call time: ingest builds on this module)
+
+        canonical_config(config, notes)  # only for its notes: counts the analyzer cannot use
     version = config.get("schema_version", SCHEMA_VERSION)
-    if isinstance(version, int) and version > SCHEMA_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise RunLogError(f"{path / CONFIG_FILE}: schema_version {version} is newer than this sae-report reads ({SCHEMA_VERSION})")
+    before = len(notes)
     metrics = read_metrics_dir(path / METRICS_DIR, notes)
+    if metrics.height == 0:
+        # the rule of the standalone readers: a log without rows cannot be analyzed
+        no_step = [n for n in notes[before:] if n.endswith("without a step dropped")]
+        raise RunLogError(f"{path / METRICS_DIR}: " + (f"no row has a step ({no_step[0].split(' ', 1)[0]} row(s) without one)"
+                                                        if no_step else "only header lines, no rows"))
     events = read_events(path / EVENTS_FILE, notes)
-    summary: dict[str, Any] = {}
-    if (path / SUMMARY_FILE).exists():
-        try:
-            summary = json.loads((path / SUMMARY_FILE).read_text())
-        except ValueError:
-            notes.append(f"{SUMMARY_FILE}: unreadable, ignored")
+    summary = _read_summary(path / SUMMARY_FILE, notes)
     stats = path / STATS_DIR
-    feature_freq = _load_npy(stats / "feature_freq.npy", notes)
-    input_sample = _load_npy(stats / "input_sample.npy", notes)
-    input_dims = None
-    if (stats / "input_dims.csv").exists():
-        try:
-            input_dims = pl.read_csv(stats / "input_dims.csv")
-        except (Exception, PanicException):
-            notes.append("stats/input_dims.csv: unreadable, ignored")
+    feature_freq = _load_npy(stats / "feature_freq.npy", notes, ndim=1)
+    input_sample = _load_npy(stats / "input_sample.npy", notes, ndim=2)
+    input_dims = _read_input_dims(stats / "input_dims.csv", notes)
     # A run written by `sae-report import` keeps where its data came from (ingest/convert.py).
     imported = config.get("imported_from") if isinstance(config.get("imported_from"), dict) else {}
-    notes[:0] = [f"imported from {imported.get('source')}: {n}" for n in imported.get("notes") or []]
+    carried = imported.get("notes") if isinstance(imported.get("notes"), list) else []
+    notes[:0] = [f"imported from {imported.get('source')}: {n}" for n in carried if isinstance(n, str)]
     return RunData(
         path=path,
         run_id=str(config.get("run_id") or path.resolve().name),
@@ -616,7 +833,7 @@ def read_run(path: Path) -> RunData:
         metrics=metrics,
         events=events,
         source="sae-report",
-        sampled=bool(imported.get("sampled", False)),
+        sampled=imported.get("sampled") is True,
         notes=notes,
         summary=summary,
         feature_freq=feature_freq,
@@ -625,11 +842,147 @@ def read_run(path: Path) -> RunData:
     )
 
 
-def _load_npy(path: Path, notes: list[str]) -> np.ndarray | None:
-    if not path.exists():
-        return None
+def _problem(path: Path, exc: BaseException) -> str:
+    """The problem part of a one-line error about ``path``."""
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else type(exc).__name__
+    return msg.removeprefix(f"{path}: ")[:200]
+
+
+def _read_summary(path: Path, notes: list[str]) -> dict[str, Any]:
+    """``summary.json`` (a JSON object, bounded like a config), or {} with a note."""
+    if not os.path.lexists(path):
+        return {}
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError):
-        notes.append(f"{path.parent.name}/{path.name}: unreadable, ignored")
+        raw = read_regular(path, MAX_SUMMARY_BYTES, "summary")
+        data = parse_config_text(raw.decode("utf-8"), path, as_json=True, what="summary")
+    except FileNotFoundError:
+        return {}
+    except RunLogError as exc:
+        notes.append(f"{SUMMARY_FILE}: ignored: {_problem(path, exc)}")
+        return {}
+    except UnicodeDecodeError:
+        notes.append(f"{SUMMARY_FILE}: ignored: not UTF-8 text")
+        return {}
+    if not isinstance(data, dict):
+        notes.append(f"{SUMMARY_FILE}: ignored: a JSON {_json_kind(data)}, not an object")
+        return {}
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _load_npy(path: Path, notes: list[str], ndim: int) -> np.ndarray | None:
+    """A ``.npy`` array of real numbers with ``ndim`` dimensions, or None (with a note when the
+    file is there but unusable). The header is checked against the file's size before any data
+    is read, so a header declaring a huge shape costs nothing; pickles are never loaded."""
+    if not os.path.lexists(path):
         return None
+    where = f"{path.parent.name}/{path.name}"
+    try:
+        arr = _read_npy(path)
+    except FileNotFoundError:
+        return None
+    except RunLogError as exc:
+        notes.append(f"{where}: ignored: {_problem(path, exc)}")
+        return None
+    except (ValueError, OSError, EOFError, TypeError, OverflowError, SyntaxError, MemoryError):
+        notes.append(f"{where}: ignored: not a .npy array file")
+        return None
+    if arr.ndim != ndim:
+        notes.append(f"{where}: ignored: a {arr.ndim}-D array, expected {ndim}-D")
+        return None
+    if arr.dtype.kind != "f":
+        return arr.astype(np.float64)
+    return arr
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    from numpy.lib import format as npy
+
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_STATS_BYTES:
+            raise too_large(path, size, MAX_STATS_BYTES, "stats file")
+        if size == 0:
+            raise RunLogError(f"{path}: an empty file")
+        try:
+            version = npy.read_magic(fh)
+        except (ValueError, EOFError):
+            raise RunLogError(f"{path}: not a .npy array file") from None
+        try:
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy.read_array_header_2_0(fh)
+            else:
+                raise RunLogError(f"{path}: .npy format version {version[0]}.{version[1]} is not read")
+        except (ValueError, EOFError, SyntaxError, TypeError, OverflowError):
+            raise RunLogError(f"{path}: a .npy file whose header does not parse") from None
+        if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+            raise RunLogError(f"{path}: holds {dtype} values, not real numbers")
+        count = 1
+        for d in shape:
+            count *= int(d)
+        if count > MAX_STATS_VALUES:
+            raise RunLogError(f"{path}: {count:,} values, more than the {MAX_STATS_VALUES:,} a stats array may hold")
+        need = count * dtype.itemsize
+        left = size - fh.tell()
+        if need != left:
+            raise RunLogError(f"{path}: its header promises {need:,} bytes of data, the file holds {left:,}")
+        arr = np.fromfile(fh, dtype=dtype, count=count)
+    if arr.size != count:
+        raise RunLogError(f"{path}: cut short while reading")
+    if fortran:
+        return arr.reshape(tuple(shape)[::-1]).transpose()
+    return arr.reshape(tuple(shape))
+
+
+#: Columns of ``stats/input_dims.csv`` and their types; other columns are left out.
+_INPUT_DIMS = {"dim": pl.Int64, "mean": pl.Float64, "std": pl.Float64, "absmax": pl.Float64, "outlier": pl.Boolean}
+
+
+def _read_input_dims(path: Path, notes: list[str]) -> pl.DataFrame | None:
+    """``stats/input_dims.csv`` with its known columns typed (text that is not a number is null;
+    ``dim`` missing or not a whole number everywhere: the row number), or None with a note."""
+    if not os.path.lexists(path):
+        return None
+    where = f"{STATS_DIR}/{path.name}"
+    try:
+        raw = read_regular(path, MAX_STATS_BYTES, "stats file")
+        frame = pl.read_csv(io.BytesIO(raw), infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
+    except FileNotFoundError:
+        return None
+    except RunLogError as exc:
+        notes.append(f"{where}: ignored: {_problem(path, exc)}")
+        return None
+    except (Exception, PanicException) as exc:
+        notes.append(f"{where}: ignored: not a readable CSV ({_first_line(exc)})")
+        return None
+    cols: list[pl.Series] = []
+    for name, dtype in _INPUT_DIMS.items():
+        if name not in frame.columns:
+            continue
+        text = frame.get_column(name).cast(pl.String).str.strip_chars()
+        if dtype == pl.Boolean:
+            low = text.str.to_lowercase()
+            num = low.cast(pl.Float64, strict=False)
+            col = (low.is_in(["true", "yes"]) | (num.is_not_null() & (num != 0))).fill_null(False)
+        else:
+            col = text.cast(pl.Float64, strict=False)
+            if dtype == pl.Int64:
+                whole = col.is_finite().fill_null(False) & (col == col.floor()).fill_null(False) & (col.abs() < 2**53).fill_null(False)
+                if not bool(whole.all()):
+                    notes.append(f"{where}: dim is not a whole number on every row: rows numbered instead")
+                    continue
+                col = col.cast(pl.Int64)
+        cols.append(col.alias(name))
+    if not any(c.name in ("mean", "absmax") for c in cols):
+        notes.append(f"{where}: ignored: no mean or absmax column")
+        return None
+    if "dim" not in [c.name for c in cols]:
+        cols.insert(0, pl.Series("dim", np.arange(frame.height, dtype=np.int64)))
+    return pl.DataFrame(cols)

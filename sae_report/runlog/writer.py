@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -11,13 +13,15 @@ import numpy as np
 import polars as pl
 import yaml
 
-from .reader import read_metrics_csv
+from .reader import read_config, read_events, read_metrics_csv, read_metrics_dir
 from .schema import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     EVENTS_FILE,
     METRIC_COLUMNS,
     METRICS_DIR,
     SCHEMA_VERSION,
+    STATS_DIR,
     SUMMARY_FILE,
     _METRIC_SCHEMA,
     _PART_RE,
@@ -129,8 +133,123 @@ class RunLogWriter:
         if not self._events.closed:
             self._events.close()
 
+    def abandon(self) -> None:
+        """Close the files as they are, without rolling the tail (after a write error: what was
+        handed over is already flushed, and a full disk would fail the roll too)."""
+        for fh in (self._tail, self._events):
+            if fh is not None and not fh.closed:
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+        self._tail = None
+
     def __enter__(self) -> "RunLogWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Housekeeping: temp files a killed writer left, and a summary rebuilt from the log
+# --------------------------------------------------------------------------------------------
+
+#: Our temp names (``atomic_write_bytes``: ``.NAME.<8 random>.tmp``; checkpoints: ``.step_N.tmp``),
+#: per folder of a run directory (or campaign folder). Nothing else is ever matched.
+_TEMP_NAMES: dict[str, re.Pattern[str]] = {
+    ".": re.compile(r"^\.[^/]+\.[a-z0-9_]{8}\.tmp$"),
+    METRICS_DIR: re.compile(r"^\.part-\d+\.(parquet|csv)\.[a-z0-9_]{8}\.tmp$"),
+    STATS_DIR: re.compile(r"^\.[^/]+\.[a-z0-9_]{8}\.tmp$"),
+    CHECKPOINTS_DIR: re.compile(r"^\.(step_\d+|final)\.tmp$"),
+}
+
+
+def sweep_temp_files(folder: Path) -> list[Path]:
+    """Remove the temp files and folders of our own naming that a killed writer (``kill -9``
+    between a temp file and its rename) left in ``folder``, its ``metrics/``, ``stats/`` and
+    ``checkpoints/``. Call it only while holding the folder's lock (then no writer is mid-write);
+    returns what was removed. ``report/`` (the analyzer's) is never touched."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    for sub, pattern in _TEMP_NAMES.items():
+        where = folder / sub
+        try:
+            entries = list(where.iterdir()) if where.is_dir() else []
+        except OSError:
+            continue
+        for p in entries:
+            if not pattern.match(p.name):
+                continue
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+FINAL_KEYS = ("loss", "mse", "l1", "l0", "l0_frac", "dead", "dead_frac", "explained_variance")
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[Path | None, int]:
+    """The newest ``checkpoints/step_*`` directory holding weights, and its step (None, 0 without one)."""
+    best: tuple[Path | None, int] = (None, 0)
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    try:
+        entries = list(root.iterdir()) if root.is_dir() else []
+    except OSError:
+        return best
+    for p in entries:
+        m = re.fullmatch(r"step_(\d+)", p.name)
+        if m and (p / "sae.safetensors").is_file() and int(m.group(1)) >= best[1]:
+            best = (p, int(m.group(1)))
+    return best
+
+
+def summary_from_log(run_dir: Path, *, status: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """``summary.json`` rebuilt from what the run logged (metrics, events, checkpoints, config),
+    for a run killed between its last checkpoint and its summary. The fields are the trainer's
+    (``feature_recovery`` is None: it needs the weights and the data), plus ``rebuilt_from_log:
+    true``. ``status`` defaults to the ``end`` event at the last step, else ``diverged`` after a
+    ``nonfinite`` event, ``completed`` at ``total_steps``, else ``interrupted``. Reads only;
+    raises ``RunLogError`` like the reader."""
+    run_dir = Path(run_dir)
+    notes: list[str] = []
+    config = read_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else {}
+    metrics = read_metrics_dir(run_dir / METRICS_DIR, notes)
+    events = read_events(run_dir / EVENTS_FILE, notes)
+    last = metrics.tail(1).row(0, named=True) if metrics.height else {}
+    ckpt, ckpt_step = newest_checkpoint(run_dir)
+    step = int(steps) if steps is not None else max(int(last.get("step") or 0), ckpt_step)
+    nonfinite = [e.step for e in events if e.kind == "nonfinite"]
+    total = config.get("total_steps")
+    total = total if isinstance(total, int) and not isinstance(total, bool) else None
+    if status is None:
+        ends = [e for e in events if e.kind == "end" and e.step == step]
+        if ends and isinstance(ends[-1].data.get("status"), str):
+            status = str(ends[-1].data["status"])
+        elif nonfinite:
+            status = "diverged"
+        else:
+            status = "completed" if total is not None and step >= total else "interrupted"
+    batch = config.get("batch_size")
+    tokens: float | None = step * batch if isinstance(batch, int) and not isinstance(batch, bool) else last.get("tokens")
+    elapsed = last.get("elapsed_s")
+    resumes = [e.step for e in events if e.kind == "resume"]
+    return {
+        "status": status, "run_id": str(config.get("run_id") or run_dir.resolve().name), "steps": step,
+        "total_steps": total, "tokens": int(tokens) if tokens is not None else None,
+        "elapsed_s": round(float(elapsed), 3) if elapsed is not None else None,
+        "tokens_per_s": round(tokens / elapsed, 1) if tokens and elapsed else None,
+        "device": config.get("device"),
+        "final": {k: last.get(k) for k in FINAL_KEYS} if last else None,
+        "feature_recovery": None,
+        "nonfinite_step": nonfinite[0] if nonfinite else None,
+        "checkpoint": str(ckpt.relative_to(run_dir)) if ckpt is not None else None,
+        "resumed_from_step": resumes[-1] if resumes else None,
+        "rebuilt_from_log": True,
+    }

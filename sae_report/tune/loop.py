@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..runlog import RunLogError, atomic_write_text, is_run_dir, read_run, to_jsonable
+from ..runlog import LockHeldError, RunLogError, atomic_write_text, is_run_dir, lock_folder, read_run, to_jsonable
+from ..runlog.writer import sweep_temp_files
 
 STATE_FILE = "campaign.json"
 #: Keys that may differ between the campaign's runs (everything else must match the base config).
@@ -183,6 +184,21 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
     base = base_cfg.to_dict()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    try:  # one campaign at a time in a folder (a second one would train into the same runs)
+        lock = lock_folder(out)
+    except LockHeldError as exc:
+        raise TuneError(str(exc)) from None
+    try:
+        sweep_temp_files(out)  # campaign.json temp files a killed campaign left
+        return _tune_locked(out, base_cfg, base, target_l0, tolerance, max_runs, progress, train_fn,
+                            trainer_progress, analyze)
+    finally:
+        lock.release()
+
+
+def _tune_locked(out: Path, base_cfg: Any, base: dict[str, Any], target_l0: float, tolerance: float, max_runs: int,
+                 progress: ProgressFn | None, train_fn: Callable[..., Any], trainer_progress: bool,
+                 analyze: bool) -> Campaign:
     state = _load_state(out)
     _check_same_campaign(out, state, base, target_l0)
     camp = Campaign(out_dir=out, target_l0=target_l0, tolerance=tolerance, max_runs=max_runs, base_config=base)
