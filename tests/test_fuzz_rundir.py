@@ -67,7 +67,7 @@ _csv = st.builds(
     st.lists(st.lists(_cell, min_size=0, max_size=7), max_size=30),
     st.sampled_from(["", "12", "\n", "\r\n"]))
 _json_value = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(10**25), 10**25), st.floats(allow_nan=False), st.text(max_size=8)),
+    st.one_of(st.none(), st.booleans(), st.integers(-(10**25), 10**25), st.floats(), st.text(max_size=8)),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
     max_leaves=20)
 _event = st.fixed_dictionaries(
@@ -75,7 +75,8 @@ _event = st.fixed_dictionaries(
      "kind": st.one_of(st.sampled_from(["start", "resample", "resume", "l1_change", "checkpoint", "end", "nonfinite"]),
                        st.integers())},
     optional={"n": _json_value, "features": st.lists(st.integers(-5, 10**6), max_size=20), "value": _json_value,
-              "from": _json_value, "to": _json_value, "status": _json_value})
+              "from": _json_value, "to": _json_value, "status": _json_value, "ended_at": _json_value,
+              "started_at": _json_value, "elapsed_s": _json_value})
 _ndjson = st.builds(lambda rows, end: ("\n".join(json.dumps(r) for r in rows) + end).encode(),
                     st.lists(st.one_of(_event, _json_value), max_size=20), st.sampled_from(["", "\n", "\n{\"step\": 3,"]))
 
@@ -161,6 +162,8 @@ THING = st.one_of(
     st.tuples(st.just("bytes"), _csv),
     st.tuples(st.just("bytes"), _ndjson),
     st.tuples(st.just("bytes"), st.builds(lambda v: json.dumps(v).encode(), _json_value)),
+    st.tuples(st.just("bytes"), st.builds(lambda v: json.dumps(v).encode(), st.fixed_dictionaries(
+        {}, optional={k: _json_value for k in ("status", "steps", "ended_at", "started_at", "elapsed_s", "tokens")}))),
     st.tuples(st.just("bytes"), _yaml),
     st.tuples(st.just("bytes"), _config),
     st.tuples(st.just("bytes"), _parquet),

@@ -493,3 +493,37 @@ def test_limits_are_what_the_docs_say() -> None:
     assert (safeio.MAX_CONFIG_BYTES, safeio.MAX_SUMMARY_BYTES, safeio.MAX_EVENTS_BYTES, safeio.MAX_STATS_BYTES) == (
         16 << 20, 16 << 20, 256 << 20, 128 << 20)
     assert (safeio.MAX_CONFIG_VALUES, safeio.MAX_CONFIG_DEPTH) == (100_000, 64)
+
+
+# --- found by the fuzz and the output tests, fixed outside the readers ---------------------------
+
+
+def test_glob_characters_in_a_run_path_are_just_characters(tmp_path: Path) -> None:
+    from sae_report.fixtures import write_run
+
+    run = write_run(tmp_path / "we[ird] *run?", "clean", steps=2_000, rows=300).run_dir
+    result = CliRunner().invoke(main, ["analyze", str(run), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "report" / "analysis.json").read_text())["run"]["rows"] == 287  # every row read
+
+
+def test_nonsense_event_counts_and_summary_dates_still_give_a_full_report(tmp_path: Path) -> None:
+    from sae_report.fixtures import write_run
+
+    run = write_run(tmp_path, "clean", steps=2_000, rows=300).run_dir
+    with (run / "events.ndjson").open("a") as f:
+        f.write('{"step": 100, "kind": "resample", "n": NaN}\n{"step": 200, "kind": "lr_change", "from": true, "to": 1e308}\n')
+    for ended in (1e300, 1e12, -5, True):
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "ended_at": ended}))
+        result = CliRunner().invoke(main, ["analyze", str(run)])
+        assert result.exit_code == 0, result.output
+        assert (run / "report" / "report.html").is_file()
+
+
+def test_a_dictionary_size_no_integer_column_holds_is_a_usage_error(tmp_path: Path) -> None:
+    from sae_report.fixtures import write_run
+
+    run = write_run(tmp_path, "clean", steps=2_000, rows=300).run_dir
+    result = CliRunner().invoke(main, ["analyze", str(run), "--d-sae", str(10**30)])
+    assert result.exit_code == 2
+    assert "Invalid value for '--d-sae': 1000000000000000000000000000000 is not in the range 1<=x<=2147483648." in result.output

@@ -6,6 +6,7 @@ import json
 import shlex
 
 import click
+from polars.exceptions import PolarsError
 
 from ..analysis.result import FindingKind
 from ..runlog import RunLogError
@@ -81,7 +82,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @click.option("--format", "formats", callback=_formats, default=None, metavar="md,html,json",
               help="Report formats to write (default md,html,json; with --json: json).")
 @click.option("--target-l0", type=Fraction(), default=None, help="Target L0: 0.05, 5% or a count with --d-sae.")
-@click.option("--d-sae", type=click.IntRange(min=1), default=None, help="Dictionary size (to report L0 as count and fraction).")
+@click.option("--d-sae", type=click.IntRange(min=1, max=2**31), default=None, help="Dictionary size (to report L0 as count and fraction).")
 @click.option("--l1-alpha", type=float, default=None, help="l1_alpha of the run, when the log does not say.")
 @click.option("--learning-rate", type=float, default=None, help="Learning rate of the run, when the log does not say.")
 @click.option("--resample-interval", type=click.IntRange(min=1), default=None, help="Resample interval in steps.")
@@ -127,7 +128,7 @@ def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, .
         except OutputError as exc:
             click.echo(printable(f"Error: {exc}"), err=True)
             raise click.exceptions.Exit(1) from None
-        except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:  # last resort: never a traceback
+        except (ValueError, TypeError, ArithmeticError, IndexError, KeyError, PolarsError) as exc:  # last resort
             click.echo(printable(f"Error: {path}: could not analyze this log ({type(exc).__name__}: {exc}); "
                                  "please report it"), err=True)
             raise click.exceptions.Exit(2) from None

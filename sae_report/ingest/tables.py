@@ -274,7 +274,7 @@ def _parse_csv(path: Path, source: Path | bytes, sep: str, plain: bool, rows: in
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             scan = dict(separator=sep, has_header=True, infer_schema=False, ignore_errors=True,
-                        truncate_ragged_lines=True, encoding="utf8-lossy")
+                        truncate_ragged_lines=True, encoding="utf8-lossy", glob=False)
             names = pl.scan_csv(source, **scan).collect_schema().names()
             wanted = [n for n in names if not n.endswith(("__MIN", "__MAX")) and match_column(n) is not None]
             if wanted:
@@ -499,7 +499,7 @@ def read_parquet(path: Path, notes: list[str] | None = None) -> pl.DataFrame:
         rows, names = parquet_footer(path)
         wanted = [n for n in names if not n.endswith(("__MIN", "__MAX")) and match_column(n) is not None]
         buffers = ColumnBuffers({n: np.float64 for n in wanted}, rows)
-        lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX)
+        lazy = pl.scan_parquet(path, row_index_name=ROW_INDEX, glob=False)
         schema = lazy.collect_schema()
         for n in wanted:
             dtype = schema[n]

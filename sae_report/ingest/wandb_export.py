@@ -63,7 +63,7 @@ def _read_frame(path: Path, notes: list[str]) -> pl.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             check_regular(path)
-            return pl.read_parquet(path)
+            return pl.read_parquet(path, glob=False)
         raw = read_regular(path)
         if raw and not raw.endswith(b"\n"):
             cut = raw.rfind(b"\n")

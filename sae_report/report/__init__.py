@@ -188,6 +188,6 @@ def run_date(data: RunData) -> str:
         value = source.get(key)
         if isinstance(value, str) and len(value) >= 10 and value[4] == "-":
             return value[:10]
-        if isinstance(value, (int, float)) and value > 1e9:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 1e9 < value < 1e11:  # 2001-5138
             return _dt.datetime.fromtimestamp(value, _dt.timezone.utc).strftime("%Y-%m-%d")
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")

@@ -51,13 +51,15 @@ def timeline(doc: Mapping[str, Any], data: RunData) -> charts.Timeline:
 
 def _event_label(kind: str, data: Mapping[str, Any]) -> str:
     if kind == "resample":
-        n = data.get("n") if isinstance(data.get("n"), (int, float)) else None
-        return f"resampled {int(n):,} features" if n is not None else "resample"
+        n = data.get("n")
+        ok = isinstance(n, (int, float)) and not isinstance(n, bool) and 0 <= n < 2**62  # NaN/inf fail too
+        return f"resampled {int(n):,} features" if ok else "resample"
     if kind in ("l1_change", "lr_change"):
         frm, to = data.get("from"), data.get("to")
         name = "l1_alpha" if kind == "l1_change" else "lr"
-        if isinstance(to, (int, float)):
-            return f"{name} {frm:.4g} -> {to:.4g}" if isinstance(frm, (int, float)) else f"{name} -> {to:.4g}"
+        if isinstance(to, (int, float)) and not isinstance(to, bool):
+            return (f"{name} {frm:.4g} -> {to:.4g}" if isinstance(frm, (int, float)) and not isinstance(frm, bool)
+                    else f"{name} -> {to:.4g}")
         return f"{name} change"
     return kind
 

@@ -464,7 +464,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
                               f"({_first_line(exc)})") from None
         casts = [pl.col(c).cast(_METRIC_SCHEMA[c]) for c in plan.columns if c != "step"]
         if plan.raw is None:
-            scan = pl.scan_parquet(plan.path, row_index_name=ROW_INDEX)
+            scan = pl.scan_parquet(plan.path, row_index_name=ROW_INDEX, glob=False)
             what = "parquet part"
             try:
                 step = pl.col("step") if plan.step_int64 else _step_expr(
@@ -640,7 +640,7 @@ def _parquet_footer(path: Path) -> tuple[int, list[str], bool]:
         import pyarrow.parquet as pq
     except ImportError:
         schema = pl.read_parquet_schema(path)
-        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+        rows = pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()
         return int(rows), list(schema.names()), schema.get("step") == pl.Int64
     size = Path(path).stat().st_size
     pf = pq.ParquetFile(path)
@@ -660,7 +660,7 @@ def _parquet_footer(path: Path) -> tuple[int, list[str], bool]:
 def read_parquet_checked(path: Path) -> pl.DataFrame:
     """``pl.read_parquet`` after the footer check of ``parquet_footer``."""
     parquet_footer(path)
-    return pl.read_parquet(path)
+    return pl.read_parquet(path, glob=False)
 
 
 def supersede_and_dedup(frame: pl.DataFrame) -> pl.DataFrame:

@@ -41,6 +41,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "checkpoint",
     "nonfinite",
     "resume",
+    "config_change",
     "interrupt",
     "end",
 )
