@@ -22,8 +22,8 @@ def main() -> None:
 
     \b
     Examples:
-      sae-report train --report                 # small SAE on synthetic data, then its report
-      sae-report analyze runs/train_e01c6183    # findings, phases, targets; writes RUN/report/
+      sae-report train --report            # small SAE, synthetic data, report
+      sae-report analyze runs/my_run       # findings, phases -> RUN/report/
       sae-report recommend runs/* --target-l0 0.05
     """
 

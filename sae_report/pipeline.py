@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any, Mapping, Sequence
 
 from .analysis import analyze
 from .analysis.config import AnalyzerConfig
-from .analysis.result import Analysis
+from .analysis.result import Analysis, Recommendation
 from .ingest import load_run
+from .report.formatting import pct
 from .runlog import RunData
 
 REPORT_DIR = "report"
@@ -50,9 +52,26 @@ class PipelineResult:
 
 
 def default_out_dir(data: RunData, path: Path) -> Path:
-    """``RUN/report/`` for a directory input, ``report/`` beside a file input."""
+    """Where a run's report goes by default: one folder per run.
+
+    - our run directory (one run per folder): ``RUN/report/``;
+    - any other input (a metrics file, a W&B / TensorBoard / MLflow store, a folder of tables), which
+      may hold several runs: ``report/<run id>/`` inside the folder or beside the file, so analyzing
+      two runs of one W&B folder (``--run a``, ``--run b``) writes two reports, not one over the other.
+    """
     base = Path(path)
-    return (base if base.is_dir() else base.parent) / REPORT_DIR
+    folder = (base if base.is_dir() else base.parent) / REPORT_DIR
+    if data.source == "sae-report":
+        return folder
+    return folder / run_folder_name(data.run_id)
+
+
+def run_folder_name(run_id: str) -> str:
+    """A run id as one safe folder name: letters, digits, ``.``, ``_`` and ``-`` (others become
+    ``_``), no leading dot, at most 100 characters (``run`` when nothing is left)."""
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in str(run_id))
+    name = name.lstrip(".")[:100]
+    return name if name.strip("_") else "run"
 
 
 def _writable(folder: Path) -> bool:
@@ -82,6 +101,26 @@ def _recommend(analysis: Analysis, notes: list[str]) -> Analysis:
         notes.append(f"recommendations skipped ({type(exc).__name__}: {exc})")
         return analysis
     return dataclasses.replace(analysis, recommendations=list(recs))
+
+
+def _with_comparison(analysis: Analysis, comparison: Any) -> Analysis:
+    """The analysis with the sibling comparison (``Analysis.comparison``) and the comparison's
+    l1_alpha fit as its ``l1_alpha`` recommendation (a fit across runs replaces a single run's rule
+    of thumb), so ``analysis.json`` and the terminal carry what the report files show."""
+    if comparison is None:
+        return analysis
+    doc = comparison.to_dict() if hasattr(comparison, "to_dict") else dict(comparison)
+    doc = {**doc, "runs": [{k: v for k, v in r.items() if k != "config"} for r in doc.get("runs") or []]}
+    recs = list(analysis.recommendations)
+    fit = getattr(comparison, "recommendation", None)
+    if fit is not None and math.isfinite(fit.l1_alpha):
+        current = analysis.run.config.get("l1_alpha")
+        current = current if isinstance(current, (int, float)) and not isinstance(current, bool) else fit.reference_l1_alpha
+        rec = Recommendation(
+            parameter="l1_alpha", current=current, proposed=fit.l1_alpha, low=fit.low, high=fit.high,
+            reason=fit.explanation, predicted_effect=f"settled L0 about {pct(fit.predicted_l0)}")
+        recs = [rec] + [r for r in recs if r.parameter != "l1_alpha"]
+    return dataclasses.replace(analysis, comparison=doc, recommendations=recs)
 
 
 def _siblings(data: RunData, analysis: Analysis, notes: list[str]) -> Any:
@@ -116,6 +155,7 @@ def analyze_path(path: str | Path, *, out_dir: str | Path | None = None,
     notes: list[str] = []
     analysis = _recommend(analysis, notes)
     comparison = _siblings(data, analysis, notes) if siblings else None
+    analysis = _with_comparison(analysis, comparison)
     if not formats:
         return PipelineResult(analysis, data, None, [], comparison, notes)
     given = out_dir is not None

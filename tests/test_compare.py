@@ -4,6 +4,7 @@ runs that must be excluded)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -90,11 +91,22 @@ def test_cli_writes_md_html_json_and_prints(writeup, tmp_path):
     md = (out / "comparison.md").read_text()
     assert "| **train_e01c6183** | 0.065 | 10K |" in md
     assert "## Recommended next l1_alpha" in md
+    assert "| Settled L0 | % of target (settled) |" in md and "Explained variance (settled) | MSE (settled) |" in md
+    assert "## Sparsity and fidelity" in md and "![L0 of every run](overlay_l0.svg)" in md
     html = (out / "comparison.html").read_text()
-    assert "vegaEmbed(\"#chart-l1\"" in html and "train_05555a4b" in html
+    assert 'id="spec-l1_l0"' in html and "train_05555a4b" in html
+    for chart in ("l1_l0", "fidelity", "overlay_l0", "overlay_dead", "overlay_loss"):
+        assert f'id="spec-{chart}"' in html, chart
+        assert (out / f"{chart}.svg").read_text().startswith("<svg"), chart
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp and "script-src 'sha256-" in csp
+    assert html.count("<noscript><img class=\"static-chart\" src=\"data:image/svg+xml;base64,") == 5
     doc = json.loads((out / "comparison.json").read_text())
     assert doc["recommendation"]["direction"] == "lower"
-    assert (out / "l1_l0.svg").read_text().startswith("<svg")
+    fid = {r["id"]: r for r in doc["fidelity"]["runs"]}
+    assert set(fid) == {"train_0314574b", "train_05555a4b", "train_e01c6183"}
+    assert all(0.5 < r["explained_variance_settled"] <= 1 and r["mse_settled"] > 0 for r in fid.values())
+    assert doc["fidelity"]["pareto_front"]  # at least one run is not beaten on both sparsity and fidelity
 
 
 def test_cli_json_on_stdout_and_glob(writeup):
@@ -146,7 +158,16 @@ def test_html_chart_renders_in_chromium(writeup, tmp_path):
          "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9",
          "--virtual-time-budget=8000", "--dump-dom", (out / "comparison.html").as_uri()],
         capture_output=True, text=True, timeout=120).stdout
-    assert dom.count('class="marks"') == 1
+    assert dom.count('class="marks"') == 5  # l1_l0, sparsity-fidelity, and the L0, dead and loss overlays
+    assert 'data-charts-ready="5"' in dom and 'class="vega chart-error"' not in dom
+
+
+def test_pareto_front_and_fidelity_chart():
+    from sae_report.compare.render import pareto_front
+
+    pts = [("a", 0.10, 0.99), ("b", 0.05, 0.97), ("c", 0.05, 0.95), ("d", 0.02, 0.90), ("e", 0.08, 0.96)]
+    assert pareto_front(pts) == ["a", "b", "d"]  # c: b is as sparse and more faithful; e: b beats it on both
+    assert pareto_front([("x", 0.1, 0.9)]) == ["x"]
 
 
 def _write_simple(root: Path, run_id: str, l1: float, l0) -> Path:

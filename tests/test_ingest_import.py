@@ -139,7 +139,7 @@ def test_analyze_malformed_sources_exit_2(case, tmp_path):
     else:
         path = tmp_path / "export.csv"
         path.write_text("_step,_runtime,accuracy\n0,0.1,0.5\n10,1.1,0.6\n")
-        want = f"Error: {path}: no known metric (found: accuracy)\n"
+        want = f"Error: {path}: no known metric (found: accuracy); map a name with --map NAME=COLUMN (e.g. --map loss/total=loss)\n"
     res = cli("analyze", path, "--out", tmp_path / "report")
     assert res.exit_code == 2
     assert res.stderr == want

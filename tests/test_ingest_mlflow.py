@@ -53,7 +53,7 @@ def test_run_without_metrics_and_unknown_keys(tmp_path):
         load_run(db)
     assert str(err.value) == (f"{db}: no known metric (found: eval/losses_overall_loss, eval/losses_mse_loss, "
                               "eval/losses_l1_loss, eval/metrics_explained_variance, eval/metrics_l0, "
-                              "eval/details_current_learning_rate, ...)")
+                              "eval/details_current_learning_rate, ...); map a name with --map NAME=COLUMN (e.g. --map loss/total=loss)")
     with sqlite3.connect(db) as con:
         con.execute("delete from metrics")
     (run_id,) = sqlite3.connect(db).execute("select run_uuid from runs").fetchone()

@@ -88,7 +88,7 @@ def test_several_tables_need_a_choice(tmp_path: Path) -> None:
     ("empty.csv", "", "empty file"),
     ("header.csv", "step,loss\n", "only a header line, no rows"),
     ("nostep.csv", "loss,l0\n1,2\n", "no step column (looked for step, _step, global_step, ...) among 2 column(s)"),
-    ("unknown.csv", "step,foo,bar\n1,2,3\n", "no known metric column (found: step, foo, bar)"),
+    ("unknown.csv", "step,foo,bar\n1,2,3\n", "no known metric column (found: step, foo, bar); map a name with --map NAME=COLUMN (e.g. --map loss/total=loss)"),
     ("empty.ndjson", "\n\n", "empty file"),
     ("junk.ndjson", "hello\nworld\n", "no JSON objects in the file"),
     ("bad.parquet", "PAR1 not really", "not a readable Parquet file"),

@@ -174,7 +174,7 @@ def test_unknown_tags_only_is_one_line_error(tmp_path):
     _write_events(tmp_path / "events.out.tfevents.1.host", [(0, "accuracy/top1", 0.5), (1, "my_thing", 2.0)])
     res = cli("import", tmp_path, "--out", tmp_path.parent / "o2")
     assert res.exit_code == 2
-    assert res.stderr == f"Error: {tmp_path}: no known metric (found: accuracy/top1, my_thing)\n"
+    assert res.stderr == f"Error: {tmp_path}: no known metric (found: accuracy/top1, my_thing); map a name with --map NAME=COLUMN (e.g. --map loss/total=loss)\n"
 
 
 def test_detect():

@@ -169,7 +169,7 @@ def test_export_unknown_columns_only(tmp_path):
     f = tmp_path / "export.csv"
     f.write_text("_step,_runtime,accuracy,val/acc\n0,0.1,0.5,0.4\n10,1.1,0.6,0.5\n")
     res = cli("import", f, "--out", tmp_path / "o")
-    assert (res.exit_code, res.stderr) == (2, f"Error: {f}: no known metric (found: accuracy, val/acc)\n")
+    assert (res.exit_code, res.stderr) == (2, f"Error: {f}: no known metric (found: accuracy, val/acc); map a name with --map NAME=COLUMN (e.g. --map loss/total=loss)\n")
 
 
 def test_detect():

@@ -162,3 +162,16 @@ def test_unstable_second_half_is_flagged():
 
 def test_settled_level_needs_points():
     assert settled_level(np.array([0, 1]), np.array([0.1, 0.1])) is None
+
+
+def test_a_second_half_still_falling_steadily_is_drifting():
+    # like the tune issue's run (6.04% -> 4.39%, 0.73x): a steady fall inside DRIFT_RATIO 1.5 is a trend
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 601)
+    l0 = 0.04 + 0.06 * np.exp(-steps / 200) + rng.normal(0, 0.001, len(steps))
+    s = settled_level(steps, l0)
+    assert s.drifting and s.unstable and s.reason.startswith("still drifting (falling): the second half moved from")
+    assert s.first_block > s.last_block
+    flat = 0.05 * (1 + rng.normal(0, 0.05, len(steps)))  # noise around a level: no trend
+    s = settled_level(steps, flat)
+    assert not s.drifting and not s.unstable

@@ -62,8 +62,9 @@ def test_golden_markdown_of_the_writeup_run(tmp_path) -> None:
                        date="2025-11-01")["report.md"].decode()
     _check_golden("report_writeup_analyzed.md", md)
     for text in ("# Training Results Analysis: train_e01c6183", "**Date:** 2025-11-01", "```yaml\n",
-                 "| **Final L0** | 2.18% | 5.0% | ⚠️ 44% (undershooting) |",
-                 "| **train_e01c6183** (this run) | 0.065 | 10K | 2.18% | 44% (undershoot) |",
+                 "| **L0** | 2.18% | 2.22% | 5.0% | 44% (undershoot) | ⚠️ off target |",
+                 "| **train_e01c6183** (this run) | 0.065 | 10K | 2.22% | 44% (undershoot) | 2.18% |",
+                 "- **Next run:** l1_alpha 0.065 -> 0.0259 (0.017 to 0.0347)",
                  "<- Collapse", "**Phase 1: Initial collapse (Steps 0-", "**Phase 2: Recovery & instability",
                  "**Phase 3: Oscillation with late spike", "## Root Cause Notes", "### 1. Resampling thrash",
                  "## Recommendations", "- **Coincides with:** the resample at step 90,000",
@@ -71,6 +72,23 @@ def test_golden_markdown_of_the_writeup_run(tmp_path) -> None:
                  "`sae-report analyze runs/train_e01c6183`"):
         assert text in md, text
     assert not re.search(r"raise l1_alpha[^.|]*higher L0", md)
+    # Verdict first: the verdict, L0 and fidelity against their targets, the most severe finding and the
+    # next config open the report; the key settings are a short table; the full config is the appendix.
+    head = md.split("## Results Summary")[0]
+    assert head.index("**Verdict: ⚠️ Worth acting on.**") < head.index("**Date:**")
+    for line in ("- **L0:** ⚠️ 2.22% settled (second-half median), 2.18% at the end; target 5.0%: 44% of target "
+                 "(settled, undershooting)", "- **Fidelity:** explained variance ", "MSE ",
+                 "- **Most severe finding:** ⚠️ Collapse, steps 13K-20.3K (L0; finding ",
+                 "| l1_alpha | learning_rate | d_in | d_sae | batch_size | total_steps | resample_interval |"):
+        assert line in head, line
+    assert "```yaml" not in head and md.rindex("## Appendix: Full Configuration") > md.index("## Findings")
+    # Findings by severity (fail, warn, info; then step): no info finding before a warn one.
+    severities = re.findall(r"^### \d+\. (⚠️|ℹ️|❌) ", md.split("## Findings")[1].split("## Resampling")[0], re.M)
+    order = {"❌": 0, "⚠️": 1, "ℹ️": 2}
+    assert severities and [order[x] for x in severities] == sorted(order[x] for x in severities)
+    # Fidelity in the results table and the step tables, and its chart.
+    assert "| **Explained variance** | " in md and "| **MSE** | " in md and "charts/fidelity.svg" in md
+    assert "Best performance" not in md
 
 
 @pytest.mark.parametrize("scenario,expect", [("writeup", "Collapse"), ("dead_000", "Secondary rise")])
@@ -92,8 +110,8 @@ def test_write_report_writes_every_format_atomically(writeup, tmp_path) -> None:
     out = tmp_path / "report"
     files = write_report(writeup_analysis(), writeup, out, command=COMMAND, date="2025-11-01")
     names = sorted(p.relative_to(out).as_posix() for p in files)
-    assert names == ["analysis.json", "charts/dead.svg", "charts/l0.svg", "charts/loss.svg", "charts/schedules.svg",
-                     "report.html", "report.md"]
+    assert names == ["analysis.json", "charts/dead.svg", "charts/fidelity.svg", "charts/l0.svg", "charts/loss.svg",
+                     "charts/schedules.svg", "report.html", "report.md"]
     # no temp files; the manifest lists what this tool wrote (the only files it will ever remove)
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "analysis.json", "charts", "report.html", "report.md"]
     manifest = json.loads((out / MANIFEST).read_text())
@@ -116,7 +134,8 @@ def test_existing_report_is_replaced_whole(writeup, tmp_path) -> None:
     (out / ".charts-new-abc123").mkdir()  # not in the manifest: never removed
     write_report(writeup_analysis(), writeup, out, formats=("md",), date="2025-11-01", image_format="png")
     charts = sorted(p.name for p in (out / "charts").iterdir())
-    assert charts == ["architecture.png", "dead.png", "l0.png", "loss.png", "notes.txt", "schedules.png"]  # stale svgs gone
+    assert charts == ["architecture.png", "dead.png", "fidelity.png", "l0.png", "loss.png", "notes.txt",
+                      "schedules.png"]  # stale svgs gone
     assert (out / "charts" / "l0.png").read_bytes().startswith(b"\x89PNG")
     assert "charts/l0.png" in (out / "report.md").read_text()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".charts-new-abc123", MANIFEST]
@@ -151,9 +170,11 @@ def test_direction_words_are_unambiguous(writeup) -> None:
     # The write-up's mistake must never be printed: raising l1_alpha never goes with a higher L0.
     assert not re.search(r"raise l1_alpha[^.|]*higher L0", md)
     over = writeup_analysis()
-    over = replace(over, targets=[replace(over.targets[0], result=0.1129, percent_of_target=225.8)], recommendations=[])
+    settled = next(t for t in over.targets if t.metric == "Settled L0")
+    over = replace(over, targets=[replace(settled, result=0.1129, percent_of_target=225.8)], recommendations=[])
     md = render_report(over, writeup, ("md",), date="2025-11-01")["report.md"].decode()
-    assert "L0 is above its target (226%). To lower L0: raise l1_alpha -> stronger sparsity penalty -> fewer active features -> lower L0." in md
+    assert ("L0 is above its target (226% of target, settled). To lower L0: raise l1_alpha -> stronger sparsity "
+            "penalty -> fewer active features -> lower L0.") in md
 
 
 def test_root_cause_rules(tmp_path) -> None:
@@ -195,7 +216,7 @@ def test_unknown_finding_kind_uses_the_generic_partial(writeup) -> None:
             return doc
 
     md = render_report(Stub(), writeup, ("md",), date="2025-11-01")["report.md"].decode()
-    assert "### 7. ℹ️ New kind: Step 5 (loss)\n\nSomething new.\n\n- **Coincides with:** no logged or inferred" in md
+    assert re.search(r"### \d\. ℹ️ New kind: Step 5 \(loss\)\n\nSomething new\.\n\n- \*\*Coincides with:\*\* no logged or inferred", md)
 
 
 def test_cli_analyze_writes_the_report_and_replaces_it(tmp_path) -> None:
@@ -212,7 +233,7 @@ def test_cli_analyze_writes_the_report_and_replaces_it(tmp_path) -> None:
     assert md.startswith("# Training Results Analysis: synthetic_thrash\n")
     assert "## Root Cause Notes" in md and "Resampling thrash" in md
     assert sorted(p.name for p in (out / "charts").iterdir()) == [
-        "dead.svg", "feature_freq.svg", "input_dims.svg", "l0.svg", "loss.svg", "schedules.svg"]
+        "dead.svg", "feature_freq.svg", "fidelity.svg", "input_dims.svg", "l0.svg", "loss.svg", "schedules.svg"]
     html = (out / "report.html").read_text()
     assert html.count("window.vegaEmbed=") == 1 and "<script src" not in html and "https://" not in html.split("<script>")[0]
     # Again into the same folder, Markdown only: the report is replaced, nothing stale or temporary stays.
@@ -239,7 +260,7 @@ def test_sparse_foreign_log_still_gives_a_report(tmp_path) -> None:
     files = write_report(a, data, tmp_path / "report", date="2025-11-01")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "# no config recorded" in md and "(sampled history: figures are approximate)" in md
-    assert "No targets could be checked" in md and "- Note: a note" in md
+    assert "No metrics to summarise." in md and "- Note: a note" in md
     assert sorted(p.name for p in (tmp_path / "report" / "charts").iterdir()) == ["l0.svg", "loss.svg"]
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count('<script type="application/json"') == 2 and "NaN" not in html.split("<script>")[0]

@@ -68,14 +68,15 @@ def test_every_chart_draws_offline(browser, tmp_path) -> None:
     write_report(writeup_analysis(), data, out, formats=("html",), comparison=comparison(), date="2025-11-01")
     page, context, errors, requests, dialogs = _open(browser, out / "report.html")
     try:
-        assert int(page.get_attribute("body", "data-charts-ready")) == 6
-        assert page.locator("div.vega").count() == 6
+        assert int(page.get_attribute("body", "data-charts-ready")) == 7
+        assert page.locator("div.vega").count() == 7
         assert page.locator(".chart-error").count() == 0
         marks = _marks_per_chart(page)
-        assert len(marks) == 6 and all(n > 0 for n in marks), marks
+        assert len(marks) == 7 and all(n > 0 for n in marks), marks
         lines = page.eval_on_selector_all("div.vega svg", "els => els.map(s => s.querySelectorAll('.mark-line path').length)")
-        assert all(n > 0 for n in lines[:4]), lines  # the time charts drew their lines
-        assert page.locator(".vega-embed svg.marks").count() == 6  # drawn under the strict CSP
+        assert all(n > 0 for n in lines[:5]), lines  # the time charts drew their lines
+        assert page.locator(".vega-embed svg.marks").count() == 7  # drawn under the strict CSP
+        assert page.locator("img.static-chart").count() == 0  # the static images stay in <noscript>
         csp = page.get_attribute('meta[http-equiv="Content-Security-Policy"]', "content")
         assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp and "'sha256-" in csp, csp
         # A tooltip (vega-tooltip, its style from our sheet, nothing injected) on a marker of the L0 chart.
@@ -112,7 +113,7 @@ def test_the_csp_blocks_what_it_should(browser, tmp_path) -> None:
         page, context, errors, requests, dialogs = _open(browser, f)
         try:
             charts = page.locator("div.vega").count()
-            assert charts == 4 and page.locator(".vega-embed svg.marks").count() == (charts if drawn else 0), name
+            assert charts == 5 and page.locator(".vega-embed svg.marks").count() == (charts if drawn else 0), name
             assert page.title() != "ran" and page.locator("main").is_visible(), name
             assert any(refused in e for e in errors), (name, errors)
         finally:
@@ -149,5 +150,77 @@ def test_bidi_and_control_characters_are_shown_not_obeyed(browser, tmp_path) -> 
         assert "\u202e" not in text and "\x1b" not in text and "\u2067" not in text
         assert "held invisible control or bidirectional-text characters" in text
         assert errors == [] and all(n > 0 for n in _marks_per_chart(page))
+    finally:
+        context.close()
+
+
+def _axis_labels(page, fig: str) -> list[str]:
+    """The x-axis tick labels of a chart (the first axis group Vega draws is the x axis)."""
+    return page.eval_on_selector(f"#fig-{fig} svg", """s => {
+        const axes = Array.from(s.querySelectorAll('.role-axis')).map(
+            ax => Array.from(ax.querySelectorAll('.role-axis-label text')).map(t => t.textContent));
+        return axes.find(labels => labels.length > 0) || [];  // grid-only axes have no labels
+    }""")
+
+
+def test_verdict_first_zoom_and_static_fallback(browser, tmp_path) -> None:
+    """Issue 12's checks: the verdict (with L0, fidelity, the most severe finding and the next config)
+    is in the first screen at 1300x900; a time chart zooms on the step axis with the mouse wheel and
+    pans with a drag (x domain changes, y axis stays); with JavaScript off the static SVG of every
+    chart shows instead."""
+    data = writeup_data(tmp_path / "run", rows=400)
+    out = tmp_path / "report"
+    write_report(writeup_analysis(), data, out, formats=("html",), comparison=comparison(), date="2025-11-01")
+    html = out / "report.html"
+    context = browser.new_context(offline=True, java_script_enabled=True, viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/*", lambda route: route.continue_() if route.request.url == html.resolve().as_uri() else route.abort())
+    try:
+        page.goto(html.resolve().as_uri(), wait_until="load")
+        page.wait_for_selector("body[data-charts-ready]", timeout=30_000)
+        box = page.locator("#verdict").bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 900, box  # all of it on screen 1
+        verdict = page.locator("#verdict").inner_text()
+        for text in ("Verdict:", "Worth acting on", "L0:", "Fidelity:", "explained variance", "MSE",
+                     "Most severe finding:", "Collapse", "Next run:", "l1_alpha 0.065 -> 0.045"):
+            assert text in verdict, (text, verdict)
+        assert page.locator("details.config").count() == 1 and not page.locator("details.config pre").is_visible()
+        # Zoom: the wheel over the L0 chart narrows the step axis; a drag pans it.
+        page.locator("#fig-l0").scroll_into_view_if_needed()
+        before = _axis_labels(page, "l0")
+        assert before[0] == "0" and before[-1].endswith("k"), before
+        plot = page.locator("#fig-l0 svg.marks").bounding_box()
+        page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
+        page.mouse.wheel(0, -600)
+        page.wait_for_timeout(400)
+        zoomed = _axis_labels(page, "l0")
+        assert zoomed != before and zoomed[0] != "0", (before, zoomed)
+        page.mouse.down()
+        page.mouse.move(plot["x"] + plot["width"] / 2 + 150, plot["y"] + plot["height"] / 2, steps=6)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        panned = _axis_labels(page, "l0")
+        assert panned != zoomed, (zoomed, panned)
+        assert page.locator(".hint").first.is_visible()  # the zoom hint shows only where JavaScript runs
+        assert errors == []
+    finally:
+        context.close()
+    # JavaScript off: no chart is drawn, every chart's static SVG shows in its place.
+    context = browser.new_context(offline=True, java_script_enabled=False, viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(html.resolve().as_uri(), wait_until="load")
+        imgs = page.locator("img.static-chart")
+        assert imgs.count() == page.locator("figure.chart").count() == 5
+        for i in range(imgs.count()):
+            img = imgs.nth(i)
+            img.scroll_into_view_if_needed()
+            assert img.is_visible()
+            assert img.evaluate("e => e.complete && e.naturalWidth > 300"), i
+        assert page.locator(".vega-embed").count() == 0 and not page.locator(".hint").first.is_visible()
+        assert page.locator("#verdict").bounding_box()["y"] < 900
     finally:
         context.close()

@@ -73,7 +73,7 @@ def long_writeup(tmp_path_factory):
 def test_figures_of_a_long_run_are_thinned_and_clean(long_writeup) -> None:
     doc = writeup_analysis().to_dict()
     figs = build_figures(doc, long_writeup)
-    assert [f.id for f in figs] == ["l0", "dead", "loss", "schedules", "feature_freq", "input_dims"]
+    assert [f.id for f in figs] == ["l0", "dead", "fidelity", "loss", "schedules", "feature_freq", "input_dims"]
     for f in figs:
         text = json.dumps(f.spec, allow_nan=False)  # raises on NaN/inf
         assert "NaN" not in text and "Infinity" not in text
@@ -86,13 +86,37 @@ def test_figures_of_a_long_run_are_thinned_and_clean(long_writeup) -> None:
     steps = {r["step"] for r in l0["datasets"]["l0"]}
     assert {0, 100_000, 20_000, 90_000} <= steps  # first, last, phase/finding/resample steps
     assert l0["datasets"]["target"][0]["target"] == 5.0
-    assert {r["kind"] for r in l0["datasets"]["markers"]} == {"resample", "finding"}
+    # findings worth acting on are red "finding" markers; info findings calm blue "note" markers
+    assert {r["kind"] for r in l0["datasets"]["markers"]} == {"resample", "finding", "note"}
+    assert {r["text"] for r in l0["datasets"]["marker_labels"]} >= {"collapse", "late spike"}  # markers are named
     dead = figs[1].spec
     assert dead["layer"][-1]["encoding"]["y"]["scale"].get("type") in (None, "linear")
     # Every time chart shares the run's x domain, so stacked charts line up.
-    domains = [layer["encoding"]["x"]["scale"]["domain"] for f in figs[:3] for layer in f.spec["layer"]
+    domains = [layer["encoding"]["x"]["scale"]["domain"] for f in figs[:4] for layer in f.spec["layer"]
                if "scale" in layer.get("encoding", {}).get("x", {})]
     assert domains and all(d == [0, 100_000] for d in domains)
+
+
+def test_time_charts_zoom_on_the_step_axis_and_share_one_target_colour(long_writeup) -> None:
+    """Every time chart binds an x-only interval selection to its scales (zoom and pan in the HTML);
+    the histogram and the input chart do not; the target is drawn in the one target colour."""
+    from sae_report.recommend.chart import l1_l0_chart
+    from sae_report.recommend.fit import RunPoint
+
+    figs = {f.id: f for f in build_figures(writeup_analysis().to_dict(), long_writeup)}
+    for fid, fig in figs.items():
+        params = fig.spec.get("params") or []
+        zooms = [p for p in params if p.get("bind") == "scales"]
+        if fid in ("l0", "dead", "fidelity", "loss", "schedules"):
+            assert fig.zoom and zooms and all(p["select"] == {"type": "interval", "encodings": ["x"]} for p in zooms), fid
+        else:
+            assert not fig.zoom and not zooms, fid
+    text = json.dumps(figs["l0"].spec)
+    assert charts.TARGET_COLOR in text and "#d62728" not in text.split('"target"')[0][-200:]
+    target = [layer for layer in figs["l0"].spec["layer"] if layer.get("data", {}).get("name") == "target"]
+    assert target and all(layer["mark"]["color"] == charts.TARGET_COLOR for layer in target)
+    l1 = json.dumps(l1_l0_chart([RunPoint("a", 0.01, 0.1), RunPoint("b", 0.1, 0.01)], None, 0.05).to_dict())
+    assert charts.TARGET_COLOR in l1
 
 
 def test_diverged_run_draws_no_nonfinite_values(tmp_path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from dataclasses import replace
 from html.parser import HTMLParser
 
@@ -77,8 +79,16 @@ def _parse(html: str) -> _Tags:
 
 def _no_active_content(p: _Tags) -> None:
     for tag, attrs in p.tags:
-        if tag == "img":  # only our chart images
-            assert attrs["src"].startswith("charts/") and set(attrs) == {"src", "alt"}, attrs
+        if tag == "img":  # only our chart images: files beside report.md, static SVGs (data: URIs) in report.html
+            if attrs["src"].startswith("data:"):
+                assert attrs["src"].startswith("data:image/svg+xml;base64,") and set(attrs) == {"class", "src", "alt"}, attrs
+                svg = base64.b64decode(attrs["src"].split(",", 1)[1]).decode()
+                inner = _parse(svg)  # the static chart: drawn text only, no active element or handler
+                assert svg.startswith("<svg") and not inner.scripts
+                assert not any(t in ("img", "foreignobject", "iframe") or any(k.startswith("on") for k in a)
+                               for t, a in inner.tags)
+            else:
+                assert attrs["src"].startswith("charts/") and set(attrs) == {"src", "alt"}, attrs
         assert tag not in ("iframe", "object", "embed", "i", "svg"), tag
         assert not any(k.startswith("on") for k in attrs), (tag, attrs)
         assert not any(str(v).strip().lower().startswith("javascript:") for v in attrs.values()), (tag, attrs)
@@ -103,7 +113,7 @@ def test_chart_json_cannot_close_its_script_and_keeps_the_strings(files) -> None
     html = files["report.html"].decode()
     p = _parse(html)
     specs = [json.loads(body) for a, body in p.scripts if a.get("type") == "application/json"]
-    assert len(specs) == 4
+    assert len(specs) == 5  # l0, dead, fidelity, loss, schedules
     for a, body in p.scripts:
         if a.get("type") == "application/json":
             assert "<" not in body and ">" not in body and "&" not in body
@@ -123,12 +133,18 @@ def test_markdown_keeps_hostile_strings_as_text(files) -> None:
         assert s in text, s
     # The config block stays one closed fence holding the YAML, backticks and all.
     assert "````yaml\n" in md and "<img src=x onerror=alert(3)>" in md
-    code = [t for t in MarkdownIt("commonmark").parse(md) if t.type == "fence"]
-    assert code[0].info == "yaml" and "note: </script><script>alert(2)</script>" in code[0].content
-    assert "```\n" in code[0].content
-    # Table rows keep their cell count whatever the strings hold.
-    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "Training ID" not in ln]
-    assert rows and all(ln.count(" | ") - ln.count("\\|") >= 3 for ln in rows)
+    code = [t for t in MarkdownIt("commonmark").parse(md) if t.type == "fence" and t.info == "yaml"]
+    assert "note: </script><script>alert(2)</script>" in code[-1].content  # the appendix: the full config
+    assert "```\n" in code[-1].content
+    # Table rows keep their cell count (their header's) whatever the strings hold.
+    tables, current = [], []
+    for ln in md.splitlines() + [""]:
+        if ln.startswith("|"):
+            current.append(len(re.findall(r"(?<!\\)\|", ln)))
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) >= 3 and all(len(set(t)) == 1 for t in tables), tables
     # The regenerate command is one code span.
     assert "`` sae-report analyze `x` <svg onload=alert(6)> ``" in md
 

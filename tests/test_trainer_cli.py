@@ -215,3 +215,70 @@ def test_init_from_errors_are_one_line(tmp_path: Path) -> None:
                                      "(expected sae.safetensors or checkpoints/step_*/)")
     result = run_cli("--resume", str(tmp_path / "none"))
     assert (result.exit_code, result.stderr.strip()) == (2, f"Error: {tmp_path / 'none'}: no such run directory")
+
+
+# ------------------------------------------------------------------------------------------------
+# --print-config, --list-keys
+# ------------------------------------------------------------------------------------------------
+
+
+def test_print_config_prints_the_resolved_config_and_trains_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from trainer import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("l1_alpha: 0.02\nd_in: 32\n")
+    result = run_cli(str(cfg), "--set", "expansion_factor=4", "--set", "lr=0.001", "--print-config")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"# sae-report train --print-config: {cfg} with --set applied, every key resolved"
+    doc = yaml.safe_load(result.stdout)
+    assert list(doc) == TrainConfig.keys()  # every key, in the documented order
+    assert (doc["l1_alpha"], doc["learning_rate"], doc["d_in"], doc["d_sae"], doc["data_seed"], doc["synth_features"],
+            doc["resample_interval"], doc["l1_schedule"]) == (0.02, 0.001, 32, 128, 0, 64, 1000, "constant")
+    assert not list(tmp_path.glob("runs*"))  # nothing trained
+    # what it prints trains as it says: read back, it is the same config
+    out = tmp_path / "resolved.yaml"
+    out.write_text(result.stdout)
+    assert TrainConfig.from_yaml(out).to_dict() == doc
+
+    # activation files: d_in from their header; a resumed run: its own config with --set
+    acts = tmp_path / "acts.npy"
+    np.save(acts, np.zeros((256, 24), dtype=np.float32))
+    files = run_cli("--set", "data_source=files", "--set", f"data_path={acts}", "--print-config")
+    assert (files.exit_code, yaml.safe_load(files.stdout)["d_in"], yaml.safe_load(files.stdout)["d_sae"]) == (0, 24, 192)
+    assert run_cli(*sets("total_steps=30"), "-q", "--out", str(tmp_path / "runs")).exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    resumed = run_cli("--resume", str(run), "--set", "total_steps=60", "--print-config")
+    assert resumed.exit_code == 0, resumed.output
+    assert (yaml.safe_load(resumed.stdout)["total_steps"], yaml.safe_load(resumed.stdout)["d_sae"]) == (60, 64)
+    assert resumed.stdout.splitlines()[0].endswith(f"--resume {run} with --set applied, every key resolved")
+    assert read_run(run).metrics["step"].max() == 30  # not trained further
+    # errors are the training's own one-line errors
+    bad = run_cli("--set", "data_source=files", "--set", f"data_path={tmp_path / 'none'}", "--print-config")
+    assert (bad.exit_code, bad.stderr.strip()) == (2, f"Error: {tmp_path / 'none'}: no such file or directory")
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_list_keys_names_every_key_with_type_default_and_meaning(columns: int) -> None:
+    import dataclasses
+
+    from trainer import TrainConfig
+    from trainer.docs_keys import field_docs
+
+    result = CliRunner(env={"COLUMNS": str(columns)}).invoke(main, ["train", "--list-keys"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    heads = {line.split(":", 1)[0]: line for line in lines if line and not line.startswith(" ") and ": " in line
+             and " = " in line}
+    assert list(heads) == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert heads["l1_alpha"] == "l1_alpha: float = 0.01"
+    assert heads["resample_interval"] == "resample_interval: int | null = null"
+    assert heads["sae_variant"] == "sae_variant: standard | april2024 = standard"
+    assert heads["l1_alpha_schedule"] == "l1_alpha_schedule: dict[int, float] | null = null"
+    assert heads["normalize_input"] == "normalize_input: bool = true"
+    text = " ".join(line.strip() for line in lines)
+    for doc in field_docs().values():
+        assert doc in text
+    assert all(len(line) <= min(columns, 100) for line in lines)

@@ -152,3 +152,70 @@ def test_usage_errors(tmp_path):
     assert res.output.strip() == f"Error: {bad}: unknown key 'l1_alpah' (did you mean 'l1_alpha'?)"
     res = CliRunner().invoke(main, ["tune", "--target-l0", "0.05", "--tolerance", "2"])
     assert res.exit_code == 2 and "--tolerance" in res.output
+
+
+# A tiny config whose L0 is still falling at step 100 (second half 3.4% -> 2.0%) and settles by 200.
+SHORT = ["--set", "d_in=16", "--set", "d_sae=64", "--set", "batch_size=128", "--set", "threads=1", "--set",
+         "synth_active=3", "--set", "dead_window=50", "--set", "l1_alpha=0.3", "--set", "total_steps=100",
+         "--set", "checkpoint_every=50"]
+
+
+def test_tune_never_stops_on_a_run_still_trending(tmp_path):
+    out = tmp_path / "camp"
+    # the 100-step run's second-half median (2.65%) is on target, but L0 is still falling through it
+    args = ["tune", "--target-l0", "0.0265", "--tolerance", "0.15", "--max-runs", "1", "--out", str(out), *SHORT]
+    res = CliRunner().invoke(main, [*args, "--max-steps", "100"])  # not allowed to lengthen: refuse, say how much
+    assert res.exit_code == 1, res.output
+    assert "[1/1] iter_01_l1_0.3: L0 not settled at step 100 (second-half median 2.65%; L0 still falling through " \
+           "the second half (" in res.output
+    assert "Stopped: L0 had not settled after 100 steps in iter_01_l1_0.3 (L0 still falling" in res.output
+    assert "total_steps 100 is too short to settle: allow at least 200 steps (rerun with --max-steps 200; the runs " \
+           "on disk are resumed)." in res.output
+    assert "reached" not in res.output.lower() and "final choice" not in res.output
+    assert not (out / "best_config.yaml").exists()  # an unsettled run is never the answer
+    state = json.loads((out / "campaign.json").read_text())
+    assert state["status"] == "unsettled" and state["best"] is None and not state["iterations"][0]["within"]
+    md = (out / "campaign.md").read_text()
+    assert "**Status:** Stopped: L0 not settled (runs too short)." in md and "## Final choice" not in md
+    assert "Not settled: L0 still falling through the second half" in md
+    # allowed to lengthen: the same run is resumed to 200 steps and judged again
+    res = CliRunner().invoke(main, [*args, "--max-steps", "200"])
+    assert "[1/1] warning: total_steps 100 is too short for L0 to settle (L0 still falling through the second half " \
+           "(" in res.output
+    assert "lengthening iter_01_l1_0.3 to 200 steps (resuming from its checkpoint; --max-steps 200)" in res.output
+    summary = json.loads((out / "iter_01_l1_0.3" / "summary.json").read_text())
+    assert summary["steps"] == 200 and summary["resumed_from_step"] == 100
+    state = json.loads((out / "campaign.json").read_text())
+    it = state["iterations"][0]
+    assert state["status"] != "unsettled" and it["unsettled"] == "" and it["total_steps"] == 200
+    assert it["lengthened"][0]["from"] == 100 and it["lengthened"][0]["to"] == 200
+    if state["best"]:  # the answer carries the length it settled at
+        assert yaml.safe_load((out / "best_config.yaml").read_text())["total_steps"] == 200
+    assert "Lengthened from 100 to 200 steps (resumed from its checkpoint): total_steps 100 was too short" in \
+           (out / "campaign.md").read_text()
+
+
+def test_max_steps_below_total_steps_is_refused(tmp_path):
+    res = CliRunner().invoke(main, ["tune", "--target-l0", "0.05", "--out", str(tmp_path / "c"), *SHORT,
+                                    "--max-steps", "50"])
+    assert res.exit_code == 1
+    assert res.output.strip() == ("Error: --max-steps 50 is below total_steps 100; give at least total_steps "
+                                  "(equal: never lengthen a run)")
+
+
+def test_unsettled_reasons():
+    from sae_report.tune.loop import unsettled
+
+    row = {"settled_l0": 0.05, "excluded": None, "drifting": True, "second_half_trend": [0.0604, 0.0439]}
+    assert unsettled(row) == ("L0 still falling through the second half (6.04% -> 4.39%, medians of its first and "
+                              "last fifth)", True)
+    calm = {"settled_l0": 0.05, "excluded": None, "drifting": False}
+    assert unsettled(calm) == ("", False)
+    finding = {"kind": "not_converged", "metric": "l0_frac",
+               "explanation": "L0 was still falling at the end: a median of 4.8% over steps 480 to 539, then 4.4% "
+                              "over steps 540 to 600. It has not converged; a longer run would end elsewhere."}
+    why, fixable = unsettled(calm, [finding])
+    assert fixable and why.startswith("not converged: L0 was still falling at the end: a median of 4.8%")
+    swing = {"settled_l0": 0.05, "excluded": None, "drifting": False, "unstable": True,
+             "warnings": ["L0 not settled: second half swings (std 0.03 = 60% of its mean 0.05)"]}
+    assert unsettled(swing) == ("L0 swings: second half swings (std 0.03 = 60% of its mean 0.05)", False)

@@ -155,7 +155,7 @@ class TrainConfig:
     tf32: bool = False
     """Allow TF32 matmuls on CUDA."""
     threads: int = 0
-    """CPU threads for torch (0 = torch's default)."""
+    """CPU threads for torch (0 = auto: only the free cores; see docs/trainer.md, Threads)."""
 
     # --- initialisation (SAE-Track's recurrent initialisation) ---
     init_from: str | None = None
@@ -253,29 +253,106 @@ class TrainConfig:
 
     @classmethod
     def from_sources(cls, sources: list[tuple[str, dict[str, Any]]], *, ignore_unknown: bool = False) -> "TrainConfig":
-        """Merge (source-name, mapping) pairs, later ones winning; coerce and check each value."""
+        """Merge (source-name, mapping) pairs, later ones winning; coerce and check each value.
+
+        Other tools' names for our keys are accepted (the table the analyzer reads their logs with,
+        ``sae_report.ingest.aliases.CONFIG_ALIASES``): SAELens ``lr`` -> ``learning_rate``,
+        ``l1_coefficient`` -> ``l1_alpha``, ``train_batch_size_tokens`` -> ``batch_size``,
+        ``dead_feature_window`` -> ``dead_window``, ``l1_warm_up_steps`` -> ``l1_warmup_steps``,
+        ``feature_sampling_window`` -> ``resample_interval``, dictionary_learning ``dict_size`` ->
+        ``d_sae``, ...; counts in tokens become steps with the batch size: ``training_tokens`` ->
+        ``total_steps``, sparsify's ``dead_feature_threshold`` -> ``dead_window``."""
         hints = typing.get_type_hints(cls)
         known = cls.keys()
         values: dict[str, Any] = {}
         origin: dict[str, str] = {}
+        tokens: dict[str, tuple[str, int]] = {}  # our key -> (source, count in tokens); converted at the end
         for name, data in sources:
+            given: dict[str, tuple[str, Any, str]] = {}  # our key -> (the name used, value, unit), this source
             for key, raw in data.items():
-                if key not in known:
+                target, unit = (str(key), "same") if key in known else _alias(str(key), known)
+                if target is None:
                     if ignore_unknown:
                         continue
-                    close = difflib.get_close_matches(str(key), known, n=1)
+                    close = difflib.get_close_matches(str(key), known, n=1) or \
+                        difflib.get_close_matches(str(key), _alias_names(known), n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     raise ConfigError(f"{name}: unknown key '{key}'{hint}", str(key))
+                label = str(key) if target == key else f"{key} (our {target})"
                 try:
-                    values[key] = _coerce(raw, hints[key])
+                    if unit == "tokens":
+                        value = _coerce(raw, int)
+                        if value is not None and value <= 0:
+                            raise ValueError(f"must be > 0 tokens, got {value}")
+                    else:
+                        value = _coerce(raw, hints[target])
                 except ValueError as exc:
-                    raise ConfigError(f"{name}: {key}: {exc}", key) from None
-                origin[key] = name
+                    raise ConfigError(f"{name}: {label}: {exc}", target) from None
+                if target == "d_sae" and key != target and value == 0:
+                    continue  # sparsify's num_latents 0: "size from expansion_factor"
+                if target in given and given[target][0] != key:
+                    other, before, before_unit = given[target]
+                    if not plain_equal(_in_steps(before, before_unit, data, values), _in_steps(value, unit, data, values)):
+                        raise ConfigError(f"{name}: {other} and {key} both set {target}; keep one", target)
+                given[target] = (str(key), value, unit)
+                if unit == "tokens":  # a later source's value wins over an earlier one in steps, and back
+                    tokens[target] = (name, int(value))
+                else:
+                    values[target] = value
+                    origin[target] = name
+                    tokens.pop(target, None)
+        if tokens:
+            batch = int(values.get("batch_size", cls.batch_size))
+            for target, (name, count) in tokens.items():
+                values[target] = max(1, count // batch)  # like SAELens: training_tokens // batch tokens
+                origin[target] = name
         try:
             return cls(**values)
         except ConfigError as exc:
             where = origin.get(exc.key or "", sources[-1][0] if sources else "config")
             raise ConfigError(f"{where}: {exc}", exc.key) from None
+
+
+def _in_steps(value: Any, unit: str, data: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
+    """A value of ``unit`` "tokens" in steps (with this source's batch size, else the one so far)."""
+    if unit != "tokens":
+        return value
+    batch = next((b for b in (data.get("batch_size"), data.get("train_batch_size_tokens"), values.get("batch_size"))
+                  if isinstance(b, int) and not isinstance(b, bool) and b > 0), TrainConfig.batch_size)
+    return max(1, int(value) // batch)
+
+
+def plain_equal(a: Any, b: Any) -> bool:
+    """Two coerced values are the same setting."""
+    return _plain(a) == _plain(b)
+
+
+def _alias(key: str, known: Sequence[str]) -> tuple[str | None, str]:
+    """Our key for another tool's name (``lr`` -> ``learning_rate``) and its unit (``same``, or
+    ``tokens``: divided by the batch size into steps); ``(None, "")`` when unknown."""
+    try:  # the analyzer's table, so reading a log and training take the same names
+        from sae_report.ingest.aliases import TOKEN_KEYS, config_alias
+    except Exception:  # pragma: no cover - sae_report ships with the trainer
+        return None, ""
+    canon = config_alias(key)
+    if canon in TOKEN_KEYS and TOKEN_KEYS[canon] in known:
+        return TOKEN_KEYS[canon], "tokens"
+    if canon is not None and canon in known:
+        return canon, "same"
+    return None, ""
+
+
+def _alias_names(known: Sequence[str]) -> list[str]:
+    """Other tools' names this config accepts."""
+    return [a for a in _ALIAS_NAMES() if _alias(a, known)[0] is not None]
+
+
+def _ALIAS_NAMES() -> list[str]:  # noqa: N802 - a lazily read constant
+    try:
+        from sae_report.ingest.aliases import CONFIG_ALIASES
+    except Exception:  # pragma: no cover
+        return []
+    return [a for names in CONFIG_ALIASES.values() for a in names[1:]]
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:

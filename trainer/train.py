@@ -43,11 +43,12 @@ from .checkpoint import CheckpointError, ensure_final, load_checkpoint, load_opt
 from .config import ConfigError, TrainConfig, parse_overrides
 from .resume import ResumeChangeError, changes_since, check_fixed, old_config, plain, updated_config
 from .data import FileData, SyntheticData, normalisation_scale
-from .progress import NoProgress, ProgressDisplay
+from .progress import make_display
 from .resample import resample_dead
 from .sae import SparseAutoencoder, explained_variance
 from .schedules import L1Schedule, LRSchedule
 from .stats import feature_recovery, write_feature_freq, write_input_stats
+from .threads import LONG_RUN_S, CpuSampler, Pace, ThreadChoice, choose_threads, fmt_long, note_run_end
 
 #: Metric columns kept on the device, in buffer order (the host adds step, tokens, l1_alpha, lr, elapsed_s).
 DEVICE_COLUMNS = ("loss", "mse", "l1", "l0", "dead", "explained_variance", "grad_norm")
@@ -124,6 +125,32 @@ def config_from_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
     return TrainConfig.from_sources([(str(path), base), *parse_overrides(overrides)])
 
 
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """The config as training would resolve it, without training (``sae-report train --print-config``):
+    ``d_in`` (activation files: from their headers), ``d_sae`` (an ``init_from`` checkpoint: from its
+    weights), ``data_seed`` and ``synth_features`` filled in. Raises what training would raise
+    (``ConfigError``, ``DataError``, ``CheckpointError``), one line each."""
+    data_seed = config.data_seed if config.data_seed is not None else config.seed
+    init_d_sae = None
+    if config.init_from and config.d_sae is None:
+        init_d_sae = int(load_checkpoint(Path(config.init_from)).weights["W_dec"].shape[0])
+    if config.data_source == "synthetic":
+        d_in = config.d_in or 64
+    else:
+        data = FileData(config.data_path, seed=data_seed, batch_size=config.batch_size,  # type: ignore[arg-type]
+                        buffer_tokens=config.shuffle_buffer_tokens, block_tokens=config.shuffle_block_tokens,
+                        device=torch.device("cpu"))
+        if config.d_in is not None and config.d_in != data.d_in:
+            raise ConfigError(f"d_in: is {config.d_in} but the activations in {config.data_path} have width "
+                              f"{data.d_in}", "d_in")
+        d_in = data.d_in
+    d_sae = config.d_sae or init_d_sae or d_in * config.expansion_factor
+    synth = config.synth_features
+    if config.data_source == "synthetic" and not synth:
+        synth = max(d_sae // 2, 1)
+    return config.replace(d_in=d_in, d_sae=d_sae, data_seed=data_seed, synth_features=synth)
+
+
 def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | Path | None = None,
           resume: str | Path | None = None, progress: bool = False) -> TrainResult:
     """Train an SAE as ``config`` says, writing a run directory; see docs/trainer.md.
@@ -153,11 +180,15 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
         for sig in (signal.SIGINT, signal.SIGTERM):
             old_handlers[sig] = signal.signal(sig, on_signal)
     held: list[Any] = []  # the run directory's lock, once taken
+    threads_before = torch.get_num_threads()  # torch's default, or what the caller set; restored at the end
     try:
         return _train(config, Path(out_dir), run_dir, resume, progress, stop, held)
     finally:
         for lock in held:
             lock.release()
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
+        note_run_end()
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
 
@@ -170,6 +201,10 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
            progress: bool, stop: dict[str, Any], held: list[Any]) -> TrainResult:
     # ---- device -------------------------------------------------------------------------------
     device = resolve_device(config.device)
+    default_threads = torch.get_num_threads()
+    # threads: 0 (auto) on a CPU: how busy the CPUs are is sampled over the set-up below, and the
+    # loop gets as many threads as there are free cores (trainer/threads.py).
+    sampler = CpuSampler() if device.type == "cpu" and not config.threads else None
     if config.threads:
         torch.set_num_threads(config.threads)
     if device.type == "cuda" and config.tf32:
@@ -282,6 +317,13 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     elif start_step:
         last_fired.fill_(start_step)
 
+    # ---- CPU threads for the loop (auto: as many as there are free cores) ---------------------
+    threads: ThreadChoice | None = None
+    if device.type == "cpu" and not finished:
+        threads = choose_threads(config.threads, default_threads, sampler)
+        if threads.auto and threads.threads != torch.get_num_threads():
+            torch.set_num_threads(threads.threads)
+
     # ---- run directory: locked, then config.yaml once, then append-only metrics and events ----
     if stop["signal"] is not None:
         raise TrainAborted("interrupted before training started; nothing written" if ckpt is None else
@@ -318,7 +360,17 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     buf = torch.zeros(config.flush_every, len(DEVICE_COLUMNS), dtype=torch.float32, device=device)
     host_cols: dict[str, list[float]] = {"step": [], "tokens": [], "l1_alpha": [], "lr": [], "elapsed_s": []}
     last_row: dict[str, float] = {}
-    display = ProgressDisplay(config.total_steps, start_step, str(run_dir), d_sae) if progress else NoProgress()
+    info = None
+    if threads is not None:
+        n = threads.threads
+        info = f"device cpu, {n} thread{'s' if n != 1 else ''} ({threads.why})"
+    elif device.type != "cpu":
+        info = f"device {device}"
+    display = make_display(progress, config.total_steps, start_step, str(run_dir), d_sae, info) if not finished \
+        else make_display(False, config.total_steps, start_step, str(run_dir), d_sae)
+    pace = Pace(config.total_steps, start_step)
+    paused = [0.0]  # seconds in checkpoints and resampling since the last flush (left out of the collapse check)
+    threads_changed: dict[str, int] = {}
     status: Literal["completed", "interrupted", "diverged"] = "completed"
     last_ckpt: Path | None = ckpt.path if ckpt is not None else None
     nonfinite_step: int | None = None
@@ -353,7 +405,13 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             which = [k for k in DEVICE_COLUMNS if not math.isfinite(last_row[k])]
             writer.log_event("nonfinite", nonfinite_step, metrics=which, loss=last_row["loss"])
             return False
-        display.update(int(last_row["step"]), last_row, session_tokens / max(time.monotonic() - t0, 1e-9))
+        now = time.monotonic()
+        at = int(last_row["step"])
+        pace.observe(at, now, paused[0])
+        paused[0] = 0.0
+        _watch_pace(pace, at, now, display, threads, threads_changed, device, config, B)
+        rate = pace.recent_rate
+        display.update(at, last_row, rate * B if rate else session_tokens / max(now - t0, 1e-9), pace.eta(at))
         return True
 
     def checkpoint(step: int, final: bool = False) -> Path:
@@ -382,10 +440,11 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                 "init_from_step": init.step if init is not None else None,
             })
             writer.log_event("start", 0, device=str(device), d_in=d_in, d_sae=d_sae, input_scale=scale,
-                             init_from=config.init_from)
+                             init_from=config.init_from, threads=threads.threads if threads else None)
         elif not finished:
             writer.log_event("resume", start_step, checkpoint=str(ckpt.path), tokens=start_step * config.batch_size,
-                             changed={k: new for k, (_, new) in changes.items()})
+                             changed={k: new for k, (_, new) in changes.items()},
+                             threads=threads.threads if threads else None)
             _record_changes(writer, run_dir, ckpt, config, resolved, changes, str(device),
                             data.describe() if "data_path" in changes else None)
         if finished:
@@ -447,6 +506,7 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
 
                 # Resampling (Anthropic 2023) of the features dead over the last dead_window steps.
                 if config.resample_interval and step % config.resample_interval == 0 and step < config.total_steps:
+                    t_pause = time.monotonic()
                     dead_mask = step - last_fired >= config.dead_window
                     result = resample_dead(sae, optimizer, dead_mask, data.sample(config.resample_tokens, stream=1000 + step),
                                            encoder_scale=config.resample_encoder_scale,
@@ -455,16 +515,21 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                     writer.log_event("resample", step, n=len(result.features), features=result.features,
                                      dead_window=config.dead_window, mean_alive_encoder_norm=result.mean_alive_encoder_norm,
                                      mean_loss=result.mean_loss)
+                    paused[0] += time.monotonic() - t_pause
 
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.total_steps:
                     if not flush():  # never checkpoint weights past a non-finite loss
                         status = "diverged"
                         break
+                    t_pause = time.monotonic()
                     last_ckpt = checkpoint(step)
+                    paused[0] += time.monotonic() - t_pause
                 if step == start_step + 1:
                     if device.type == "cuda":
                         torch.cuda.synchronize()  # once: so first_step_s is the first step's real cost
                     first_step_s = time.monotonic() - t0
+                    pace.first(step, t0 + first_step_s)
+                    paused[0] = 0.0
                 if stop["signal"] is not None and step < config.total_steps:
                     status = "interrupted"
                     break
@@ -503,6 +568,8 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             "nonfinite_step": nonfinite_step,
             "checkpoint": str(last_ckpt.relative_to(run_dir)) if last_ckpt and last_ckpt.is_relative_to(run_dir) else None,
             "resumed_from_step": start_step or None,
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "threads_changed": threads_changed or None,
         })
         writer.close()
         display.close()
@@ -526,6 +593,44 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         writer.abandon()
         display.close()
         raise
+
+
+def _watch_pace(pace: Pace, step: int, now: float, display: Any, threads: ThreadChoice | None,
+                changed: dict[str, int], device: torch.device, config: TrainConfig, batch_size: int) -> None:
+    """At a flush: the run's time from its first steps (one warning line when it is hours), and the
+    collapse of a multi-threaded run on a busy CPU (auto: drop to one thread; set: say what to set)."""
+    if not pace.estimated:
+        total_s = pace.first_estimate(step, now)
+        if total_s is not None:
+            pace.estimated = True
+            if total_s >= LONG_RUN_S:
+                n = step - pace.step_first + 1
+                steps = config.total_steps - pace.start_step
+                rate = steps / total_s
+                where = (f"{device}, {threads.threads} thread{'s' if threads.threads != 1 else ''}"
+                         if threads is not None else str(device))
+                what = "the rest of this run" if pace.start_step else "this run"
+                hint = (": fewer total_steps, a smaller d_sae or batch_size, or a GPU shorten it"
+                        if device.type == "cpu" else ": fewer total_steps or a smaller d_sae shorten it")
+                display.warn(f"{what} will take about {fmt_long(total_s)} here ({steps:,} steps at {rate:.3g} "
+                             f"steps/s, {rate * batch_size:,.0f} tokens/s, from its first {n:,} steps; {where}, "
+                             f"d_sae {config.d_sae:,}){hint}")
+    if threads is None or not pace.collapsed():
+        return
+    pace.mark_collapse(step)
+    n = torch.get_num_threads()
+    if n <= 1:
+        return
+    before, after = pace.promise or 0.0, pace.recent_measured or 0.0
+    head = (f"at step {step:,} training slowed to {after:.3g} steps/s from {before:.3g} in its first steps: "
+            f"other processes are using the CPU and torch's {n} threads wait for each other")
+    if threads.auto:
+        torch.set_num_threads(1)
+        changed.update({"step": step, "from": n, "to": 1})
+        display.warn(f"{head}; switched to 1 thread (--set threads=1 starts with one)")
+    else:
+        display.warn(f"{head}; set threads=1 (--set threads=1, or threads: 0 to choose by itself): "
+                     f"one thread does not stall when another process takes a core")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -667,5 +772,5 @@ def _finish_completed(run_dir: Path, writer: RunLogWriter, ckpt: Any, config: Tr
     return _completed_result(run_dir, ckpt, summary, config, rebuilt=True)
 
 
-__all__ = ["TrainResult", "train", "config_from_run", "resolve_device", "CheckpointError", "TrainAborted", "RunWriteError",
+__all__ = ["TrainResult", "train", "config_from_run", "resolve_config", "resolve_device", "CheckpointError", "TrainAborted", "RunWriteError",
            "LockHeldError", "ResumeChangeError"]

@@ -307,6 +307,12 @@ class Analysis:
     """Likely causes, each read off this run's data."""
     interventions: list[Intervention] = field(default_factory=list)
     """Every intervention the findings were linked against: logged ones and inferred ones."""
+    comparison: dict[str, Any] | None = None
+    """The comparison with sibling runs (the other runs in the run's folder), set by
+    ``sae_report.pipeline``: ``{target_l0, target_source, key_finding, recommendation,
+    no_recommendation_reason, runs, excluded, confounders, warnings, unreadable}`` (the runs without
+    their configs); the l1_alpha fit is also the ``l1_alpha`` entry of ``recommendations``. None when
+    the run has no comparable siblings or they were not looked for."""
     schema_version: int = ANALYSIS_SCHEMA_VERSION
     """Version of this document's layout."""
 

@@ -23,7 +23,7 @@ SUMMARY_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "l1", "e
 #: Metrics whose second half and best value are summarised (the others: their final value).
 SETTLED_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "explained_variance")
 #: Metrics shown in the step table.
-TABLE_METRICS = ("l0_frac", "l0", "dead", "dead_frac", "loss", "explained_variance")
+TABLE_METRICS = ("l0_frac", "l0", "dead", "dead_frac", "loss", "mse", "explained_variance")
 #: Lower is better for these; higher for explained variance.
 _LOWER_BETTER = ("loss", "mse", "l1", "dead", "dead_frac", "grad_norm")
 
@@ -170,8 +170,9 @@ def _shown_ratio(result: float, target: float) -> float:
 
 
 def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary], findings: list[Finding]) -> list[Target]:
-    """The results table: Final L0, Second Half Avg L0, Dead features, Explained variance, Final Loss,
-    Duration. A row without a target has status ``none``; an SAE that ended collapsed fails its L0 and
+    """The results table: Final L0, Second Half Avg L0, Settled L0 (the second-half median: the basis
+    the reports show "% of target" on), Dead features, Explained variance, MSE, Final Loss, Duration.
+    A row without a target has status ``none``; an SAE that ended collapsed fails its L0 and
     explained-variance rows whatever its target."""
     cfg = ctx.cfg
     out: list[Target] = []
@@ -181,7 +182,8 @@ def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary]
         ms = summary[s.metric]
         target = ctx.target_for(s)
         shown = f"{ctx.target_l0 * 100:.1f}%" if ctx.target_l0 is not None else ""
-        for label, name in (("Final L0", "final"), ("Second Half Avg L0", "second_half_mean")):
+        for label, name in (("Final L0", "final"), ("Second Half Avg L0", "second_half_mean"),
+                            ("Settled L0", "second_half_median")):
             claim = ms.claims[name]
             val = claim.value
             if target and val is not None and math.isfinite(val):
@@ -203,6 +205,9 @@ def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary]
         low = broken and e.final is not None and e.final < cfg.broken_ev
         out.append(Target("Explained variance", e.final, cfg.broken_ev if low else None, None, "fail" if low else "none",
                           f">{cfg.broken_ev * 100:.0f}%" if low else "", e.claims["final"]))
+    m = summary.get("mse")
+    if m is not None:
+        out.append(Target("MSE", m.final, None, None, "none", "", m.claims["final"]))
     loss = ctx.loss or ctx.cache.get("loss_full")
     if loss is not None and loss.metric in summary:
         final = summary[loss.metric].final

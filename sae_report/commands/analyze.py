@@ -9,7 +9,9 @@ import click
 from polars.exceptions import PolarsError
 
 from ..analysis.result import FindingKind
+from ..ingest import mapped_columns
 from ..runlog import RunLogError
+from .options import map_option
 
 SOURCES = ("auto", "sae-report", "csv", "ndjson", "parquet", "wandb", "tensorboard", "mlflow")
 KINDS = tuple(k.value for k in FindingKind)
@@ -74,7 +76,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     return fmts
 
 
-@click.command()
+@click.command(short_help="Find what happened in a run and write its report.")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Report folder (default: RUN/report/, or report/ beside a metrics file).")
@@ -87,16 +89,17 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @click.option("--learning-rate", type=float, default=None, help="Learning rate of the run, when the log does not say.")
 @click.option("--resample-interval", type=click.IntRange(min=1), default=None, help="Resample interval in steps.")
 @click.option("--total-steps", type=click.IntRange(min=1), default=None, help="Planned length of the run in steps.")
-@click.option("--target-loss", type=float, default=None, help="Final-loss target (the write-up's <0.02).")
+@click.option("--target-loss", type=float, default=None, help="Final-loss target, e.g. 0.02.")
 @click.option("--source", type=click.Choice(SOURCES), default="auto", show_default=True, help="Force the reader.")
 @click.option("--run", "run_id", default=None, help="Which run, in a store holding several (W&B, MLflow, a folder of tables).")
 @click.option("--fail-on", callback=_kinds, default=None, metavar="KIND[,KIND]",
               help=f"Exit 1 when a finding of these kinds is present ({', '.join(KINDS)}).")
 @click.option("--no-siblings", is_flag=True, help="Do not compare with sibling runs in the same folder.")
+@map_option
 def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, ...] | None, target_l0: float | None,
             d_sae: int | None, l1_alpha: float | None, learning_rate: float | None, resample_interval: int | None,
             total_steps: int | None, target_loss: float | None, source: str, run_id: str | None,
-            fail_on: tuple[str, ...], no_siblings: bool) -> None:
+            fail_on: tuple[str, ...], no_siblings: bool, maps: tuple[str, ...]) -> None:
     """Find what happened in a run: findings, phases, targets; write RUN/report/.
 
     PATH is a run directory, a metrics file (CSV, NDJSON, Parquet with config.yaml beside it),
@@ -104,9 +107,10 @@ def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, .
 
     \b
     Examples:
-      sae-report analyze runs/train_e01c6183 --target-l0 5%
+      sae-report analyze runs/my_run --target-l0 5%
       sae-report analyze metrics.csv --d-sae 8192 --json > analysis.json
       sae-report analyze runs/x --fail-on collapse,diverged   # exit 1 in CI
+
     Exit codes: 0 analyzed, 1 a --fail-on kind was found or the report cannot be written,
     2 unusable input, 130 interrupted (Ctrl-C).
     """
@@ -120,8 +124,9 @@ def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, .
     written = False
     try:
         try:
-            result = analyze_path(path, out_dir=out_dir, formats=fmts, source=source, run=run_id, overrides=overrides,
-                                  siblings=not no_siblings, command=command)
+            with mapped_columns(maps):
+                result = analyze_path(path, out_dir=out_dir, formats=fmts, source=source, run=run_id,
+                                      overrides=overrides, siblings=not no_siblings, command=command)
         except RunLogError as exc:
             click.echo(printable(f"Error: {exc}"), err=True)
             raise click.exceptions.Exit(2) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..ingest import SOURCES
+from ..ingest import SOURCES, mapped_columns
 from ..ingest.convert import (
     ImportWriteError,
     OutputExistsError,
@@ -17,11 +17,12 @@ from ..ingest.convert import (
     import_run,
 )
 from ..runlog import LockHeldError, RunLogError
+from .options import map_option
 
 SOURCE_CHOICES = ["auto", "sae-report", *dict.fromkeys(SOURCES)]
 
 
-@click.command(name="import")
+@click.command(name="import", short_help="Convert a W&B, TensorBoard, MLflow or CSV log into a run.")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Run directory to write (new or empty; --force replaces an existing one).")
@@ -32,17 +33,20 @@ SOURCE_CHOICES = ["auto", "sae-report", *dict.fromkeys(SOURCES)]
 @click.option("--all", "all_runs", is_flag=True,
               help="Import every run of the store, each into --out/<run id>/ (a sweep -> sibling runs).")
 @click.option("--force", is_flag=True, help="Replace --out (with --all: each run's folder) if it exists.")
-def import_(path: Path, out: Path, source: str, run_id: str | None, all_runs: bool, force: bool) -> None:
+@map_option
+def import_(path: Path, out: Path, source: str, run_id: str | None, all_runs: bool, force: bool,
+            maps: tuple[str, ...]) -> None:
     """Convert the log at PATH into a sae-report run directory at --out (PATH is only read).
 
     \b
     Examples:
-      sae-report import wandb/offline-run-20260101_120000-abc123 --out runs/abc123
+      sae-report import wandb/offline-run-20260101_120000-abc123 --out runs/wb
       sae-report import mlruns --run 571e5588 --out runs/l1_5
       sae-report import mlflow.db --run sweep-3 --out runs/sweep3
       sae-report import tb_logs/ --source tensorboard --out runs/tb
+      sae-report import tb_logs/ --map loss/total=loss --out runs/tb
       sae-report import wandb_export.csv --out runs/exported
-      sae-report import mlruns --all --out runs/sweep              # every run -> runs/sweep/<id>/
+      sae-report import mlruns --all --out runs/sweep   # runs/sweep/<id>/
     """
     if all_runs and run_id:
         raise click.UsageError("--run and --all exclude each other")
@@ -52,10 +56,11 @@ def import_(path: Path, out: Path, source: str, run_id: str | None, all_runs: bo
         # SIGTERM as Ctrl-C: the temporary folder is removed, --out stays as it was.
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if all_runs:
-            results = import_all(path, out, source=source, force=force)
-        else:
-            results = [import_run(path, out, source=source, run=run_id, force=force)]
+        with mapped_columns(maps):
+            if all_runs:
+                results = import_all(path, out, source=source, force=force)
+            else:
+                results = [import_run(path, out, source=source, run=run_id, force=force)]
     except RunLogError as exc:
         click.echo(f"Error: {exc}", err=True)
         raise click.exceptions.Exit(2) from None

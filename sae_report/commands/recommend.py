@@ -10,6 +10,7 @@ import click
 
 from ..recommend.params import TARGET_L0
 from .compare import InputError
+from .options import map_option
 
 
 @click.command()
@@ -22,8 +23,9 @@ from .compare import InputError
 @click.option("--base", default=None, metavar="RUN",
               help="Run whose config the next run starts from (default: the most recent run with a config and the common d_in/d_sae).")
 @click.option("--no-rules", is_flag=True, help="Only the l1_alpha fit; skip analyzing runs for other rules.")
+@map_option
 def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, write_config: Path | None,
-              base: str | None, no_rules: bool) -> None:
+              base: str | None, no_rules: bool, maps: tuple[str, ...]) -> None:
     """Recommend the next config from one or more runs.
 
     Achieved L0 per run is the second-half median (not the last point); l1_alpha comes from a
@@ -36,13 +38,14 @@ def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, wri
     """
     from ..compare import expand_paths
     from ..recommend.advice import advise
-    from ..recommend.nextconfig import NextConfigError, write_next_config
+    from ..recommend.nextconfig import NextConfigError, source_config_path, write_next_config
+    from ..runlog import atomic_write_text
 
     paths = expand_paths(list(runs))
     if not paths:
         raise InputError(f"{runs[0]}: no runs found (give run directories, globs, or a folder of runs)")
     try:
-        advice = advise(paths, target_l0, base=base, with_rules=not no_rules)
+        advice = advise(paths, target_l0, base=base, with_rules=not no_rules, column_map=maps)
     except NextConfigError as exc:
         raise click.ClickException(f"next config is not valid: {exc}") from None
     except ValueError as exc:
@@ -55,22 +58,35 @@ def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, wri
             raise click.UsageError("no target L0: pass --target-l0 (e.g. 0.05 for 5%), or record target_l0 in the runs' config")
         reasons = "; ".join(f"{r.id}: {r.excluded}" for r in comp.excluded) or comp.no_recommendation_reason
         raise click.ClickException(f"no run can be used for the l1_alpha fit ({reasons})")
+    source_file = None
     if write_config is not None:
         if advice.next is None:
             raise click.ClickException(f"{advice.base_id}: no config recorded, cannot write the next config")
+        extra: list[str] = []
+        src = advice.source
+        if src is not None:  # a run of SAELens, sparsify, ...: also the changes in its own key names
+            source_file = source_config_path(write_config, src)
+            extra = [f"The base run was trained with {src.tool}: the same changes in its own key names are in "
+                     f"{source_file.name}.",
+                     *(["This config has no data_source, so `sae-report train` uses its built-in synthetic data; "
+                        "add data_source: files and data_path: YOUR_ACTIVATIONS to train on your model's activations."]
+                       if "data_source" not in advice.next.config else [])]
         try:
-            write_next_config(write_config, advice.next)
+            write_next_config(write_config, advice.next, extra)
+            if src is not None:
+                atomic_write_text(source_file, src.yaml(advice.base_id, ours=write_config.name))
         except OSError as exc:
-            raise click.ClickException(f"{write_config}: cannot write ({exc.strerror or exc})") from None
+            raise click.ClickException(f"{exc.filename or write_config}: cannot write ({exc.strerror or exc})") from None
     if as_json:
         doc = advice.to_dict()
         doc["config_written"] = str(write_config) if write_config else None
+        doc["source_config_written"] = str(source_file) if source_file else None
         click.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
-    _print(advice, write_config)
+    _print(advice, write_config, source_file)
 
 
-def _print(advice, write_config: Path | None) -> None:
+def _print(advice, write_config: Path | None, source_file: Path | None = None) -> None:
     l1 = advice.l1
     click.secho(f"l1_alpha: {l1.l1_alpha:.3g}  (range {l1.low:.3g} to {l1.high:.3g}; {l1.direction} relative to "
                 f"{l1.reference_l1_alpha:g}; predicted settled L0 {100 * l1.predicted_l0:.3g}%)", bold=True)
@@ -91,3 +107,8 @@ def _print(advice, write_config: Path | None) -> None:
     if write_config is not None:
         click.echo(f"\nwrote {write_config} (based on {advice.base_id}); run it with: "
                    f"sae-report train {write_config}")
+    if source_file is not None:
+        src = advice.source
+        shown = ", ".join(f"{c['key']}: {c['new']}" for c in src.changes) or "no key of theirs to change"
+        click.echo(f"wrote {source_file}: the same changes in the key names of {src.tool} ({shown}); apply them to "
+                   f"the {src.tool} config that trained {advice.base_id}")

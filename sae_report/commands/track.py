@@ -18,7 +18,7 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
-@click.command()
+@click.command(short_help="Follow SAE features across a model's training checkpoints.")
 @click.argument("acts", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--builtin", is_flag=True, help="Train (or reuse) the built-in byte-level LM on pydoc text and track its checkpoints.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("runs/track"), show_default=True,
@@ -53,7 +53,7 @@ class InputError(click.ClickException):
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Built-in: cache folder (default $SAE_REPORT_CACHE or ~/.cache/sae-report).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the LM and of every SAE.")
-@click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+@click.option("--threads", type=int, default=0, help="torch CPU threads (0: the SAEs use the free cores, the LM torch's default).")
 def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls, probe_fraction, init_optimizer,
           threshold, config_path, overrides, eval_tokens, tolerance, reanalyze, formats, lm_preset, lm_steps, lm_checkpoints, lm_layer,
           lm_spacing, cache_dir, seed, threads) -> None:
@@ -67,8 +67,8 @@ def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, lear
 
     \b
     Examples:
-      sae-report track --builtin --out runs/track          # tiny LM on pydoc text, minutes on a CPU
-      sae-report track acts/ckpt_*.npy --steps 20000 --fraction 0.05 --out runs/pythia_track
+      sae-report track --builtin --out runs/track   # a tiny LM, minutes on a CPU
+      sae-report track acts/ckpt_*.npy --steps 20000 --out runs/lm_track
       sae-report track --reanalyze --out runs/track --threshold 0.8
     """
     from ..runlog import RunLogError

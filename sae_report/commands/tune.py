@@ -21,12 +21,22 @@ def _progress(event: str, camp, it) -> None:
     elif event == "start" and it is not None:
         verb = "resuming" if (camp.out_dir / it.run_id / "checkpoints").exists() else "training"
         click.echo(f"[{it.index}/{camp.max_runs}] {verb} {camp.out_dir / it.run_id} ...")
+    elif event == "lengthen" and it is not None:
+        x = it.lengthened[-1]
+        how = "resuming from its checkpoint" if x.get("resumed", True) else "training it afresh"
+        click.echo(f"[{it.index}/{camp.max_runs}] warning: total_steps {int(x['from']):,} is too short for L0 to "
+                   f"settle ({it.unsettled}); lengthening {it.run_id} to {int(x['to']):,} steps ({how}; "
+                   f"--max-steps {camp.max_steps:,})")
     elif event == "done" and it is not None:
         r = it.row or {}
         s = r.get("settled_l0")
-        if s:
+        took = f" in {it.train_seconds:.0f} s" if it.train_seconds is not None else " (reused)"
+        if s and getattr(it, "unsettled", ""):
+            steps = f" at step {int(r['steps']):,}" if r.get("steps") else ""
+            click.echo(f"[{it.index}/{camp.max_runs}] {it.run_id}: L0 not settled{steps} (second-half median "
+                       f"{100 * s:.3g}%; {it.unsettled}){took}")
+        elif s:
             mark = "within tolerance" if it.within else ("above target" if s > camp.target_l0 else "below target")
-            took = f" in {it.train_seconds:.0f} s" if it.train_seconds is not None else " (reused)"
             click.echo(f"[{it.index}/{camp.max_runs}] {it.run_id}: settled L0 {100 * s:.3g}% "
                        f"({100 * s / camp.target_l0:.0f}% of target, {mark}){took}")
         else:
@@ -39,7 +49,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@click.command()
+@click.command(short_help="Tune l1_alpha until the settled L0 is within tolerance.")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target-l0", type=TARGET_L0, required=True, help="Target L0 as a fraction (0.05) or percent (5%).")
 @click.option("--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
@@ -48,20 +58,25 @@ def _raise_interrupt(signum: int, frame: object) -> None:
               help="Run budget, counting runs already in --out.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"),
               show_default=True, help="Campaign folder: one run per iteration, campaign.json, campaign.md/.html.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Longest a run may be lengthened to when its L0 has not settled (default: 4x total_steps; "
+                   "total_steps itself: never lengthen, stop and say how many steps are needed).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--progress/--no-progress", "show_progress", default=False,
               help="Show the trainer's progress bar inside each run.")
 def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int, out_dir: Path,
-         overrides: tuple[str, ...], show_progress: bool) -> None:
+         max_steps: int | None, overrides: tuple[str, ...], show_progress: bool) -> None:
     """Tune l1_alpha until the settled L0 is within tolerance of the target.
 
     CONFIG is a training config YAML (default: the trainer's defaults). Each iteration trains a run
-    in --out, reads its settled L0 (second-half median), and fits the next l1_alpha. Stop it any
-    time (Ctrl-C); the same command resumes from what is on disk.
+    in --out, reads its settled L0 (second-half median), and fits the next l1_alpha. A run whose L0
+    still trends through its second half is not settled: it is lengthened (up to --max-steps) and
+    never taken as the answer. Stop it any time (Ctrl-C); the same command resumes from what is on
+    disk.
 
     \b
     Example:
-      sae-report tune --target-l0 0.05 --out runs/tune5          # trainer defaults, synthetic data
+      sae-report tune --target-l0 0.05 --out runs/tune5   # synthetic data
       sae-report tune my.yaml --target-l0 5% --set total_steps=1000 --max-runs 6
     """
     if config is not None and not config.exists():
@@ -81,7 +96,8 @@ def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int,
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         camp = run_tune(config, target_l0, tolerance=tolerance, max_runs=max_runs, out_dir=out_dir,
-                        overrides=overrides, progress=_progress, trainer_progress=show_progress)
+                        overrides=overrides, progress=_progress, trainer_progress=show_progress,
+                        max_steps=max_steps)
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     except (TuneError, LockHeldError, RunWriteError, CheckpointError, DataError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +21,51 @@ IGNORED_KEYS = frozenset({
     "scenario", "start_time", "device_requested", "dead_window_steps", "dead_window_tokens", "loss_formula",
     "init_from_step", "input_scale", "threads", "flush_every", "flush_secs", "keep_checkpoints", "stats_sample",
 })
-#: The parameter a comparison sweeps.
+#: The parameter a comparison sweeps (and its piecewise schedule, scaled with it).
 SWEPT = "l1_alpha"
+SWEPT_KEYS = frozenset({SWEPT, "l1_alpha_schedule"})
+
+
+@functools.lru_cache(maxsize=1)
+def training_keys() -> frozenset[str]:
+    """The config keys that are training settings, the only ones a confounder can be: the fields of
+    the trainer's ``TrainConfig`` plus the canonical keys the ingest aliases fill in from other
+    tools' configs (``learning_rate`` from SAELens' ``lr``, ``d_sae`` from ``dict_size``, ...), less
+    ``IGNORED_KEYS``. Bookkeeping (``imported_from``, ``logger``, W&B's nested sections, run ids,
+    paths) is never compared."""
+    from ..ingest.aliases import CONFIG_ALIASES, TOKEN_KEYS
+
+    # counts in tokens (training_tokens) are compared as the steps they give (total_steps)
+    return frozenset((set(_trainer_fields()) | set(CONFIG_ALIASES)) - IGNORED_KEYS - set(TOKEN_KEYS))
+
+
+def _trainer_fields() -> list[str]:
+    """``TrainConfig``'s field names; read from ``trainer/config.py`` itself when the trainer package
+    cannot be imported (it needs torch; its config module does not)."""
+    try:
+        from trainer.config import TrainConfig
+    except Exception:  # torch missing: load trainer/config.py alone
+        import importlib.util
+        import sys
+
+        spec = importlib.util.find_spec("trainer")
+        where = [Path(p) / "config.py" for p in (spec.submodule_search_locations or [])] if spec else []
+        path = next((p for p in where if p.is_file()), None)
+        if path is None:
+            return []
+        name = "_sae_report_trainer_config"
+        mod = sys.modules.get(name)
+        if mod is None:
+            cs = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(cs)
+            sys.modules[name] = mod
+            try:
+                cs.loader.exec_module(mod)
+            except Exception:
+                sys.modules.pop(name, None)
+                return []
+        TrainConfig = mod.TrainConfig
+    return list(TrainConfig.keys())
 
 
 @dataclass(frozen=True)
@@ -96,29 +140,34 @@ class Comparison:
         })
 
 
-def load_runs(paths: Sequence[str | Path]) -> tuple[list[RunData], list[dict[str, str]]]:
-    """Read runs (paths, globs, directories of runs); unreadable ones come back with a reason."""
-    from ..ingest import load_run
+def load_runs(paths: Sequence[str | Path], *, column_map: Any = None) -> tuple[list[RunData], list[dict[str, str]]]:
+    """Read runs (paths, globs, directories of runs); unreadable ones come back with a reason.
+    ``column_map``: metric names the aliases do not know (``{"loss/total": "loss"}``; see
+    ``sae_report.ingest.load_run``)."""
+    from ..ingest import load_run, mapped_columns
 
     datas, bad = [], []
-    for p in expand_paths([str(x) for x in paths]):
-        try:
-            datas.append(load_run(p))
-        except RunLogError as exc:
-            bad.append({"path": str(p), "reason": str(exc)})
+    with mapped_columns(column_map):
+        for p in expand_paths([str(x) for x in paths]):
+            try:
+                datas.append(load_run(p))
+            except RunLogError as exc:
+                bad.append({"path": str(p), "reason": str(exc)})
     return datas, bad
 
 
 def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | None = None, *,
-                 runs: Sequence[RunData] | None = None) -> Comparison:
-    """Compare runs given as paths (or already read, ``runs=``) against ``target_l0`` (a fraction)."""
-    datas, bad = (list(runs), []) if runs is not None else load_runs(paths or [])
+                 runs: Sequence[RunData] | None = None, column_map: Any = None) -> Comparison:
+    """Compare runs given as paths (or already read, ``runs=``) against ``target_l0`` (a fraction);
+    ``column_map`` names metrics the aliases do not know (see ``load_runs``)."""
+    datas, bad = (list(runs), []) if runs is not None else load_runs(paths or [], column_map=column_map)
     target_source = "flag" if target_l0 else "none"
     if not target_l0:
         targets = {float(t) for d in datas if (t := _cfg_target(d)) is not None}
         if len(targets) == 1:
             target_l0, target_source = targets.pop(), "config"
     rows = [run_row(d, target_l0) for d in datas]
+    _unique_ids(rows)
     _exclude_mismatched_shapes(rows)
     rows.sort(key=lambda r: (r.l1_alpha is None, r.l1_alpha or 0.0, r.id))
     comp = Comparison(rows=rows, target_l0=target_l0, target_source=target_source, key_finding="",
@@ -153,6 +202,26 @@ def _cfg_target(data: RunData) -> float | None:
     return t if 0 < t <= 1 else None
 
 
+def _unique_ids(rows: list[RunRow]) -> None:
+    """Runs that share an id (exports all named ``metrics.csv``, W&B runs of one name) get their
+    folder's name, else a number: every row of a comparison is told apart."""
+    counts = Counter(r.id for r in rows)
+    taken = {r.id for r in rows if counts[r.id] == 1}
+    for r in rows:
+        if counts[r.id] == 1:
+            continue
+        path = Path(r.path)
+        folder = path.name if path.is_dir() or not path.suffix else path.parent.name
+        new = f"{r.id} ({folder})" if folder and folder != r.id else r.id
+        n = 2
+        base = new
+        while new in taken:
+            new = f"{base} #{n}"
+            n += 1
+        taken.add(new)
+        r.id = new
+
+
 def _exclude_mismatched_shapes(rows: list[RunRow]) -> None:
     for key in ("d_sae", "d_in"):
         values = Counter(getattr(r, key) for r in rows if r.excluded is None and getattr(r, key) is not None)
@@ -174,11 +243,12 @@ def _comparable(v: Any) -> Any:
 
 
 def find_confounders(rows: Sequence[RunRow]) -> list[Confounder]:
-    """Config keys (besides l1_alpha) whose values differ between the rows."""
+    """Training settings (``training_keys()``; besides l1_alpha) whose values differ between the rows."""
     if len(rows) < 2:
         return []
-    keys = sorted(k for k in set().union(*(r.config.keys() for r in rows)) - IGNORED_KEYS - {SWEPT}
-                  if not str(k).startswith("target_"))  # targets describe the goal, not the training
+    settings = training_keys()
+    keys = sorted(k for k in set().union(*(r.config.keys() for r in rows)) - SWEPT_KEYS
+                  if k in settings and not str(k).startswith("target_"))  # targets describe the goal
     out = []
     for key in keys:
         values = {r.id: _comparable(r.config.get(key)) for r in rows}

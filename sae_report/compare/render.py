@@ -1,20 +1,196 @@
-"""Write a comparison out: ``comparison.json``, ``comparison.md`` (+ ``l1_l0.svg``), ``comparison.html``."""
+"""Write a comparison out: ``comparison.json``, ``comparison.md`` (+ its SVG charts),
+``comparison.html``.
+
+Charts: the l1_alpha/L0 fit (``l1_l0``), the sparsity-fidelity chart (settled L0 against settled
+explained variance, one point per run, the Pareto frontier drawn: ``fidelity``), and the runs' L0,
+dead-feature and loss curves overlaid on one step axis (``overlay_l0``, ``overlay_dead``,
+``overlay_loss``). Fidelity and curves are read from each run's log (the comparison rows carry only
+L0); a run whose log cannot be read again is left out of those charts with a note.
+
+``comparison.html`` is one self-contained offline file, built like ``report.html``: the Vega bundle
+and the shared embed script (``templates/html/embed.js``: vega's expression interpreter, no
+``eval``) inlined once, chart specs as inert JSON, a Content-Security-Policy of hashes only (no
+``'unsafe-inline'`` / ``'unsafe-eval'``), time charts that zoom and pan on the step axis, and each
+chart also as a static SVG image inside ``<noscript>`` for readers with JavaScript off.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+import altair as alt
+
 from .. import __version__
 from ..recommend.chart import l1_l0_chart
 from ..recommend.fit import RunPoint
-from ..recommend.render import display_rows, recommendation_view, render, spec_json, vega_bundle, write_svg
-from ..runlog import atomic_write_text
+from ..recommend.render import display_rows, recommendation_view, render
+from ..report import formatting as fm
+from ..report.charts import TARGET_COLOR, zoom
+from ..runlog import atomic_write_bytes, atomic_write_text, to_jsonable
 from .comparison import Comparison, fmt_target
 
 FORMATS = ("md", "html", "json")
+#: Points drawn per run in the overlaid curves (each keeps its minima and maxima; see report.series).
+OVERLAY_POINTS = 600
+WIDTH, HEIGHT = 640, 230
+
+
+@dataclass
+class RunFidelity:
+    """What the comparison shows of one run beyond its L0: fidelity and its curves (from its log)."""
+
+    id: str
+    ev_final: float | None = None
+    """Explained variance at the last logged step (the analysis' ``summary.explained_variance.final``)."""
+    ev_settled: float | None = None
+    """Second-half median of explained variance (``summary.explained_variance.second_half_median``)."""
+    mse_final: float | None = None
+    mse_settled: float | None = None
+    fvu: bool = False
+    """The log had FVU (sparsify): explained variance = 1 - FVU."""
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """``l0`` (percent of the dictionary), ``dead`` (percent), ``loss``: thinned ``{step, value, run}`` rows."""
+    note: str = ""
+    """Why the run has no fidelity or curves (its log could not be read again)."""
+
+
+def run_fidelity(comp: Comparison) -> list[RunFidelity]:
+    """Fidelity (explained variance, MSE: final and second-half median, as ``analyze`` computes them)
+    and thinned curves of each compared run, read again from its log."""
+    from ..analysis import analyze
+    from ..ingest import load_run
+    from ..report.context import fvu_logged
+    from ..report.series import thin
+    from ..runlog import RunLogError
+
+    out = []
+    for r in comp.rows:
+        fid = RunFidelity(r.id)
+        out.append(fid)
+        try:
+            data = load_run(Path(r.path))
+            doc = analyze(data).to_dict()
+        except (RunLogError, OSError, ValueError, TypeError, ArithmeticError, KeyError) as exc:
+            fid.note = f"{r.id}: fidelity and curves not drawn ({str(exc).splitlines()[0][:160]})"
+            continue
+        summary = doc.get("summary") or {}
+        ev, mse = summary.get("explained_variance") or {}, summary.get("mse") or {}
+        fid.ev_final, fid.ev_settled = _num(ev.get("final")), _num(ev.get("second_half_median"))
+        fid.mse_final, fid.mse_settled = _num(mse.get("final")), _num(mse.get("second_half_median"))
+        fid.fvu = fvu_logged(doc)
+        m = data.metrics
+        d_sae = r.d_sae or doc["run"].get("d_sae")
+        l0 = thin(m, "l0_frac", n_points=OVERLAY_POINTS)
+        scale = 100.0
+        if l0 is None and d_sae:
+            l0, scale = thin(m, "l0", n_points=OVERLAY_POINTS), 100.0 / d_sae
+        if l0 is not None:
+            fid.curves["l0"] = [row for row in _rows(l0, r.id, scale) if row["value"] > 0]
+        dead = thin(m, "dead_frac", n_points=OVERLAY_POINTS)
+        if dead is not None:
+            fid.curves["dead"] = _rows(dead, r.id, 100.0)
+        loss = thin(m, "loss", n_points=OVERLAY_POINTS)
+        if loss is not None:
+            fid.curves["loss"] = _rows(loss, r.id, 1.0)
+    return out
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _rows(series: Any, run_id: str, scale: float) -> list[dict[str, Any]]:
+    return [{"step": row["step"], "value": row["value"], "run": run_id}
+            for row in series.records(scale=scale)]
+
+
+def pareto_front(points: Sequence[tuple[str, float, float]]) -> list[str]:
+    """Ids of the runs on the sparsity-fidelity frontier: no other run is at once sparser (lower
+    L0) and more faithful (higher explained variance). ``points`` are ``(id, l0, ev)``."""
+    front = []
+    for pid, l0, ev in points:
+        beaten = any((o_l0 <= l0 and o_ev >= ev) and (o_l0 < l0 or o_ev > ev) for oid, o_l0, o_ev in points if oid != pid)
+        if not beaten:
+            front.append(pid)
+    return front
+
+
+def fidelity_chart(comp: Comparison, fids: Sequence[RunFidelity]) -> alt.LayerChart | None:
+    """Settled L0 (log axis) against settled explained variance, one point per run, the Pareto
+    frontier as a step line, the target L0 as a vertical rule (the target colour)."""
+    by_id = {f.id: f for f in fids}
+    pts = [(r.id, r.settled_l0, by_id[r.id].ev_settled) for r in comp.rows
+           if r.id in by_id and _num(r.settled_l0) and r.settled_l0 > 0 and by_id[r.id].ev_settled is not None]
+    if not pts:
+        return None
+    front = set(pareto_front(pts))
+    rows = [{"run": rid, "l0_pct": fm_round(100 * l0), "ev_pct": fm_round(100 * ev),
+             "front": "on the frontier" if rid in front else "dominated"} for rid, l0, ev in pts]
+    frontier = sorted((r for r in rows if r["front"] == "on the frontier"), key=lambda r: r["l0_pct"])
+    fvu = any(by_id[r["run"]].fvu for r in rows)
+    ytitle = "settled explained variance = 1 - FVU (%)" if fvu else "settled explained variance (%)"
+    x = alt.X("l0_pct:Q", title="settled L0, % of features (log)", scale=alt.Scale(type="log", nice=False, padding=20))
+    y = alt.Y("ev_pct:Q", title=ytitle, scale=alt.Scale(zero=False, nice=True, padding=20))
+    layers: list[Any] = []
+    if len(frontier) >= 2:
+        layers.append(alt.Chart(alt.Data(values=frontier)).mark_line(interpolate="step-after", color="#4c78a8",
+                                                                       strokeWidth=1.5).encode(x=x, y=y))
+    if comp.target_l0:
+        tv = 100 * comp.target_l0
+        layers.append(alt.Chart(alt.Data(values=[{"l0_pct": tv, "what": f"target L0 {tv:.3g}%"}])).mark_rule(
+            color=TARGET_COLOR, strokeDash=[6, 4], strokeWidth=1.5).encode(x=x, tooltip=[alt.Tooltip("what:N")]))
+    base = alt.Chart(alt.Data(values=rows))
+    tip = [alt.Tooltip("run:N"), alt.Tooltip("l0_pct:Q", title="settled L0 %", format=".3g"),
+           alt.Tooltip("ev_pct:Q", title="settled explained variance %", format=".4g"), alt.Tooltip("front:N")]
+    layers.append(base.mark_circle(size=90).encode(
+        x=x, y=y, tooltip=tip,
+        color=alt.Color("front:N", title=None, scale=alt.Scale(domain=["on the frontier", "dominated"],
+                                                                range=["#4c78a8", "#bbbbbb"]),
+                        legend=alt.Legend(orient="bottom"))))
+    layers.append(base.mark_text(dx=8, dy=-8, align="left", fontSize=10).encode(x=x, y=y, text="run:N"))
+    sub = "one point per run (second-half medians); the line is the Pareto frontier: sparser and more faithful is better"
+    return alt.layer(*layers).properties(width=WIDTH - 120, height=300, title=alt.TitleParams(
+        "Sparsity against fidelity", subtitle=sub, anchor="start"))
+
+
+def fm_round(v: float) -> float:
+    return float(f"{v:.6g}")
+
+
+OVERLAYS = {"l0": ("L0 (% of features active, log axis)", "log"), "dead": ("dead features (% of dictionary)", "linear"),
+            "loss": ("loss", "log")}
+
+
+def overlay_chart(kind: str, fids: Sequence[RunFidelity], target_l0: float | None = None) -> alt.LayerChart | None:
+    """One metric of every run over the training steps, a colour per run, zoom and pan on the step axis."""
+    rows = [row for f in fids for row in f.curves.get(kind, [])]
+    if not rows:
+        return None
+    title, scale = OVERLAYS[kind]
+    if scale == "log" and not all(r["value"] > 0 for r in rows):
+        scale = "linear"
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    x = alt.X("step:Q", title="Training step", scale=alt.Scale(nice=False, zero=False),
+              axis=alt.Axis(labelExpr="datum.value == 0 ? '0' : format(datum.value, '~s')", labelOverlap=True))
+    y = alt.Y("value:Q", title=title, scale=alt.Scale(type=scale) if scale == "log" else alt.Scale(zero=True))
+    line = alt.Chart(alt.Data(values=rows)).mark_line(strokeWidth=1.3, clip=True).encode(
+        x=x, y=y, color=alt.Color("run:N", title="run", sort=runs, legend=alt.Legend(orient="bottom")),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("step:Q", format=","), alt.Tooltip("value:Q", format=".4~g")],
+    ).properties(name=f"zoom_{kind}_view").add_params(zoom(f"zoom_{kind}"))
+    layers: list[Any] = [line]
+    if kind == "l0" and target_l0:
+        tv = 100 * target_l0
+        layers.append(alt.Chart(alt.Data(values=[{"target": tv, "what": f"target L0 {tv:.3g}%"}])).mark_rule(
+            color=TARGET_COLOR, strokeWidth=1.5).encode(y="target:Q", tooltip=[alt.Tooltip("what:N")]))
+    names = {"l0": "L0", "dead": "Dead features", "loss": "Loss"}
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=alt.TitleParams(
+        f"{names[kind]} of every run over training steps", anchor="start",
+        subtitle="green rule: target L0" if kind == "l0" and target_l0 else alt.Undefined))
 
 
 def comparison_chart(comp: Comparison) -> Any:
@@ -24,9 +200,62 @@ def comparison_chart(comp: Comparison) -> Any:
     return l1_l0_chart(comp.points(), comp.recommendation, comp.target_l0, excluded=excluded)
 
 
-def context(comp: Comparison, *, command: str = "", chart_file: str | None = None) -> dict[str, Any]:
+@dataclass
+class _Chart:
+    id: str
+    title: str
+    caption: str
+    spec: dict[str, Any]
+    zoom: bool = False
+    svg: str | None = None
+
+
+def _charts(comp: Comparison, fids: Sequence[RunFidelity]) -> list[_Chart]:
+    out = [_Chart("l1_l0", "L0 against l1_alpha (log-log)", "Settled L0 of each run against its l1_alpha, the fitted "
+                  "curve, the target and the recommended l1_alpha with its interval.", _spec(comparison_chart(comp)))]
+    chart = fidelity_chart(comp, fids)
+    if chart is not None:
+        out.append(_Chart("fidelity", "Sparsity against fidelity", "The view SAE papers compare by: settled L0 "
+                          "against settled explained variance; runs on the line are not beaten on both at once.",
+                          _spec(chart)))
+    for kind, title in (("l0", "L0 of every run"), ("dead", "Dead features of every run"), ("loss", "Loss of every run")):
+        chart = overlay_chart(kind, fids, comp.target_l0)
+        if chart is not None:
+            out.append(_Chart(f"overlay_{kind}", title, "One colour per run, on one step axis.", _spec(chart), zoom=True))
+    return out
+
+
+def _spec(chart: Any) -> dict[str, Any]:
+    spec = to_jsonable(chart.to_dict(validate=False) if hasattr(chart, "to_dict") else chart)
+    spec.pop("$schema", None)
+    spec.setdefault("config", {}).update({"background": "white"})
+    return spec
+
+
+def _svg(spec: dict[str, Any]) -> str | None:
+    try:
+        from ..report.render import VL_VERSION
+
+        import vl_convert
+
+        return vl_convert.vegalite_to_svg(spec, vl_version=VL_VERSION)
+    except Exception:  # rendering is best effort: the HTML report carries the live chart
+        return None
+
+
+def _fidelity_cells(fids: Sequence[RunFidelity]) -> dict[str, dict[str, str]]:
+    return {f.id: {"ev": fm.pct(f.ev_settled) if f.ev_settled is not None else fm.DASH,
+                   "mse": fm.sig(f.mse_settled) if f.mse_settled is not None else fm.DASH} for f in fids}
+
+
+def context(comp: Comparison, *, command: str = "", chart_file: str | None = None,
+            fids: Sequence[RunFidelity] = (), charts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Display-ready data for the comparison templates."""
     doc = comp.to_dict()
+    rows = display_rows(doc["runs"], comp.target_l0)
+    cells = _fidelity_cells(fids)
+    for row in rows:
+        row.update(cells.get(row["id"], {"ev": fm.DASH, "mse": fm.DASH}))
     return {
         "title": f"Run comparison: {len(comp.rows)} run{'s' if len(comp.rows) != 1 else ''}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -34,40 +263,90 @@ def context(comp: Comparison, *, command: str = "", chart_file: str | None = Non
         "command": command,
         "target": fmt_target(comp.target_l0),
         "target_source": comp.target_source,
-        "rows": display_rows(doc["runs"], comp.target_l0),
+        "rows": rows,
+        "fvu": any(f.fvu for f in fids),
         "key_finding": comp.key_finding,
         "rec": recommendation_view(doc["recommendation"]),
         "no_rec": comp.no_recommendation_reason,
         "warnings": list(comp.warnings),
         "run_notes": [{"id": r.id, "notes": list(r.warnings)} for r in comp.rows if r.warnings],
+        "fidelity_notes": [f.note for f in fids if f.note],
         "excluded": [{"id": r.id, "reason": str(r.excluded)} for r in comp.excluded],
         "chart_file": chart_file,
+        "charts": list(charts),
     }
+
+
+def fidelity_doc(fids: Sequence[RunFidelity], comp: Comparison) -> dict[str, Any]:
+    """The fidelity part of ``comparison.json``: per run, explained variance and MSE (final and
+    second-half median, as ``analyze`` computes them) and whether the log had FVU; the frontier."""
+    by_row = {r.id: r for r in comp.rows}
+    pts = [(f.id, by_row[f.id].settled_l0, f.ev_settled) for f in fids
+           if f.ev_settled is not None and _num(by_row[f.id].settled_l0)]
+    return {"runs": [{"id": f.id, "explained_variance_final": f.ev_final, "explained_variance_settled": f.ev_settled,
+                      "mse_final": f.mse_final, "mse_settled": f.mse_settled, "from_fvu": f.fvu,
+                      **({"note": f.note} if f.note else {})} for f in fids],
+            "pareto_front": pareto_front(pts)}
+
+
+def html_page(ctx: dict[str, Any], charts: Sequence[_Chart]) -> str:
+    """``comparison.html``: the page rendered with its inline code allowed by hash only."""
+    from markupsafe import Markup
+
+    from ..report import render as rr
+
+    bundle = rr.html_assets()["bundle"]
+    embed = rr.html_assets()["embed"]
+    style = "\n" + rr.template_source("compare/style.css")
+    csp = ("default-src 'none'; "
+           f"script-src {rr.csp_source(bundle)} {rr.csp_source(embed)}; "
+           f"style-src {rr.csp_source(style)}; "
+           "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
+    views = [{"id": c.id, "title": c.title, "caption": c.caption, "zoom": c.zoom,
+              "image": rr.data_uri(c.svg.encode("utf-8")) if c.svg else "",
+              "spec_json": Markup(rr.script_json(c.spec))} for c in charts]
+    slot = "@@sae-report:vega-bundle@@"
+    page = render("compare/comparison.html.j2", {**ctx, "charts": views, "csp": Markup(csp), "style": Markup(style),
+                                                 "embed": Markup(embed), "bundle": Markup(slot)})
+    head, found, tail = page.rpartition(slot)
+    assert found, "the comparison template lost its bundle slot"
+    return head + bundle + tail
 
 
 def write_comparison(comp: Comparison, out_dir: Path, formats: Sequence[str] = FORMATS,
                      command: str = "") -> list[Path]:
-    """Write the chosen formats into ``out_dir`` (each file atomically); return the files written."""
+    """Write the chosen formats into ``out_dir`` (each file atomically, folders and files following the
+    umask); return the files written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    chart = comparison_chart(comp)
+    fids = run_fidelity(comp) if ("md" in formats or "html" in formats or "json" in formats) else []
     if "json" in formats:
         path = out_dir / "comparison.json"
-        atomic_write_text(path, json.dumps(comp.to_dict(), indent=2, allow_nan=False) + "\n")
+        doc = {**comp.to_dict(), "fidelity": fidelity_doc(fids, comp)}
+        atomic_write_text(path, json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n")
         written.append(path)
+    if "md" not in formats and "html" not in formats:
+        return written
+    charts = _charts(comp, fids)
+    for c in charts:
+        c.svg = _svg(c.spec)
     if "md" in formats:
-        svg = write_svg(chart, out_dir / "l1_l0.svg")
-        if svg is not None:
-            written.append(svg)
+        files = []
+        for c in charts:
+            if c.svg is None:
+                continue
+            path = out_dir / f"{c.id}.svg"
+            atomic_write_bytes(path, c.svg.encode("utf-8"))
+            written.append(path)
+            files.append({"id": c.id, "title": c.title, "caption": c.caption, "file": path.name})
+        l1 = next((f["file"] for f in files if f["id"] == "l1_l0"), None)
         path = out_dir / "comparison.md"
-        atomic_write_text(path, render("compare/comparison.md.j2",
-                                       context(comp, command=command, chart_file=svg.name if svg else None)))
+        atomic_write_text(path, render("compare/comparison.md.j2", context(
+            comp, command=command, chart_file=l1, fids=fids, charts=[f for f in files if f["id"] != "l1_l0"])))
         written.append(path)
     if "html" in formats:
         path = out_dir / "comparison.html"
-        ctx = context(comp, command=command)
-        ctx.update(spec=spec_json(chart), vega=vega_bundle())
-        atomic_write_text(path, render("compare/comparison.html.j2", ctx))
+        atomic_write_text(path, html_page(context(comp, command=command, fids=fids), charts))
         written.append(path)
     return written

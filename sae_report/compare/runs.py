@@ -66,6 +66,11 @@ class RunRow:
     """completed / interrupted / diverged / unknown (from summary.json and the log)."""
     unstable: bool = False
     """Second half too unstable for its L0 to be trusted."""
+    drifting: bool = False
+    """L0 still trends through the second half (part of ``unstable``): a longer run would settle
+    elsewhere, so the run is not settled."""
+    second_half_trend: list[float] | None = None
+    """Medians of the first and last fifth of the second half (L0 fractions), when measurable."""
     excluded: str | None = None
     """Why the run is left out of the fit (None: used)."""
     warnings: list[str] = field(default_factory=list)
@@ -195,6 +200,9 @@ def run_row(data: RunData, target_l0: float | None) -> RunRow:
         row.second_half_std_l0 = settled.std
         row.l0_noise = settled.noise
         row.unstable = settled.unstable
+        row.drifting = settled.drifting
+        if settled.first_block is not None and settled.last_block is not None:
+            row.second_half_trend = [settled.first_block, settled.last_block]
         if settled.unstable:
             row.warnings.append(f"L0 not settled: {settled.reason}")
         if settled.median > 0 and abs(settled.final / settled.median - 1) > 0.25:

@@ -21,12 +21,21 @@ Names covered (case-insensitive; ``<hook>`` is any hookpoint suffix):
   its name: sparsify logs ``mask.mean()``), ``l0/<hook>``, ``lr/<hook>``.
 - dictionary_learning: ``l0`` (a count), ``frac_variance_explained``, ``mse_loss``,
   ``sparsity_loss``, ``loss``.
+
+Names no alias knows are mapped by the user (``--map loss/total=loss``): ``mapped_columns`` puts a
+map in force for every read inside it, and ``match_column`` / ``canonicalize`` consult it first.
+
+Config keys: ``CONFIG_ALIASES`` (canonical key -> other tools' names; ``trainer.config`` accepts the
+same names) and ``canonical_config``; counts in tokens (``training_tokens``, sparsify's
+``dead_feature_threshold``) become steps through ``tokens_per_step``, with a note.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -86,7 +95,9 @@ _LOOKUP: dict[str, tuple[str, str]] = {alias: (canon, unit) for canon, pairs in 
 _PREFIXES = ("train/", "training/", "train_", "metrics/", "sae/")
 
 # Config keys: canonical -> aliases (searched in the flattened config, last path component too).
-_CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
+# ``trainer.config`` accepts the same names in a training config (one table for reading logs and
+# for ``sae-report train``), and ``compare`` takes its training settings from here and TrainConfig.
+CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
     "l1_alpha": ("l1_alpha", "l1_coefficient", "l1_coeff", "l1_penalty", "sparsity_coefficient",
                  "sparsity_penalty", "lambda_l1"),
     "learning_rate": ("learning_rate", "lr"),
@@ -98,10 +109,53 @@ _CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
               "hidden_dim", "d_hidden"),
     "d_in": ("d_in", "activation_dim", "d_model", "input_dim"),
     "batch_size": ("batch_size", "train_batch_size_tokens", "train_batch_size", "batch_size_tokens"),
-    "dead_window": ("dead_window", "dead_window_steps", "dead_feature_window", "dead_feature_threshold", "dead_steps"),
+    # in steps (SAELens' dead_feature_window); windows in tokens are dead_window_tokens below
+    "dead_window": ("dead_window", "dead_window_steps", "dead_feature_window", "dead_steps"),
     "expansion_factor": ("expansion_factor",),
+    "l1_warmup_steps": ("l1_warmup_steps", "l1_warm_up_steps"),
+    "lr_warmup_steps": ("lr_warmup_steps", "lr_warm_up_steps"),
     "training_tokens": ("training_tokens", "total_training_tokens", "num_tokens"),
+    # sparsify's dead_feature_threshold counts TOKENS (10M by default), not steps (SAELens' own
+    # dead_feature_threshold is a firing frequency below 1, never a window: not a count, ignored)
+    "dead_window_tokens": ("dead_window_tokens", "dead_feature_threshold"),
 }
+_CONFIG_ALIASES = CONFIG_ALIASES  # the name earlier versions used
+#: Keys counted in tokens -> the key in steps they give (divided by the tokens per step).
+TOKEN_KEYS: dict[str, str] = {"training_tokens": "total_steps", "dead_window_tokens": "dead_window"}
+#: Keys of a sparsify config: its ``batch_size`` counts sequences of ``ctx_len`` tokens.
+SPARSIFY_KEYS = frozenset({"dead_feature_threshold", "hookpoints", "auxk_alpha", "micro_acc_steps", "k_decay_steps",
+                           "ctx_len", "grad_acc_steps", "multi_topk"})
+
+
+def config_alias(key: str) -> str | None:
+    """The canonical key an alias names (``lr`` -> ``learning_rate``), None for unknown keys."""
+    k = _norm(str(key))
+    return next((canon for canon, names in CONFIG_ALIASES.items() if k in names), None)
+
+
+def tokens_per_step(config: Mapping[str, Any]) -> tuple[float | None, str]:
+    """Activation vectors (tokens) one step of the run consumed, and how that was worked out; None
+    with the reason when the config does not say. sparsify counts ``batch_size`` in sequences of
+    ``ctx_len`` tokens (times ``grad_acc_steps`` per optimizer step); SAELens' and our batch sizes
+    are tokens already."""
+    by_leaf: dict[str, Any] = {}
+    for key, value in _flatten(dict(config)).items():
+        by_leaf.setdefault(_norm(key.rsplit(".", 1)[-1]), value)
+    threshold = _number(by_leaf.get("dead_feature_threshold"))
+    markers = (SPARSIFY_KEYS - {"dead_feature_threshold"}) & set(by_leaf)
+    sparsify = bool(markers or (threshold is not None and threshold >= 1)) and "train_batch_size_tokens" not in by_leaf
+    batch = _number(by_leaf.get("batch_size"))
+    if sparsify:
+        ctx, acc = _number(by_leaf.get("ctx_len")), _number(by_leaf.get("grad_acc_steps")) or 1
+        if batch and ctx and batch > 0 and ctx > 0 and acc > 0:
+            return batch * ctx * acc, (f"sparsify: batch_size {batch:g} sequences x ctx_len {ctx:g} tokens"
+                                       + (f" x grad_acc_steps {acc:g}" if acc != 1 else "") + " per step")
+        return None, "sparsify's batch_size counts sequences and the config records no ctx_len"
+    for name in ("train_batch_size_tokens", "batch_size_tokens", "batch_size", "train_batch_size"):
+        n = _number(by_leaf.get(name))
+        if n and n > 0:
+            return n, f"{name} {n:g} tokens per step"
+    return None, "the config records no batch size"
 
 
 @dataclass(frozen=True)
@@ -122,8 +176,77 @@ def _norm(name: str) -> str:
     return name.strip().lower().replace(" ", "_")
 
 
+#: The user's own names (``--map NAME=COLUMN``) in force: normalised name -> (canonical, unit).
+_USER_MAP: contextvars.ContextVar[dict[str, tuple[str, str]] | None] = contextvars.ContextVar(
+    "sae_report_column_map", default=None)
+#: What ``--map`` points a name at: a canonical column, or any name the aliases know (``l0_pct``,
+#: ``fvu``, ``metrics/l0``: then its unit applies).
+MAP_HINT = "map a name with --map NAME=COLUMN (e.g. --map loss/total=loss)"
+
+
+class ColumnMapError(ValueError):
+    """A ``--map`` entry that cannot be used (one line)."""
+
+
+def parse_column_map(spec: Mapping[str, str] | Sequence[str] | str | None) -> dict[str, str]:
+    """``{"loss/total": "loss"}``, or ``["loss/total=loss", "my_l0=l0,my_ev=explained_variance"]``
+    (``--map`` values; commas separate pairs) -> ``{name: column}``. Raises ``ColumnMapError`` for
+    a malformed pair or a column nothing knows."""
+    if not spec:
+        return {}
+    if isinstance(spec, str):
+        spec = [spec]
+    pairs: list[tuple[str, str]] = []
+    if isinstance(spec, Mapping):
+        pairs = [(str(k), str(v)) for k, v in spec.items()]
+    else:
+        for item in spec:
+            for part in str(item).split(","):
+                if not part.strip():
+                    continue
+                if "=" not in part:
+                    raise ColumnMapError(f"--map {part.strip()}: expected NAME=COLUMN (e.g. loss/total=loss)")
+                name, column = part.rsplit("=", 1)
+                pairs.append((name.strip(), column.strip()))
+    out: dict[str, str] = {}
+    for name, column in pairs:
+        if not name or not column:
+            raise ColumnMapError(f"--map {name}={column}: expected NAME=COLUMN (e.g. loss/total=loss)")
+        if _builtin_match(column) is None:
+            raise ColumnMapError(f"--map {name}={column}: {column!r} is not a metric column; use one of "
+                                 f"{', '.join(METRIC_COLUMNS)} (or a name the aliases know, such as l0_pct or fvu)")
+        out[name] = column
+    return out
+
+
+@contextlib.contextmanager
+def mapped_columns(spec: Mapping[str, str] | Sequence[str] | str | None) -> Iterator[dict[str, str]]:
+    """While open, every reader maps the named columns as told (``--map``); yields the parsed map."""
+    parsed = parse_column_map(spec)
+    token = _USER_MAP.set({_norm(k): _builtin_match(v) for k, v in parsed.items()} if parsed else _USER_MAP.get())
+    try:
+        yield parsed
+    finally:
+        _USER_MAP.reset(token)
+
+
+def active_column_map() -> dict[str, tuple[str, str]]:
+    """The ``--map`` entries in force (normalised name -> (canonical, unit))."""
+    return dict(_USER_MAP.get() or {})
+
+
 def match_column(name: str) -> tuple[str, str] | None:
-    """Canonical column and unit for a raw column name, or None when unknown."""
+    """Canonical column and unit for a raw column name (the user's ``--map`` first), or None when
+    unknown."""
+    user = _USER_MAP.get()
+    if user:
+        hit = user.get(_norm(name))
+        if hit is not None:
+            return hit
+    return _builtin_match(name)
+
+
+def _builtin_match(name: str) -> tuple[str, str] | None:
     key = _norm(name)
     if key in _LOOKUP:
         return _LOOKUP[key]
@@ -179,36 +302,51 @@ def canonical_config(raw: Mapping[str, Any] | None, notes: list[str] | None = No
     ``target_l0``, ``total_steps``, ``d_sae``, ``d_in``, ``batch_size``, ``dead_window``) filled in
     from known aliases (SAELens ``l1_coefficient``/``lr``/``d_sae``, sparsify ``num_latents`` /
     ``expansion_factor``, dictionary_learning ``dict_size``/``activation_dim``, W&B ``{value: x}``
-    entries, nested sections). Keys already canonical win; other keys are kept as they were. A
-    count outside ``COUNT_RANGES`` becomes null (``notes``, when given, says so)."""
+    entries, nested sections). Keys already canonical win; other keys are kept as they were. Counts
+    in tokens (``training_tokens``, ``dead_window_tokens``, sparsify's ``dead_feature_threshold``)
+    become steps through ``tokens_per_step`` (``notes`` says so). A count outside ``COUNT_RANGES``
+    becomes null (``notes``, when given, says so)."""
     raw = dict(raw or {})
     flat = _flatten(raw)
     by_leaf: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for key, value in flat.items():
         leaf = _norm(key.rsplit(".", 1)[-1])
         by_leaf.setdefault(leaf, value)
+        where.setdefault(leaf, key)
         by_leaf.setdefault(_norm(key), value)
     out: dict[str, Any] = {k: (v["value"] if isinstance(v, Mapping) and "value" in v and set(v) <= {"value", "desc"} else v)
                            for k, v in raw.items()}
-    for canon, aliases in _CONFIG_ALIASES.items():
+    for canon, aliases in CONFIG_ALIASES.items():
         if _number(out.get(canon)) is not None:
             continue
         for alias in aliases:
-            if _number(by_leaf.get(alias)) is not None:
-                out[canon] = by_leaf[alias]
-                break
+            n = _number(by_leaf.get(alias))
+            if n is None or (canon == "d_sae" and n == 0):  # sparsify's num_latents 0: "use expansion_factor"
+                continue
+            if canon == "dead_window_tokens" and n < 1:  # SAELens' dead_feature_threshold: a frequency (1e-8)
+                continue
+            out[canon] = by_leaf[alias]
+            break
     if _number(out.get("d_sae")) is None:
         ef, d_in = _number(out.get("expansion_factor")), _number(out.get("d_in"))
         if ef and d_in:
             out["d_sae"] = int(round(ef * d_in))
-    if _number(out.get("total_steps")) is None:
-        tokens, batch = _number(out.get("training_tokens")), _number(out.get("batch_size"))
-        if tokens and batch:
-            out["total_steps"] = int(tokens // batch)
-    if _number(out.get("dead_window")) is None:  # a window in tokens (sparsify, OpenAI) -> steps
-        tokens, batch = _number(by_leaf.get("dead_window_tokens")), _number(out.get("batch_size"))
-        if tokens and batch:
-            out["dead_window"] = int(tokens // batch)
+    for tokens_key, steps_key in TOKEN_KEYS.items():
+        tokens = _number(out.get(tokens_key))
+        if _number(out.get(steps_key)) is not None or not tokens or tokens <= 0:
+            continue
+        per_step, how = tokens_per_step(raw)
+        source = where.get(next((a for a in CONFIG_ALIASES[tokens_key] if a in by_leaf), tokens_key), tokens_key)
+        what = "the dead-feature window" if steps_key == "dead_window" else "the run's length"
+        if per_step:
+            out[steps_key] = max(1, int(tokens // per_step))
+            if notes is not None:
+                notes.append(f"config: {source} {tokens:,.0f} counts tokens, not steps ({what}): {steps_key} = "
+                             f"{tokens:,.0f} / {per_step:,.0f} tokens per step ({how}) = {out[steps_key]:,} steps")
+        elif notes is not None:
+            notes.append(f"config: {source} {tokens:,.0f} counts tokens, not steps ({what}); {how}, so "
+                         f"{steps_key} in steps is unknown (not read as steps)")
     for key in ("d_sae", "d_in", "total_steps", "resample_interval", "batch_size", "dead_window"):
         n = _number(out.get(key))
         if n is None:
@@ -255,9 +393,13 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
     chosen: dict[str, list[tuple[str, str]]] = {}
     ignored: list[str] = []
     hooked_seen: dict[str, str] = {}
+    user = active_column_map()
     for col in frame.columns:
         if col.endswith(("__MIN", "__MAX")):
             ignored.append(col)
+            continue
+        if _norm(col) in user:
+            chosen.setdefault(user[_norm(col)][0], []).append((col, user[_norm(col)][1]))
             continue
         hit = match_column(col)
         if hit is None:
@@ -274,17 +416,27 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
         chosen.setdefault(canon, []).append((col, unit))
     if "step" not in chosen:
         raise RunLogError(f"no step column (looked for step, _step, global_step, ...) among {len(frame.columns)} column(s)")
+    missing = sorted(k for k in user if k not in {_norm(c) for c in frame.columns})
+    if missing:
+        notes.append(f"--map: {', '.join(missing)} not in this log")
     if len(chosen) == 1:
         shown = ", ".join(frame.columns[:6]) + (", ..." if len(frame.columns) > 6 else "")
-        raise RunLogError(f"no known metric column (found: {shown})")
+        raise RunLogError(f"no known metric column (found: {shown}); {MAP_HINT}")
     cols: dict[str, pl.Series] = {}
     for canon, sources in chosen.items():
-        # The exact canonical name first; other aliases fill the steps it left empty.
-        sources.sort(key=lambda cu: 0 if _norm(cu[0]) == canon else 1)
+        # The user's --map first, then the exact canonical name; other aliases fill the steps left empty.
+        sources.sort(key=lambda cu: 0 if _norm(cu[0]) in user else (1 if _norm(cu[0]) == canon else 2))
         parts = []
         for col, unit in sources:
             s = _to_float(frame.get_column(col))
-            if unit == "percent":
+            if _norm(col) in user:
+                notes.append(f"{col} -> {canon} (--map)" + (" as a percent" if unit == "percent" else
+                                                             (" as 1 - value" if unit == "one_minus" else "")))
+                if unit == "percent":
+                    s = s / 100.0
+                elif unit == "one_minus":
+                    s = 1.0 - s
+            elif unit == "percent":
                 s = s / 100.0
                 notes.append(f"{col}: percent -> fraction ({canon})")
             elif unit == "one_minus":

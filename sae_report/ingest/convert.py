@@ -29,6 +29,7 @@ import polars as pl
 
 from ..runlog import LOCK_FILE, RunData, RunLogError, RunLogWriter, lock_folder, read_run
 from . import load_run
+from .aliases import canonical_config
 
 
 class OutputExistsError(Exception):
@@ -279,7 +280,9 @@ def _write(run_dir: Path, data: RunData, path: Path, label: str | None = None) -
     frame = data.metrics
     # One part holds every row, so rows may be logged grouped by which metrics they carry.
     with RunLogWriter(run_dir, part_rows=frame.height + 1) as writer:
-        config = dict(data.config)
+        # canonical keys filled in (learning_rate from lr, dead_window from a window in tokens, ...), so
+        # the run reads back with them and the conversions are noted once, under imported_from
+        config = canonical_config(dict(data.config))
         config.pop("schema_version", None)
         config["run_id"] = label or data.run_id
         config["imported_from"] = {

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import polars as pl
 
 from ..runlog import RunData, RunLogError
-from .aliases import canonical_config, canonicalize, match_column
+from .aliases import MAP_HINT, canonical_config, canonicalize, match_column
 
 T = TypeVar("T")
 
@@ -127,7 +127,7 @@ def build_run(
     logged = [c for c in wide.frame.columns if c not in system]
     if not any(match_column(c) for c in logged):
         shown = ", ".join(logged[:6]) + (", ..." if len(logged) > 6 else "")
-        raise RunLogError(f"{path}: no known metric (found: {shown or 'only step and time columns'})")
+        raise RunLogError(f"{path}: no known metric (found: {shown or 'only step and time columns'}); {MAP_HINT}")
     try:
         can = canonicalize(wide.frame, dict(raw_config))
     except RunLogError as exc:

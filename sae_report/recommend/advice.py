@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from ..analysis.result import Analysis, Recommendation
 from ..runlog import RunData, to_jsonable
 from .fit import L1Recommendation
-from .nextconfig import NextConfig, next_config
+from .nextconfig import NextConfig, SourceChanges, next_config, source_changes
 from .rules import PastRun, past_run, rules_for
 
 
@@ -30,6 +30,9 @@ class Advice:
     """The next run's config."""
     notes: list[str] = field(default_factory=list)
     """What could not be done (e.g. a run that could not be analyzed)."""
+    source: SourceChanges | None = None
+    """The next config's changes in the key names of the tool that trained the base run (SAELens,
+    sparsify, ...); None when the base run is ours."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented recommendation JSON (l1_alpha, low, high, predicted_l0, basis, direction,
@@ -44,7 +47,20 @@ class Advice:
         out["next_config"] = self.next.config if self.next else None
         out["changes"] = [asdict(c) for c in self.next.changes] if self.next else []
         out["notes"] = list(self.notes)
+        out["source_changes"] = self.source.to_dict() if self.source else None
         return to_jsonable(out)
+
+
+def _trend_text(row: Any) -> str:
+    """Why the row's L0 has not settled, when it still drifts through its second half ("" if not)."""
+    if not getattr(row, "drifting", False):
+        return ""
+    first, last = (row.second_half_trend or [None, None])[:2]
+    if first and last:
+        word = "falling" if last < first else "rising"
+        return (f"L0 is still {word} through the second half of the run ({100 * first:.3g}% -> {100 * last:.3g}%, "
+                "medians of its first and last fifth), so its settled L0 is not yet what the run would reach")
+    return "L0 is still drifting through the second half of the run"
 
 
 def analyze_quietly(data: RunData, target_l0: float | None) -> tuple[Analysis | None, str]:
@@ -61,19 +77,21 @@ def analyze_quietly(data: RunData, target_l0: float | None) -> tuple[Analysis | 
 
 
 def advise(paths: Sequence[str | Path] | None = None, target_l0: float | None = None, *,
-           runs: Sequence[RunData] | None = None, base: str | None = None, with_rules: bool = True) -> Advice:
+           runs: Sequence[RunData] | None = None, base: str | None = None, with_rules: bool = True,
+           column_map: Any = None) -> Advice:
     """Compare the runs, fit l1_alpha, analyze the base run (default: the latest usable one) for the
-    rules, and build the next config."""
+    rules, and build the next config. ``column_map``: metric names the aliases do not know."""
     from ..compare import compare_runs, load_runs
 
     if runs is None:
-        runs, _bad = load_runs(list(paths or []))
+        runs, _bad = load_runs(list(paths or []), column_map=column_map)
         comp = compare_runs(runs=runs, target_l0=target_l0)
         comp.unreadable = _bad
         comp.warnings.extend(f"{b['reason']} (not compared)" for b in _bad)
     else:
         comp = compare_runs(runs=runs, target_l0=target_l0)
-    by_id = {d.run_id: d for d in runs}
+    by_path = {str(d.path): d for d in runs}  # ids may have been told apart by compare_runs; paths are unique
+    by_id = {r.id: by_path[r.path] for r in comp.rows if r.path in by_path}
     notes: list[str] = []
     if base is not None:
         chosen = next((r for r in comp.rows if r.id == base or Path(r.path).name == base or r.path == base), None)
@@ -96,15 +114,16 @@ def advise(paths: Sequence[str | Path] | None = None, target_l0: float | None = 
                     history.append(past_run(other))
                 elif why not in notes:
                     notes.append(why)
-            rules = rules_for(analysis, history=history)
-    nxt = None
+            rules = rules_for(analysis, history=history, unsettled=_trend_text(chosen))
+    nxt, src = None, None
     if chosen is not None and by_id[chosen.id].config:
         nxt = next_config(by_id[chosen.id].config, l1=comp.recommendation, rules=rules, base_id=chosen.id,
                           target_l0=comp.target_l0)
+        src = source_changes(by_id[chosen.id].config, nxt)
     elif chosen is not None:
         notes.append(f"{chosen.id}: no config to base the next run on")
     return Advice(comparison=comp, l1=comp.recommendation, rules=rules, base_id=chosen.id if chosen else "",
-                  next=nxt, notes=notes)
+                  next=nxt, notes=notes, source=src)
 
 
 def l1_recommendation(analysis: Analysis, comparison: Any = None, *, tolerance: float = 0.1) -> Recommendation | None:

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import altair as alt
 import numpy as np
 
+from ..report.charts import TARGET_COLOR
 from .curve import pchip_slopes
 from .fit import L1Recommendation, RunPoint
 
@@ -69,7 +70,7 @@ def l1_l0_chart(points: Sequence[RunPoint], recommendation: L1Recommendation | N
                       .encode(x=x, y=y))
     if target_l0:
         layers.append(alt.Chart(alt.Data(values=[{"l0_pct": 100 * target_l0, "what": f"target {100 * target_l0:.3g}%"}]))
-                      .mark_rule(color="#2ca02c", strokeDash=[6, 4]).encode(y=y, tooltip=[alt.Tooltip("what:N")]))
+                      .mark_rule(color=TARGET_COLOR, strokeDash=[6, 4], strokeWidth=1.5).encode(y=y, tooltip=[alt.Tooltip("what:N")]))
     if rows:
         base = alt.Chart(alt.Data(values=rows))
         layers.append(base.mark_circle(size=90).encode(

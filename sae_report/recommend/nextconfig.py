@@ -52,11 +52,12 @@ class NextConfig:
     dropped: list[str] = field(default_factory=list)
     """Base keys left out (not trainer settings)."""
 
-    def yaml(self) -> str:
-        """The config as YAML with a header comment listing the changes."""
+    def yaml(self, extra: Sequence[str] = ()) -> str:
+        """The config as YAML with a header comment listing the changes (``extra``: more comment lines)."""
         head = [f"# Next run, based on {self.base or 'the base config'}; written by sae-report recommend."]
         for c in self.changes:
             head.append(f"# {c.key}: {_show(c.old)} -> {_show(c.new)}  ({c.why})")
+        head.extend(f"# {line}" for line in extra)
         body = yaml.safe_dump(to_jsonable(self.config), sort_keys=False, width=1000)
         return "\n".join(head) + "\n" + body
 
@@ -140,8 +141,166 @@ def next_config(base: Mapping[str, Any], *, l1: L1Recommendation | None = None,
     return NextConfig(config=cfg, changes=changes, base=base_id, dropped=dropped)
 
 
-def write_next_config(path: Path, nxt: NextConfig) -> Path:
-    """Write the YAML atomically (never a half-written file)."""
+def write_next_config(path: Path, nxt: NextConfig, extra: Sequence[str] = ()) -> Path:
+    """Write the YAML atomically (never a half-written file); ``extra``: more header comment lines."""
     path = Path(path)
-    atomic_write_text(path, nxt.yaml())
+    atomic_write_text(path, nxt.yaml(extra))
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The same changes in the key names of the tool that trained the base run (SAELens, sparsify, ...)
+# ----------------------------------------------------------------------------------------------
+
+#: Config keys that say which tool wrote a config (leaf names, any nesting).
+TOOL_MARKERS: dict[str, frozenset[str]] = {
+    "SAELens": frozenset({"l1_coefficient", "training_tokens", "train_batch_size_tokens", "hook_name", "context_size",
+                          "model_name", "l1_warm_up_steps", "dead_feature_window", "feature_sampling_window",
+                          "lr_scheduler_name", "store_batch_size_prompts", "lr_warm_up_steps", "n_batches_in_buffer"}),
+    "sparsify": frozenset({"dead_feature_threshold", "hookpoints", "auxk_alpha", "micro_acc_steps", "k_decay_steps",
+                           "ctx_len", "grad_acc_steps", "multi_topk", "num_latents", "layer_stride"}),
+    "dictionary_learning": frozenset({"dict_size", "activation_dim", "trainer_class", "sparsity_penalty",
+                                      "warmup_steps", "sparsity_warmup_steps"}),
+}
+#: Keys of ours that are no training setting of another tool (never written in its names).
+_NOT_FOR_SOURCE = frozenset({"target_l0"})
+
+
+@dataclass(frozen=True)
+class SourceChanges:
+    """The next run's changes in the key names of the tool that trained the base run."""
+
+    tool: str
+    """``SAELens``, ``sparsify``, ``dictionary_learning``, or ``the source trainer``."""
+    slug: str
+    """For the file name: ``saelens``, ``sparsify``, ``dictionary_learning``, ``source``."""
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    """``{"key": their key (a dotted path when nested), "old", "new", "ours": our key, "how"}``."""
+    unmapped: list[dict[str, Any]] = field(default_factory=list)
+    """Our changes with no counterpart in their config: ``{"ours", "new", "why"}``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return to_jsonable({"tool": self.tool, "changes": self.changes, "unmapped": self.unmapped})
+
+    def yaml(self, base_id: str, ours: str | None = None) -> str:
+        """The changes as YAML in their key names, with a header saying how to use them."""
+        head = [f"# The next run in the key names of {self.tool}, based on run {base_id} (its recorded config);",
+                "# written by sae-report recommend. Apply these values to the config that trained it;",
+                "# every other setting stays as it was there."]
+        if ours:
+            head.append(f"# {ours} holds the same run for `sae-report train` (our trainer).")
+        for c in self.changes:
+            head.append(f"#   {c['key']}: {_show(c['old'])} -> {_show(c['new'])}  ({c['how']})")
+        for u in self.unmapped:
+            head.append(f"# No {self.tool} counterpart found for {u['ours']}: {_show(u['new'])} ({u['why']})")
+        body: dict[str, Any] = {}
+        for c in self.changes:
+            node = body
+            parts = str(c["key"]).split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = c["new"]
+        text = yaml.safe_dump(to_jsonable(body), sort_keys=False, width=1000) if body else "{}\n"
+        return "\n".join(head) + "\n" + text
+
+
+def source_tool(config: Mapping[str, Any]) -> str | None:
+    """The tool whose key names ``config`` uses (None: ours, or not recognisable)."""
+    leaves = {str(k).rsplit(".", 1)[-1].lower() for k in _flat(config)}
+    hits = {tool: len(keys & leaves) for tool, keys in TOOL_MARKERS.items()}
+    tool, n = max(hits.items(), key=lambda kv: kv[1])
+    return tool if n else None
+
+
+def source_changes(base: Mapping[str, Any], nxt: NextConfig) -> SourceChanges | None:
+    """``nxt``'s changes in the key names the base run's own config uses (``l1_coefficient`` for
+    SAELens' ``l1_alpha``, ``training_tokens`` = total_steps x tokens per step, sparsify's
+    ``dead_feature_threshold`` in tokens, ...). None when the base config is ours (nothing to
+    translate)."""
+    from ..ingest.aliases import CONFIG_ALIASES, TOKEN_KEYS, tokens_per_step
+
+    raw = {k: v for k, v in base.items() if k != "imported_from"}
+    flat = _flat(raw)
+    by_leaf: dict[str, str] = {}
+    paths_of: dict[str, list[str]] = {}
+    for path in flat:
+        by_leaf.setdefault(path.rsplit(".", 1)[-1].lower(), path)
+        paths_of.setdefault(path.rsplit(".", 1)[-1].lower(), []).append(path)
+    tool = source_tool(raw)
+    changes: list[dict[str, Any]] = []
+    unmapped: list[dict[str, Any]] = []
+    foreign = False
+    for c in nxt.changes:
+        if c.key in _NOT_FOR_SOURCE:
+            continue
+        found = None
+        for alias in CONFIG_ALIASES.get(c.key, ())[1:]:
+            if alias in by_leaf:
+                found = (by_leaf[alias], "same")
+                break
+        if found is None:  # a count in tokens (SAELens' training_tokens, sparsify's dead_feature_threshold)
+            for tokens_key, steps_key in TOKEN_KEYS.items():
+                if steps_key != c.key:
+                    continue
+                for alias in CONFIG_ALIASES[tokens_key]:
+                    path = by_leaf.get(alias)
+                    if path is not None and _number(flat[path]) and _number(flat[path]) >= 1:
+                        found = (path, "tokens")
+                        break
+        if found is None and tool and c.key in by_leaf:
+            found = (by_leaf[c.key], "same")  # the same name in their config (SAELens' d_sae, adam_beta1, ...)
+        if found is None:
+            if tool:
+                unmapped.append({"ours": c.key, "new": c.new, "why": c.why})
+            continue
+        first, unit = found
+        leaf = first.rsplit(".", 1)[-1]
+        foreign = foreign or leaf != c.key
+        if unit == "tokens":
+            per_step, how = tokens_per_step(raw)
+            if not per_step or not isinstance(c.new, (int, float)):
+                unmapped.append({"ours": c.key, "new": c.new,
+                                 "why": f"{first} counts tokens and {how}; {c.why}"})
+                continue
+        for path in paths_of.get(leaf.lower(), [first]):  # every place their config holds it (top level, sae.*)
+            old = flat[path]
+            if unit == "tokens":
+                new: Any = int(round(float(c.new) * per_step))
+                note = (f"{c.key} {_show(c.old)} -> {_show(c.new)} steps x {per_step:,.0f} tokens per step ({how}); "
+                        f"{c.why}")
+            else:
+                new = c.new
+                if isinstance(old, int) and not isinstance(old, bool) and isinstance(new, float) and new.is_integer():
+                    new = int(new)
+                note = f"{c.key}; {c.why}" if leaf != c.key else c.why
+            changes.append({"key": path, "old": old, "new": new, "ours": c.key, "how": note})
+    if not (tool or foreign):
+        return None
+    name = tool or "the source trainer"
+    slug = {"SAELens": "saelens", "sparsify": "sparsify", "dictionary_learning": "dictionary_learning"}.get(name, "source")
+    return SourceChanges(tool=name, slug=slug, changes=changes, unmapped=unmapped)
+
+
+def source_config_path(path: Path, src: SourceChanges) -> Path:
+    """``next.yaml`` -> ``next.saelens.yaml`` (beside it)."""
+    path = Path(path)
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    return path.with_name(f"{stem}.{src.slug}.yaml")
+
+
+def _flat(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not (set(v) <= {"value", "desc"} and "value" in v):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v["value"] if isinstance(v, Mapping) else v
+    return out
+
+
+def _number(v: Any) -> float | None:
+    from ..runlog import finite_float
+
+    return finite_float(v)

@@ -85,17 +85,14 @@ def display_rows(rows: list[Mapping[str, Any]], target_l0: float | None) -> list
     """Comparison rows (``RunRow`` as dicts) formatted for the templates."""
     out = []
     for r in rows:
-        ratio = r.get("pct_of_target")
-        side = ""
-        if fm.is_num(ratio):
-            side = " (undershoot)" if ratio < 90 else " (overshoot)" if ratio > 110 else " (on target)"
+        ratio = r.get("pct_of_target")  # one basis in every table: the settled L0 (second-half median)
         out.append({
             "id": str(r.get("id", "")),
             "l1_alpha": g3(r.get("l1_alpha")),
             "resample": fm.short_step(r.get("resample_interval")) if r.get("resample_interval") is not None else fm.DASH,
             "final_l0": fm.pct(r.get("final_l0")),
             "settled_l0": fm.pct(r.get("settled_l0")),
-            "pct_target": f"{ratio:.0f}%{side}" if fm.is_num(ratio) else fm.DASH,
+            "pct_target": fm.of_target(ratio),
             "second_half": (f"{fm.pct(r.get('second_half_mean_l0'))} ± {fm.pct(r.get('second_half_std_l0'))}"
                             if fm.is_num(r.get("second_half_std_l0")) else fm.pct(r.get("second_half_mean_l0"))),
             "dead": fm.whole_pct(r.get("dead_frac")),

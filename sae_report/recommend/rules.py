@@ -77,9 +77,11 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = ()) -> list[Recommendation]:
+def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = (), unsettled: str = "") -> list[Recommendation]:
     """Non-l1 recommendations from ``analysis``'s findings; ``history`` are earlier runs (for the
-    resample-interval rule)."""
+    resample-interval rule); ``unsettled`` says why the run's L0 has not settled when the settled
+    level found it still drifting (``settled_level``) and no finding says so: the run is lengthened
+    then too, as for a ``not_converged`` finding."""
     recs: list[Recommendation] = []
     cfg = analysis.run.config
     total = _total_steps(analysis)
@@ -98,8 +100,10 @@ def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = ()) -> list[Re
 
     not_conv = _first(analysis, FindingKind.NOT_CONVERGED)
     spike = _first(analysis, FindingKind.LATE_SPIKE)
-    if (not_conv is not None or spike is not None) and total:
+    if (not_conv is not None or spike is not None or unsettled) and total:
         why = []
+        if not_conv is None and spike is None:
+            why.append(unsettled)
         if not_conv is not None:
             why.append(f"{not_conv.metric} is still trending at the end of the run (from step {not_conv.step:,})")
         if spike is not None:

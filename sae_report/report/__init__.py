@@ -90,8 +90,11 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
     hidden = sorted(found | set(DOCUMENT_UNSAFE.findall("\n".join(_strings(ctx)))))
     if hidden:
         ctx["notes"] = list(ctx["notes"]) + [hidden_characters_note(hidden)]
+    # Chart images, rendered once: the Markdown's files, and the static SVGs report.html shows to a
+    # reader with JavaScript off (the interactive charts replace nothing: <noscript> holds them).
+    images, failed = _images(figures, image_format if "md" in formats else "svg")
+    svgs = images if image_format == "svg" or "md" not in formats else _images(figures, "svg")[0]
     if "md" in formats:
-        images, failed = _images(figures, image_format)
         charts = {}
         for fig in figures:
             if fig.id not in images:
@@ -104,7 +107,8 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
         md = render.render("report.md.j2", md_ctx, "md")
         out["report.md"] = printable(md, keep_newlines=True).encode("utf-8")
     if "html" in formats:
-        charts = {fig.id: {"id": fig.id, "title": fig.title, "caption": fig.caption,
+        charts = {fig.id: {"id": fig.id, "title": fig.title, "caption": fig.caption, "zoom": fig.zoom,
+                           "image": render.data_uri(svgs[fig.id]) if fig.id in svgs else "",
                            "spec_json": Markup(render.script_json(fig.spec))} for fig in figures}
         assets = render.html_assets()
         html = render.render("report.html.j2", {**ctx, "charts": charts, "bundle": Markup(_BUNDLE_SLOT),

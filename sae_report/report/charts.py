@@ -22,9 +22,17 @@ STRIP_HEIGHT = 70
 #: Most markers drawn per kind (an evenly spaced subset beyond that; the tables list them all).
 MAX_MARKERS = 400
 
-MARKER_KINDS = ["resample", "l1_alpha change", "lr change", "resume", "finding"]
-MARKER_COLORS = ["#9e9e9e", "#8e44ad", "#e67e22", "#16a085", "#d62728"]
+MARKER_KINDS = ["resample", "l1_alpha change", "lr change", "resume", "finding", "note"]
+MARKER_COLORS = ["#9e9e9e", "#8e44ad", "#e67e22", "#16a085", "#d62728", "#54aeff"]
+"""``finding``: a finding worth acting on (warn / fail); ``note``: one for the record (info: normal
+sparsification, a dormant start while the dead window fills, a plateau), drawn in a calm blue."""
 LINE = "#1f77b4"
+#: The colour of a target, in every chart of every report (L0 target rule, the l1_alpha/L0 chart's
+#: target, the sparsity-fidelity chart): never the red of a finding.
+TARGET_COLOR = "#2ca02c"
+#: Labels drawn over finding markers: most per chart, rows they stack in at the bottom of the plot.
+MAX_MARKER_LABELS = 24
+LABEL_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,14 @@ def spec_of(chart: Any) -> dict[str, Any]:
 
 def _x(tl: Timeline, title: str | None = "Training step", field: str = "step") -> alt.X:
     return alt.X(f"{field}:Q", title=title, scale=alt.Scale(domain=list(tl.x_domain), nice=False, zero=False),
-                 axis=alt.Axis(labelExpr="datum.value == 0 ? '0' : format(datum.value, '~s')", labelFlush=True))
+                 axis=alt.Axis(labelExpr="datum.value == 0 ? '0' : format(datum.value, '~s')", labelFlush=True,
+                               labelOverlap=True))
+
+
+def zoom(name: str) -> Any:
+    """Zoom and pan on the step axis: an interval selection bound to the x scale (wheel to zoom, drag
+    to pan, double-click to reset in the HTML report; the static images show the whole run)."""
+    return alt.selection_interval(name=name, bind="scales", encodings=["x"])
 
 
 def _limit_markers(markers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,30 +122,64 @@ def _label_rows(tl: Timeline, rows: int = 3, char_px: float = 5.6) -> list[dict[
     return out
 
 
-def _decorations(tl: Timeline, ds: dict[str, list], legend: bool = True) -> list[alt.Chart]:
+def _decorations(tl: Timeline, ds: dict[str, list], legend: bool = True, height: int = HEIGHT) -> list[alt.Chart]:
     layers: list[alt.Chart] = []
     if tl.phases:
         phases = _data(ds, "phases", _label_rows(tl))
-        layers.append(alt.Chart(phases).mark_rect(opacity=0.12).encode(
+        layers.append(alt.Chart(phases).mark_rect(opacity=0.12, clip=True).encode(
             x=_x(tl, field="start"), x2="end:Q",
             color=alt.Color("name:N", legend=None, scale=alt.Scale(scheme="set2")),
             tooltip=[alt.Tooltip("name:N", title="phase"), alt.Tooltip("start:Q", format=","), alt.Tooltip("end:Q", format=",")]))
         layers.append(alt.Chart(phases).transform_filter("datum.show").mark_text(
-            align="left", baseline="top", dx=3, dy=3, fontSize=10, color="#555").encode(
+            align="left", baseline="top", dx=3, dy=3, fontSize=10, color="#555", clip=True).encode(
             x=alt.X("start:Q"), y=alt.Y("ly:Q", scale=None), text="name:N"))
     if tl.markers:
         kinds = {m["kind"] for m in tl.markers}
         domain = [k for k in MARKER_KINDS if k in kinds]
         colors = [c for k, c in zip(MARKER_KINDS, MARKER_COLORS) if k in kinds]
-        layers.append(alt.Chart(_data(ds, "markers", _limit_markers(tl.markers))).mark_rule(strokeDash=[4, 3], strokeWidth=1, opacity=0.75).encode(
+        layers.append(alt.Chart(_data(ds, "markers", _limit_markers(tl.markers))).mark_rule(
+            strokeDash=[4, 3], strokeWidth=1, opacity=0.75, clip=True).encode(
             x="step:Q",
             color=alt.Color("kind:N", title="Markers", scale=alt.Scale(domain=domain, range=colors),
                             legend=alt.Legend(orient="bottom", direction="horizontal") if legend else None),
             tooltip=[alt.Tooltip("kind:N", title="marker"), alt.Tooltip("step:Q", format=","), alt.Tooltip("label:N")]))
+        labels = _marker_labels(tl, height)
+        if labels:
+            layers.append(alt.Chart(_data(ds, "marker_labels", labels)).mark_text(
+                align="left", baseline="bottom", dx=3, fontSize=10, clip=True).encode(
+                x="step:Q", y=alt.Y("ly:Q", scale=None),
+                color=alt.Color("kind:N", scale=alt.Scale(domain=domain, range=colors), legend=None),
+                text="text:N",
+                tooltip=[alt.Tooltip("label:N", title="finding"), alt.Tooltip("step:Q", format=",")]))
     return layers
 
 
-def _line(data: alt.Data, tl: Timeline, y: alt.Y, color: str | alt.Color = LINE) -> alt.Chart:
+def _marker_labels(tl: Timeline, height: int, char_px: float = 5.6) -> list[dict[str, Any]]:
+    """Short names over the finding markers (``collapse``, ``late spike``), stacked in rows at the
+    bottom of the plot so they do not overlap; a marker whose name finds no free row keeps its tooltip."""
+    if height < 120:
+        return []
+    x0, x1 = tl.x_domain
+    span = max(1, x1 - x0)
+    ends = [-1e9] * LABEL_ROWS
+    out = []
+    for m in sorted((m for m in tl.markers if m["kind"] in ("finding", "note")), key=lambda m: m["step"]):
+        text = str(m.get("short") or m["label"])
+        left = (m["step"] - x0) / span * WIDTH + 3
+        width = len(text) * char_px + 6
+        row = next((r for r in range(LABEL_ROWS) if left >= ends[r] and left + width <= WIDTH + 40), None)
+        if row is None:
+            continue
+        ends[row] = left + width
+        out.append({"step": m["step"], "kind": m["kind"], "text": text, "label": m["label"],
+                    "ly": height - 3 - 12 * row})
+        if len(out) >= MAX_MARKER_LABELS:
+            break
+    return out
+
+
+def _line(data: alt.Data, tl: Timeline, y: alt.Y, color: str | alt.Color = LINE, zoom_name: str | None = "zoom") -> alt.Chart:
+    """A metric's line; ``zoom_name`` adds the step-axis zoom (one per view)."""
     enc: dict[str, Any] = {"x": _x(tl), "y": y, "tooltip": [alt.Tooltip("step:Q", format=","), alt.Tooltip("value:Q", format=".4~g"),
                                                          alt.Tooltip("series:N")]}
     if isinstance(color, alt.Color):
@@ -138,7 +187,9 @@ def _line(data: alt.Data, tl: Timeline, y: alt.Y, color: str | alt.Color = LINE)
         mark = alt.Chart(data).mark_line(strokeWidth=1.3, clip=True)
     else:
         mark = alt.Chart(data).mark_line(strokeWidth=1.3, color=color, clip=True)
-    return mark.encode(**enc)
+    chart = mark.encode(**enc)
+    # a fixed view name keeps the spec the same from run to run (altair would number it)
+    return chart.properties(name=f"{zoom_name}_view").add_params(zoom(zoom_name)) if zoom_name else chart
 
 
 def _finish(layers: list[alt.Chart], ds: dict[str, list], title: str, subtitle: str = "", height: int = HEIGHT) -> alt.LayerChart:
@@ -166,10 +217,11 @@ def l0_chart(series: Series | None, tl: Timeline, *, as_fraction: bool, target: 
     if target is not None and target > 0:
         tv = target * scale
         tdata = _data(ds, "target", [{"target": _round(tv), "label": f"target {tv:.4g}{'%' if as_fraction else ''}"}])
-        layers.append(alt.Chart(tdata).mark_rule(color="#d62728", strokeWidth=1.5).encode(y=alt.Y("target:Q", title=unit)))
-        layers.append(alt.Chart(tdata).mark_text(align="right", baseline="bottom", dy=-3, color="#d62728", fontSize=11).encode(
+        layers.append(alt.Chart(tdata).mark_rule(color=TARGET_COLOR, strokeWidth=1.5).encode(
+            y=alt.Y("target:Q", title=unit), tooltip=[alt.Tooltip("label:N", title="target")]))
+        layers.append(alt.Chart(tdata).mark_text(align="right", baseline="bottom", dy=-3, color=TARGET_COLOR, fontSize=11).encode(
             y="target:Q", x=alt.value(WIDTH - 4), text="label:N"))
-        sub += f"; red rule: target L0 {tv:.4g}{'%' if as_fraction else ''}"
+        sub += f"; green rule: target L0 {tv:.4g}{'%' if as_fraction else ''}"
     return _finish(layers, ds, "L0 over training steps", sub)
 
 
@@ -206,6 +258,26 @@ def loss_chart(loss: Series | None, mse: Series | None, tl: Timeline) -> alt.Lay
     return _finish(_decorations(tl, ds) + [_line(_data(ds, "loss", records), tl, y, color)], ds, "Loss and MSE over training steps", sub)
 
 
+def fidelity_chart(ev: Series | None, tl: Timeline, *, from_fvu: bool = False) -> alt.LayerChart | None:
+    """Explained variance (reconstruction fidelity) over steps on a linear percent axis; when the
+    log had FVU (sparsify) it is drawn as 1 - FVU, and the subtitle says so."""
+    if ev is None:
+        return None
+    records = ev.records(scale=100.0, series="1 - FVU" if from_fvu else "explained variance")
+    if not records:
+        return None
+    y = alt.Y("value:Q", title="explained variance (%)" if not from_fvu else "1 - FVU (%)",
+              scale=alt.Scale(zero=False, nice=True))
+    ds: dict[str, list] = {}
+    tl = tl.for_metric("explained_variance", "loss", "mse")
+    sub = ("explained variance = 1 - FVU (the log has FVU); " if from_fvu else "") + "linear axis; 100% = perfect reconstruction"
+    dropped = ev.dropped_nonfinite
+    if dropped:
+        sub += f"; {dropped:,} non-finite values not drawn"
+    return _finish(_decorations(tl, ds) + [_line(_data(ds, "ev", records), tl, y, "#17becf")], ds,
+                   "Explained variance over training steps", sub)
+
+
 def schedule_chart(lr: Series | None, l1: Series | None, tl: Timeline) -> alt.VConcatChart | None:
     """Learning-rate and l1_alpha schedules as small strips aligned with the time charts."""
     strips = []
@@ -214,12 +286,12 @@ def schedule_chart(lr: Series | None, l1: Series | None, tl: Timeline) -> alt.VC
                if s is not None]
     for i, (s, label, color) in enumerate(present):
         y = alt.Y("value:Q", title=label, scale=alt.Scale(zero=False), axis=alt.Axis(format=".2~g", tickCount=3))
-        line = _line(_data(ds, label.replace(" ", "_"), s.records(series=label)), tl, y, color)
+        line = _line(_data(ds, label.replace(" ", "_"), s.records(series=label)), tl, y, color, zoom_name=f"zoom_{i}")
         if i < len(present) - 1:  # only the bottom strip carries the step axis
             line = line.encode(x=alt.X("step:Q", title=None, scale=alt.Scale(domain=list(tl.x_domain), nice=False, zero=False),
                                        axis=alt.Axis(labels=False, ticks=False)))
         last = i == len(present) - 1
-        strip = alt.layer(*_decorations(Timeline(tl.x_domain, [], tl.markers), ds, legend=last), line).properties(
+        strip = alt.layer(*_decorations(Timeline(tl.x_domain, [], tl.markers), ds, legend=last, height=STRIP_HEIGHT), line).properties(
             width=WIDTH, height=STRIP_HEIGHT).resolve_scale(color="independent")
         strips.append(strip)
     if not strips:

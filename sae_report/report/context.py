@@ -6,6 +6,7 @@ value or ``None``/empty so the templates can omit it cleanly (they run under ``S
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import asdict, is_dataclass
 from typing import Any, Mapping
@@ -63,15 +64,21 @@ def plain(obj: Any) -> Any:
 
 def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: str = "", date: str = "",
                   run_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Everything the templates print, from an ``Analysis.to_dict()`` document (and ``summary.json``)."""
+    """Everything the templates print, from an ``Analysis.to_dict()`` document (and ``summary.json``).
+
+    ``comparison`` default: the document's own ``comparison`` (the sibling runs, set by the pipeline).
+    """
     run_summary = run_summary or {}
     run = doc["run"]
     d_sae = run.get("d_sae")
+    config = run.get("config") or {}
     summary = doc.get("summary") or {}
-    findings = [_finding(f, i) for i, f in enumerate(doc.get("findings") or [])]
+    findings = [_finding(f, i) for i, f in enumerate(by_severity(doc.get("findings") or []))]
     second = summary.get("l0_frac") or {}
-    comp = plain(comparison)
-    recs = with_l1_fit(list(doc.get("recommendations") or []), comp, run.get("config") or {})
+    comp = plain(comparison if comparison is not None else doc.get("comparison"))
+    recs = with_l1_fit(list(doc.get("recommendations") or []), comp, config)
+    recommendations = recommendation_rows(recs)
+    results, basis = results_rows(doc)
     ctx: dict[str, Any] = {
         "title": f"Training Results Analysis: {run['id']}",
         "run": {
@@ -83,19 +90,24 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
         },
         "date": date,
         "verdict": _verdict(doc.get("verdict")),
-        "config_yaml": _yaml(run.get("config") or {}),
+        "headline": headline(doc, findings, recommendations),
+        "settings": key_settings(config),
+        "config_yaml": _yaml(config),
         "targets": [_target(t, d_sae) for t in doc.get("targets") or []],
+        "results": results,
+        "results_basis": basis,
+        "fidelity_name": fidelity_name(doc),
         "direction_note": _direction_note(doc.get("targets") or []),
         "comparison": comparison_table(comp, str(run["id"])),
         "phases": _phases(doc, d_sae, findings),
-        "step_table": _step_lines(doc.get("step_table") or [], d_sae),
+        "step_table": _step_lines(doc.get("step_table") or [], d_sae, _ev_short(doc)),
         "second_half": _second_half(second),
         "findings": findings,
-        "resampling": _resampling(doc, run.get("config") or {}),
+        "resampling": _resampling(doc, config),
         "root_causes": [{"title": str(rc["title"]), "text": str(rc["sentence"]["text"])}
                         for rc in doc.get("root_causes") or []],
-        "recommendations": recommendation_rows(recs),
-        "proposed_yaml": proposed_yaml(run.get("config") or {}, recs),
+        "recommendations": recommendations,
+        "proposed_yaml": proposed_yaml(config, recs),
         "skipped": [{"analysis": str(s["analysis"]), "reason": str(s["reason"])} for s in doc.get("skipped") or []],
         "notes": [str(n) for n in run.get("notes") or []],
         "charts": [],
@@ -103,6 +115,213 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
                    "date": date},
     }
     return ctx
+
+
+#: Findings in report order: the most severe first (fail, warn, info), then by step.
+SEVERITY_ORDER = {"fail": 0, "warn": 1, "info": 2}
+
+
+def by_severity(findings: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Findings sorted by severity (fail, warn, info), then by step (stable otherwise)."""
+    def key(f: Mapping[str, Any]) -> tuple[int, float]:
+        st = f.get("step")
+        return SEVERITY_ORDER.get(str(f.get("severity")), 3), float(st) if fm.is_num(st) else float("inf")
+    return sorted(findings, key=key)
+
+
+#: The settings a reader looks for first, in this order (the full config is folded away).
+KEY_SETTINGS = ("l1_alpha", "learning_rate", "d_in", "d_sae", "batch_size", "total_steps", "resample_interval",
+                "dead_window", "target_l0", "l1_warmup_steps", "lr_warmup_steps", "lr_schedule", "variant")
+
+
+def key_settings(config: Mapping[str, Any]) -> list[dict[str, str]]:
+    """``[{"key", "value"}]`` for the key settings the config has (numbers as written, with separators)."""
+    out = []
+    for k in KEY_SETTINGS:
+        v = config.get(k)
+        if v is None or isinstance(v, (dict, list)):
+            continue
+        if k == "target_l0" and fm.is_num(v) and 0 < v <= 1:
+            text = f"{fm.sig(v)} ({fm.pct(v)})"
+        else:
+            text = fm.sig(v) if fm.is_num(v) else str(v)
+        out.append({"key": k, "value": text})
+    return out
+
+
+def _ev_short(doc: Mapping[str, Any]) -> str:
+    """Fidelity's name in the step lines."""
+    return "1-FVU" if fvu_logged(doc) else "expl. var."
+
+
+def fvu_logged(doc: Mapping[str, Any]) -> bool:
+    """True when the log had FVU (sparsify's ``fvu``) and the reader made explained variance from it."""
+    return any("explained_variance = 1 - " in str(n) for n in doc["run"].get("notes") or [])
+
+
+def fidelity_name(doc: Mapping[str, Any]) -> str:
+    """How fidelity is named: ``explained variance (1 - FVU)`` when the log had FVU (sparsify)."""
+    return "explained variance (1 - FVU)" if fvu_logged(doc) else "explained variance"
+
+
+def _claim_text(s: Mapping[str, Any] | None, name: str, kind: str, d_sae: Any = None) -> str:
+    """A summary claim's value as the results table shows it (``kind``: l0 / dead / pct / sig / dur)."""
+    if not s:
+        return fm.DASH
+    c = (s.get("claims") or {}).get(name)
+    v = c.get("value") if c else s.get(name)
+    if v is None:
+        return fm.DASH
+    if kind == "l0frac":
+        return fm.pct(v)
+    if kind == "dead":
+        return fm.dead_text(v, d_sae)
+    if kind == "pct":
+        return fm.pct(v)
+    return fm.sig(v)
+
+
+def _target_row(doc: Mapping[str, Any], *names: str) -> Mapping[str, Any] | None:
+    for name in names:
+        for t in doc.get("targets") or []:
+            if t.get("metric") == name:
+                return t
+    return None
+
+
+def _status_cell(t: Mapping[str, Any] | None, words: Mapping[str, str]) -> dict[str, str]:
+    """Mark and words for a status; no mark (and "no target") where there is no target to meet."""
+    status = str(t.get("status", "none")) if t else "none"
+    if status == "none":
+        return {"status": "none", "mark": "", "mark_html": "", "status_text": "no target"}
+    return {"status": status, "mark": MARKS.get(status, ""), "mark_html": MARKS_HTML.get(status, ""),
+            "status_text": words.get(status, status)}
+
+
+def results_rows(doc: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
+    """The results table: one row per metric with its final and settled (second-half median) values,
+    the target, % of target on ONE basis (the settled L0; ``basis`` says which) and a status mark only
+    where there is a target to meet. Every value is a claim of the document."""
+    summary = doc.get("summary") or {}
+    run = doc["run"]
+    d_sae = run.get("d_sae")
+    rows: list[dict[str, str]] = []
+    basis = ""
+    l0_name = "l0_frac" if "l0_frac" in summary else "l0" if "l0" in summary else None
+    if l0_name:
+        s = summary[l0_name]
+        kind = "l0frac" if l0_name == "l0_frac" else "sig"
+        settled = _target_row(doc, "Settled L0")
+        t = settled or _target_row(doc, "Final L0")
+        basis = "settled" if settled else "final"
+        pct_t = t.get("percent_of_target") if t else None
+        tgt = t.get("target") if t else None
+        if t and t.get("status") == "none":
+            target = fm.DASH  # no target to meet (the skipped note says how to set one)
+        elif t and t.get("comparison"):
+            target = str(t["comparison"])
+        elif fm.is_num(tgt):
+            target = fm.pct(tgt, 2) if l0_name == "l0_frac" and tgt <= 1 else fm.sig(tgt)
+        else:
+            target = fm.DASH
+        cell = _status_cell(t, {"ok": "on target", "warn": "off target", "fail": "far off target"})
+        rows.append({"metric": "L0" if l0_name == "l0_frac" else "L0 (features per token)",
+                     "final": _claim_text(s, "final", kind), "settled": _claim_text(s, "second_half_median", kind),
+                     "target": target, "pct": fm.of_target(pct_t), **cell})
+    d = summary.get("dead_frac")
+    if d:
+        t = _target_row(doc, "Dead features")
+        rows.append({"metric": "Dead features", "final": _claim_text(d, "final", "dead", d_sae),
+                     "settled": _claim_text(d, "second_half_median", "dead", d_sae),
+                     "target": str(t.get("comparison") or fm.DASH) if t else fm.DASH, "pct": fm.DASH,
+                     **_status_cell(t, {"ok": "within limit", "warn": "near the limit", "fail": "over the limit"})})
+    e = summary.get("explained_variance")
+    if e:
+        t = _target_row(doc, "Explained variance")
+        name = fidelity_name(doc)
+        rows.append({"metric": name[:1].upper() + name[1:], "final": _claim_text(e, "final", "pct"),
+                     "settled": _claim_text(e, "second_half_median", "pct"),
+                     "target": str(t.get("comparison") or fm.DASH) if t and t.get("status") != "none" else fm.DASH,
+                     "pct": fm.DASH,
+                     **_status_cell(t, {"ok": "met", "warn": "close", "fail": "reconstructs almost nothing"})})
+    m = summary.get("mse")
+    if m:
+        rows.append({"metric": "MSE", "final": _claim_text(m, "final", "sig"),
+                     "settled": _claim_text(m, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
+                     **_status_cell(None, {})})
+    loss = summary.get("loss")
+    if loss:
+        t = _target_row(doc, "Final Loss")
+        rows.append({"metric": "Loss", "final": _claim_text(loss, "final", "sig"),
+                     "settled": _claim_text(loss, "second_half_median", "sig"),
+                     "target": str(t.get("comparison") or fm.DASH) if t and t.get("status") != "none" else fm.DASH,
+                     "pct": fm.DASH, **_status_cell(t, {"ok": "met", "warn": "close", "fail": "missed"})})
+    dur = _target_row(doc, "Duration (s)")
+    if dur:
+        rows.append({"metric": "Duration", "final": fm.duration(dur.get("result")), "settled": fm.DASH,
+                     "target": fm.DASH, "pct": fm.DASH, **_status_cell(None, {})})
+    return rows, basis
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` (a full stop followed by a capital letter ends it; decimals do not)."""
+    return _SENTENCE_END.split(str(text).strip(), maxsplit=1)[0]
+
+
+def headline(doc: Mapping[str, Any], findings: list[dict[str, Any]],
+             recommendations: list[dict[str, str]]) -> dict[str, Any]:
+    """The lines the report opens with: L0 and fidelity against their targets, the most severe
+    finding, the next config. Every number is a claim of the document (or a recommendation)."""
+    summary = doc.get("summary") or {}
+    rows, basis = results_rows(doc)
+    by = {r["metric"]: r for r in rows}
+    l0 = next((r for r in rows if r["metric"].startswith("L0")), None)
+    l0_line = ""
+    if l0:
+        settled = _target_row(doc, "Settled L0") if basis == "settled" else _target_row(doc, "Final L0")
+        ratio = settled.get("percent_of_target") if settled else None
+        l0_line = f"{l0['settled']} settled (second-half median), {l0['final']} at the end"
+        if l0["target"] == fm.DASH:
+            l0_line += "; no target set (--target-l0)"
+        else:
+            l0_line += f"; target {l0['target']}"
+            if fm.is_num(ratio):
+                side = "" if f"{ratio:.0f}" == "100" else ", undershooting" if ratio < 100 else ", overshooting"
+                l0_line += f": {ratio:.0f}% of target ({basis}{side})"
+    fid = []
+    e = summary.get("explained_variance")
+    if e:
+        fid.append(f"{fidelity_name(doc)} {_claim_text(e, 'final', 'pct')} at the end "
+                   f"({_claim_text(e, 'second_half_median', 'pct')} second-half median)")
+    m = summary.get("mse")
+    if m:
+        fid.append(f"MSE {_claim_text(m, 'final', 'sig')} at the end ({_claim_text(m, 'second_half_median', 'sig')} second-half median)")
+    ev_row = next((r for r in rows if r["metric"].lower().startswith("explained")), None)
+    fid_mark = ev_row if ev_row and ev_row["status"] != "none" else None
+    dead = by.get("Dead features")
+    # the most severe finding: the one the verdict names first (a collapse or divergence before other
+    # findings of its severity), else the first in severity order
+    said = [str(x.get("text", "")) for x in (doc.get("verdict") or {}).get("sentences") or []]
+    worst = next((f for f in findings if said and f["explanation"] == said[0] and f["severity"] != "info"), None)
+    if worst is None and findings and findings[0]["severity"] != "info":
+        worst = findings[0]
+    nxt = [f"{r['parameter']} {r['current']} -> {r['proposed']}" + (f" ({r['range']})" if r["range"] else "")
+           for r in recommendations]
+    return {
+        "l0": l0_line, "l0_mark": (l0 or {}).get("mark", ""), "l0_mark_html": (l0 or {}).get("mark_html", ""),
+        "fidelity": "; ".join(fid), "fidelity_mark": (fid_mark or {}).get("mark", ""),
+        "fidelity_mark_html": (fid_mark or {}).get("mark_html", ""),
+        "dead": (f"{dead['final']} at the end (limit {dead['target']})" if dead else ""),
+        "dead_mark": dead["mark"] if dead else "", "dead_mark_html": dead["mark_html"] if dead else "",
+        "worst": ({"index": worst["index"], "title": worst["title"], "span": worst["span"][:1].lower() + worst["span"][1:],
+                   "metric": worst["metric"],
+                   "mark": worst["mark"], "mark_html": worst["mark_html"], "explanation": first_sentence(worst["explanation"])}
+                  if worst else None),
+        "next": nxt,
+    }
 
 
 def _recovery(rec: Any) -> str:
@@ -169,12 +388,16 @@ def _target(t: Mapping[str, Any], d_sae: int | None) -> dict[str, str]:
 
 
 def _direction_note(targets: list[Mapping[str, Any]]) -> str:
-    for t in targets:
+    """The direction to move l1_alpha when L0 misses its target, judged on the settled L0 (the basis
+    of "% of target" in every table), else on the final L0."""
+    settled = [t for t in targets if t.get("metric") == "Settled L0"]
+    basis = "settled" if settled else "final"
+    for t in settled or targets:
         ratio = t.get("percent_of_target")
         if _is_l0(str(t.get("metric", ""))) and fm.is_num(ratio) and t.get("status") != "ok":
             if ratio < 100:
-                return f"L0 is below its target ({ratio:.0f}%). To raise L0: {RAISE_L0}."
-            return f"L0 is above its target ({ratio:.0f}%). To lower L0: {LOWER_L0}."
+                return f"L0 is below its target ({ratio:.0f}% of target, {basis}). To raise L0: {RAISE_L0}."
+            return f"L0 is above its target ({ratio:.0f}% of target, {basis}). To lower L0: {LOWER_L0}."
     return ""
 
 
@@ -241,30 +464,40 @@ def _verdict(v: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "headline": words.get(status, status), "lines": [str(x["text"]) for x in v.get("sentences") or []]}
 
 
-def _step_lines(rows: list[Mapping[str, Any]], d_sae: int | None) -> list[str]:
-    """The write-up's annotated step lines, columns aligned: ``Step 20,000:  0.7% L0, 7,646 dead (93%)``."""
+def _step_lines(rows: list[Mapping[str, Any]], d_sae: int | None, ev_name: str = "expl. var.") -> list[str]:
+    """The write-up's annotated step lines, columns aligned, with fidelity:
+    ``Step 20,000:  0.7% L0, 7,646 dead (93%), loss 0.02962, MSE 0.0123, expl. var. 97.1%``."""
     cells: list[list[str]] = []
     for r in rows:
         v = r.get("values") or {}
-        parts = [f"Step {fm.step(r.get('step'))}:"]
+        parts = [f"Step {fm.step(r.get('step'))}:", "", "", "", "", ""]  # step, L0, dead, loss, MSE, fidelity
         if v.get("l0_frac") is not None:
-            parts.append(f"{fm.pct1(v['l0_frac'])} L0,")
+            parts[1] = f"{fm.pct1(v['l0_frac'])} L0"
         elif v.get("l0") is not None:
-            parts.append(f"L0 {fm.sig(v['l0'], 3)},")
+            parts[1] = f"L0 {fm.sig(v['l0'], 3)}"
         if v.get("dead_frac") is not None or v.get("dead") is not None:
-            parts.append(fm.dead_words(v.get('dead_frac'), d_sae, v.get('dead')))
+            parts[2] = fm.dead_words(v.get('dead_frac'), d_sae, v.get('dead'))
         if v.get("loss") is not None:
-            parts.append(f"loss {fm.sig(v['loss'], 4)}")
+            parts[3] = f"loss {fm.sig(v['loss'], 4)}"
+        if v.get("mse") is not None:
+            parts[4] = f"MSE {fm.sig(v['mse'], 4)}"
+        if v.get("explained_variance") is not None:
+            parts[5] = f"{ev_name} {fm.pct1(v['explained_variance'])}"
         cells.append(parts)
     if not cells:
         return []
-    width = max(len(c) for c in cells)
-    cols = [max((len(c[i]) for c in cells if i < len(c)), default=0) for i in range(width)]
+    used = [i for i in range(6) if i == 0 or any(c[i] for c in cells)]
+    cols = {i: max(len(c[i]) + (1 if i != used[-1] else 0) for c in cells) for i in used}
     lines = []
     for r, c in zip(rows, cells):
-        text = " ".join(p.rjust(cols[i]) if i in (0, 1) else p.ljust(cols[i]) for i, p in enumerate(c)).rstrip()
+        shown = []
+        for i in used:
+            text = c[i] + ("," if c[i] and i != used[-1] and i != 0 and any(c[j] for j in used if j > i) else "")
+            shown.append(text.rjust(cols[i]) if i in (0, 1) else text.ljust(cols[i]))
+        text = " ".join(shown).rstrip()
         note = str(r.get("annotation") or "").strip()
-        lines.append((text.ljust(sum(cols) + len(cols)) + "  " + note).rstrip() if note else text)
+        width = sum(cols.values()) + len(cols)
+        lines.append((text.ljust(width) + " " + note).rstrip() if note else text)
     return lines
 
 
@@ -279,7 +512,7 @@ def _phases(doc: Mapping[str, Any], d_sae: int | None, findings: list[dict[str, 
     each group; each phase lists the findings of its metric family that start in it (findings of a
     metric without phases go to the first group)."""
     rows = doc.get("step_table") or []
-    lines = _step_lines(rows, d_sae)
+    lines = _step_lines(rows, d_sae, _ev_short(doc))
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for p in doc.get("phases") or []:
         groups.setdefault(_family(p.get("metric")), []).append(p)
@@ -294,7 +527,7 @@ def _phases(doc: Mapping[str, Any], d_sae: int | None, findings: list[dict[str, 
             mine = [ln for r, ln in zip(rows, lines) if a <= r["step"] <= b]
             notes = [{"mark": f["mark"], "mark_html": f["mark_html"], "index": f["index"],
                       "text": f"{f['title']} ({f['span'][0].lower()}{f['span'][1:]}, {f['metric']}): {f['explanation']}".strip()}
-                     for f in findings if f["step"] is not None and (a <= f["step"] < b or (last and f["step"] == b))
+                     for f in sorted(findings, key=lambda f: (f["step"] or 0, f["index"])) if f["step"] is not None and (a <= f["step"] < b or (last and f["step"] == b))
                      and (f["family"] == family or (family == first and f["family"] not in groups))]
             items.append({"number": n, "name": str(p["name"]), "span": fm.span(a, b), "lines": mine, "notes": notes})
         metric = phases[0].get("metric")

@@ -14,8 +14,11 @@ import numpy as np
 
 from ..runlog import RunData
 from . import charts
+from .context import fvu_logged
 from .series import MAX_POINTS, minmax_indices, thin
 
+#: Charts over training steps (zoom and pan on the step axis in the HTML report).
+TIME_CHARTS = frozenset({"l0", "dead", "fidelity", "loss", "schedules"})
 EVENT_MARKERS = {"resample": "resample", "l1_change": "l1_alpha change", "lr_change": "lr change", "resume": "resume"}
 
 
@@ -31,6 +34,8 @@ class Figure:
     """One line under the chart."""
     spec: dict[str, Any]
     """The Vega-Lite spec (JSON-safe, no NaN)."""
+    zoom: bool = False
+    """True for the time charts: the HTML report zooms and pans them on the step axis."""
 
 
 def timeline(doc: Mapping[str, Any], data: RunData) -> charts.Timeline:
@@ -45,7 +50,9 @@ def timeline(doc: Mapping[str, Any], data: RunData) -> charts.Timeline:
                for e in data.events if e.kind in EVENT_MARKERS]
     for f in doc.get("findings") or []:
         kind = str(f.get("kind", "")).replace("_", " ")
-        markers.append({"step": int(f["step"]), "kind": "finding", "label": f"{kind} ({f.get('metric', '')})"})
+        marker = "note" if f.get("severity") == "info" else "finding"
+        markers.append({"step": int(f["step"]), "kind": marker, "label": f"{kind} ({f.get('metric', '')}, {f.get('severity', '')})",
+                        "short": kind})
     return charts.Timeline(x_domain=(first, last), phases=phases, markers=markers)
 
 
@@ -101,7 +108,7 @@ def build_figures(doc: Mapping[str, Any], data: RunData, *, n_points: int = MAX_
     else:
         c = charts.l0_chart(s("l0"), tl, as_fraction=False, target=target if target is not None and target > 1 else None)
     _add(figs, "l0", "L0 over training steps", "L0 on a log axis; shaded bands are the detected phases; "
-         "dashed rules mark resamples, schedule changes and findings.", c)
+         "dashed rules mark resamples, schedule changes and findings (named at the bottom).", c)
     dead_frac = s("dead_frac")
     window = (doc["run"].get("config") or {}).get("dead_window")
     wtxt = f"linear axis; dead = no firing in the last {int(window):,} steps" if isinstance(window, (int, float)) else ""
@@ -109,6 +116,10 @@ def build_figures(doc: Mapping[str, Any], data: RunData, *, n_points: int = MAX_
         else charts.dead_chart(s("dead"), tl, as_fraction=False, window=wtxt)
     _add(figs, "dead", "Dead features over training steps", "Linear axis: the dead count starts at 0 until the "
          "dead window has filled.", c)
+    _add(figs, "fidelity", "Explained variance over training steps",
+         ("Reconstruction fidelity: explained variance = 1 - FVU, read from the log's FVU." if fvu_logged(doc)
+          else "Reconstruction fidelity: the share of the input's variance the SAE reconstructs."),
+         charts.fidelity_chart(s("explained_variance"), tl, from_fvu=fvu_logged(doc)))
     _add(figs, "loss", "Loss and MSE over training steps", "Total loss and reconstruction MSE.",
          charts.loss_chart(s("loss"), s("mse"), tl))
     _add(figs, "schedules", "Schedules", "l1_alpha and learning rate over the same steps.",
@@ -143,7 +154,7 @@ def _add(figs: list[Figure], id_: str, title: str, caption: str, chart: Any) -> 
                                           "axis": {"labelFontSize": 11, "titleFontSize": 12},
                                           # a fixed y-axis extent lines the plots of all time charts up
                                           "axisY": {"minExtent": 48, "maxExtent": 48}})
-    figs.append(Figure(id=id_, title=title, caption=caption, spec=spec))
+    figs.append(Figure(id=id_, title=title, caption=caption, spec=spec, zoom=id_ in TIME_CHARTS))
 
 
 def _input_dims(data: RunData) -> tuple[Any, Any, Any]:

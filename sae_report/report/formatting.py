@@ -106,6 +106,17 @@ def span(start: Any, end: Any) -> str:
     return f"Steps {short_step(start)}-{short_step(end)}"
 
 
+def of_target(ratio: Any) -> str:
+    """A percent of target as every table shows it: ``44% (undershoot)``, ``226% (overshoot)``,
+    ``100%``; a dash when there is none."""
+    if not is_num(ratio):
+        return DASH
+    shown = f"{float(ratio):.0f}%"
+    if shown == "100%":
+        return shown
+    return f"{shown} ({'undershoot' if ratio < 100 else 'overshoot'})"
+
+
 def duration(seconds: Any) -> str:
     """Seconds as ``17.4 minutes`` / ``2.3 hours`` / ``45 s``."""
     if not is_num(seconds):

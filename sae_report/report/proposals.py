@@ -29,16 +29,15 @@ def comparison_table(comp: Any, current_id: str) -> dict[str, Any] | None:
         return None
     rows = []
     for r in rows_in:
-        ratio = r.get("final_pct_of_target", r.get("pct_of_target"))  # the column sits beside Final L0
-        side = ""
-        if fm.is_num(ratio):
-            side = " (undershoot)" if ratio < 95 else " (overshoot)" if ratio > 105 else " (on target)"
+        # one basis for "% of target" in every table: the settled L0 (second-half median)
+        ratio = r.get("pct_of_target")
         rows.append({
             "id": str(r.get("id", "")), "current": str(r.get("id", "")) == current_id,
             "l1_alpha": fm.sig(r.get("l1_alpha")),
             "resample": fm.short_step(r.get("resample_interval")) if r.get("resample_interval") is not None else fm.DASH,
             "final_l0": fm.pct(r.get("final_l0")),
-            "pct_target": f"{ratio:.0f}%{side}" if fm.is_num(ratio) else fm.DASH,
+            "settled_l0": fm.pct(r.get("settled_l0")),
+            "pct_target": fm.of_target(ratio),
             "second_half": fm.pct(r.get("second_half_mean_l0")),
             "dead": fm.whole_pct(r.get("dead_frac")),
             "loss": fm.sig(r.get("final_loss")),
@@ -81,7 +80,7 @@ def with_l1_fit(recs: list[dict[str, Any]], comp: Any, config: Mapping[str, Any]
         return recs
     recs = [r for r in recs if r.get("parameter") != "l1_alpha"]
     current = config.get("l1_alpha")
-    effect = f"L0 about {fm.pct(fit['predicted_l0'])}" if fm.is_num(fit.get("predicted_l0")) else ""
+    effect = f"settled L0 about {fm.pct(fit['predicted_l0'])}" if fm.is_num(fit.get("predicted_l0")) else ""
     rec = {"parameter": "l1_alpha", "current": current if fm.is_num(current) else fit.get("reference_l1"),
            "proposed": fit["l1_alpha"], "low": fit.get("low"), "high": fit.get("high"),
            "reason": str(fit.get("explanation") or ""), "predicted_effect": effect}

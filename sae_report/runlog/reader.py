@@ -826,6 +826,9 @@ def read_run(path: Path) -> RunData:
     imported = config.get("imported_from") if isinstance(config.get("imported_from"), dict) else {}
     carried = imported.get("notes") if isinstance(imported.get("notes"), list) else []
     notes[:0] = [f"imported from {imported.get('source')}: {n}" for n in carried if isinstance(n, str)]
+    live = in_progress_note(path, config, metrics, summary)
+    if live:
+        notes.insert(0, live)
     return RunData(
         path=path,
         run_id=str(config.get("run_id") or path.resolve().name),
@@ -840,6 +843,75 @@ def read_run(path: Path) -> RunData:
         input_dims=input_dims,
         input_sample=input_sample,
     )
+
+
+def in_progress_note(path: Path, config: Mapping[str, Any], metrics: pl.DataFrame,
+                     summary: Mapping[str, Any]) -> str | None:
+    """"run in progress" when a live process holds the run's lock (``.sae-report.lock``, read, never
+    taken: its note names the writer), or, for a run of our trainer, "unfinished" when it has no
+    ``summary.json`` and nobody writes it (stopped before its end). None otherwise."""
+    from .lock import LOCK_FILE
+
+    steps = metrics["step"].drop_nulls() if "step" in metrics.columns else None
+    last = int(steps.max()) if steps is not None and steps.len() else None
+    total = config.get("total_steps")
+    upto = f"up to step {last:,}" if last is not None else "so far"
+    if isinstance(total, int) and not isinstance(total, bool) and total > 0 and last is not None:
+        upto += f" of {total:,}"
+    note = _lock_note(path / LOCK_FILE)
+    if note is not None:
+        pid, host = note.get("pid"), note.get("host")
+        who = f"pid {pid} ({_short(note.get('command'))}) since {_short(note.get('since'), 40)}"
+        import socket
+
+        if host and host != socket.gethostname():
+            return (f"run in progress? {LOCK_FILE} says {who} on host {_short(host, 60)} writes it (this machine "
+                    f"cannot check); this analysis covers the steps logged {upto}")
+        if _writer_alive(pid, note.get("since")):
+            return f"run in progress: {who} is writing it; this analysis covers the steps logged {upto}"
+    if summary or os.path.lexists(path / SUMMARY_FILE) or not config.get("sae_report_version") \
+            or config.get("imported_from"):
+        return None
+    return (f"unfinished run: no {SUMMARY_FILE} and no process is writing it (stopped before its end: killed, "
+            f"crashed, or out of disk); this analysis covers the steps logged {upto}; continue it with: "
+            f"sae-report train --resume {path}")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(value if value is not None else "?"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _lock_note(path: Path) -> dict[str, Any] | None:
+    """The JSON note of a run directory's lock file (pid, command, host, since), or None."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        note = json.loads(read_regular(path, 4096, "lock note").decode("utf-8", "replace") or "{}")
+    except (RunLogError, OSError, ValueError):
+        return None
+    return note if isinstance(note, dict) and isinstance(note.get("pid"), int) else None
+
+
+def _writer_alive(pid: Any, since: Any) -> bool:
+    """The process ``pid`` of this host runs, and (where /proc says when it started) it is the one
+    that took the lock, not a later process that got the same pid after the writer died."""
+    from .lock import _pid_alive
+
+    if not _pid_alive(pid):
+        return False
+    try:
+        import datetime as _dt
+
+        taken = _dt.datetime.strptime(str(since), "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=_dt.timezone.utc).timestamp()
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # no /proc (or an odd note): the live pid decides
+    return started <= taken + 2
 
 
 def _problem(path: Path, exc: BaseException) -> str:

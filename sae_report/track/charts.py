@@ -7,6 +7,7 @@ spec: missing values are left out of the rows.
 from __future__ import annotations
 
 import math
+import re
 
 import altair as alt
 import numpy as np
@@ -20,17 +21,55 @@ def _ok(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+#: Most checkpoint names written under a categorical axis (every k-th beyond that; tooltips name all).
+MAX_LABELS = 10
+_STEP = re.compile(r"(?i)^\s*(?:.*?\b(?:step|steps|checkpoint|ckpt|iter|iteration))?[\s_=:-]*(\d[\d,_]*)\s*$")
+
+
+def checkpoint_steps(t: TrackAnalysis) -> dict[str, int] | None:
+    """Label -> model training step when every checkpoint is named by its step (``step 1500``,
+    ``LM step 1500``, ``1500``), increasing; else None (the axis is then categorical)."""
+    out: dict[str, int] = {}
+    for c in t.checkpoints:
+        m = _STEP.match(str(c.label))
+        if m is None:
+            return None
+        out[c.label] = int(m.group(1).replace(",", "").replace("_", ""))
+    steps = list(out.values())
+    if len(out) != len(t.checkpoints) or any(b <= a for a, b in zip(steps, steps[1:])):
+        return None
+    return out
+
+
 def _x(t: TrackAnalysis) -> alt.X:
+    """The checkpoint axis: model steps on a log axis (symlog when step 0 is there; checkpoints are
+    usually log-spaced) with labels thinned so they never overlap; else the names, every k-th written."""
+    steps = checkpoint_steps(t)
+    if steps:
+        scale = alt.Scale(type="symlog" if min(steps.values()) <= 0 else "log", nice=False)
+        return alt.X("step:Q", title="model checkpoint (training step, log axis)", scale=scale,
+                     axis=alt.Axis(labelOverlap="greedy", labelExpr="format(datum.value, '~s')", labelFlush=True,
+                                   grid=True, tickCount=8))
     order = [c.label for c in t.checkpoints]
-    return alt.X("checkpoint:N", sort=order, title="model checkpoint", axis=alt.Axis(labelAngle=-30))
+    every = max(1, math.ceil(len(order) / MAX_LABELS))
+    return alt.X("checkpoint:N", sort=order, title="model checkpoint",
+                 axis=alt.Axis(labelAngle=-30, labelOverlap="greedy", values=order[::every]))
+
+
+def _with_step(t: TrackAnalysis, rows: list[dict]) -> list[dict]:
+    """Rows with the checkpoint's model step beside its name (for the log axis)."""
+    steps = checkpoint_steps(t)
+    if not steps:
+        return rows
+    return [{**r, "step": steps.get(r["checkpoint"])} for r in rows]
 
 
 def drift_chart(t: TrackAnalysis) -> alt.Chart:
     """Cosine of each feature's decoder direction to its final one: median, 25-75% and 10-90% bands,
     with the detected phase boundaries as rules."""
     labels = [c.label for c in t.checkpoints]
-    rows = [{"checkpoint": labels[s.index], **{k: round(v, 6) for k, v in s.quantiles.items()}}
-            for s in t.drift.per_checkpoint]
+    rows = _with_step(t, [{"checkpoint": labels[s.index], **{k: round(v, 6) for k, v in s.quantiles.items()}}
+                          for s in t.drift.per_checkpoint])
     base = alt.Chart(alt.Data(values=rows)).encode(x=_x(t))
     low = min(r["q10"] for r in rows)
     y = alt.Scale(domain=[max(-1.0, np.floor(low * 10) / 10 - 0.05), 1.0], zero=False)
@@ -40,7 +79,7 @@ def drift_chart(t: TrackAnalysis) -> alt.Chart:
     line = base.mark_line(point=True, color="#1f3f6e").encode(
         y=alt.Y("q50:Q", scale=y), tooltip=["checkpoint:N", "q10:Q", "q50:Q", "q90:Q"])
     layers = [band90, band50, line]
-    bounds = [{"checkpoint": labels[p.start], "phase": p.name} for p in t.drift.phases[1:]]
+    bounds = _with_step(t, [{"checkpoint": labels[p.start], "phase": p.name} for p in t.drift.phases[1:]])
     if bounds:
         layers.append(alt.Chart(alt.Data(values=bounds)).mark_rule(strokeDash=[4, 3], color="#c0392b")
                       .encode(x=_x(t), tooltip=["phase:N"]))
@@ -68,6 +107,7 @@ def matched_chart(t: TrackAnalysis) -> alt.Chart:
                       scale=alt.Scale(domain=["by index (vs previous)", "by assignment (vs previous)",
                                               "fresh SAE vs series (assignment)"], range=["#4c78a8", "#f58518", "#e45756"]))
     tooltip = ["checkpoint:N", "method:N", alt.Tooltip("fraction:Q", format=".1%")]
+    rows = _with_step(t, rows)
     series = [r for r in rows if not r["method"].startswith("fresh")]
     controls = [r for r in rows if r["method"].startswith("fresh")]
     lines = alt.Chart(alt.Data(values=series)).mark_line(point=True).encode(
@@ -81,8 +121,9 @@ def matched_chart(t: TrackAnalysis) -> alt.Chart:
 
 def l0_dead_chart(t: TrackAnalysis) -> alt.HConcatChart:
     """L0 (active features per token) and dead fraction per checkpoint, side by side."""
-    rows_l0 = [{"checkpoint": c.label, "l0": round(c.l0, 6)} for c in t.checkpoints if _ok(c.l0)]
-    rows_dead = [{"checkpoint": c.label, "dead": round(c.dead_frac, 6)} for c in t.checkpoints if _ok(c.dead_frac)]
+    rows_l0 = _with_step(t, [{"checkpoint": c.label, "l0": round(c.l0, 6)} for c in t.checkpoints if _ok(c.l0)])
+    rows_dead = _with_step(t, [{"checkpoint": c.label, "dead": round(c.dead_frac, 6)} for c in t.checkpoints
+                               if _ok(c.dead_frac)])
     half = WIDTH // 2 - 20
     l0 = alt.Chart(alt.Data(values=rows_l0)).mark_line(point=True, color="#4c78a8").encode(
         x=_x(t), y=alt.Y("l0:Q", title="L0 (features per token)"), tooltip=["checkpoint:N", "l0:Q"]

@@ -5,6 +5,14 @@ State lives on disk only: the campaign folder holds one run directory per iterat
 (``iter_01_l1_0.03`` ...) and ``campaign.json`` (the plan and the results so far, written
 atomically before and after each run). Restarting the same command reuses completed runs, resumes
 an interrupted one from its last checkpoint, and carries on.
+
+A run is only an answer when it settled: a second half whose L0 still trends (``settled_level``'s
+drift, or the analyzer's ``not_converged`` finding on L0) or swings is not settled, so the campaign
+never stops on it and never writes its config as ``best_config.yaml``. A run that still trends is
+lengthened (``total_steps`` doubled, resumed from its final checkpoint when the schedules allow,
+else trained afresh) up to ``max_steps`` (default ``MAX_STEPS_FACTOR`` x the configured
+``total_steps``); the campaign's later runs use the longer length. When the limit is reached and L0
+still trends, the campaign stops (status ``unsettled``) and says how many steps to allow.
 """
 
 from __future__ import annotations
@@ -21,6 +29,12 @@ from ..runlog import LockHeldError, RunLogError, atomic_write_text, is_run_dir, 
 from ..runlog.writer import sweep_temp_files
 
 STATE_FILE = "campaign.json"
+#: Default limit on lengthening: a run may grow to this many times the configured total_steps.
+MAX_STEPS_FACTOR = 4
+#: A run whose L0 still trends is lengthened by this factor (up to max_steps).
+LENGTHEN_FACTOR = 2
+#: Metrics whose ``not_converged`` finding means the run's L0 has not settled.
+L0_METRICS = ("l0_frac", "l0")
 #: Keys that may differ between the campaign's runs (everything else must match the base config).
 FREE_KEYS = frozenset({"l1_alpha", "l1_alpha_schedule", "run_id", "schema_version", "threads", "device",
                        "flush_every", "flush_secs", "checkpoint_every", "keep_checkpoints", "tf32"})
@@ -58,6 +72,14 @@ class Iteration:
     """Rules beyond l1_alpha for this run (reported, not applied: the sweep stays on l1_alpha)."""
     train_seconds: float | None = None
     """Wall-clock seconds this invocation spent training it (None when reused)."""
+    total_steps: int | None = None
+    """Steps the run was (or is to be) trained to."""
+    unsettled: str = ""
+    """Why its L0 has not settled ("" when it has): such a run is never the answer."""
+    lengthen: bool = False
+    """True when ``unsettled`` is a trend that more steps can fix (a swing is not)."""
+    lengthened: list[dict[str, Any]] = field(default_factory=list)
+    """Each time it was lengthened: ``{"from", "to", "why", "resumed"}``."""
 
 
 @dataclass
@@ -77,7 +99,7 @@ class Campaign:
     iterations: list[Iteration] = field(default_factory=list)
     """Runs so far."""
     status: str = "running"
-    """running / reached / budget_spent / saturated / interrupted / failed."""
+    """running / reached / budget_spent / saturated / stuck / unsettled / interrupted / failed."""
     message: str = ""
     """How it ended, in words."""
     best: str | None = None
@@ -86,6 +108,11 @@ class Campaign:
     """The recommendation for a further run when the target was not reached."""
     started: float = field(default_factory=time.time)
     """Unix time this invocation started."""
+    total_steps: int = 0
+    """Length of the campaign's runs now (the configured total_steps, raised when a run was too short
+    for L0 to settle)."""
+    max_steps: int = 0
+    """The most steps a run may be lengthened to."""
 
     def best_iteration(self) -> Iteration | None:
         """The iteration of the final choice."""
@@ -139,6 +166,20 @@ def save_state(campaign: Campaign) -> None:
     atomic_write_text(campaign.out_dir / STATE_FILE, json.dumps(campaign.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
+def _steps(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _round_steps(v: float) -> int:
+    """Two significant figures (1,200 not 1,199)."""
+    from ..recommend.rules import _round_steps as r
+
+    return r(v)
+
+
 def _row_of(run_dir: Path, target: float) -> tuple[dict[str, Any] | None, Any]:
     from ..compare.runs import run_row
 
@@ -167,9 +208,12 @@ def _analyze(data: Any, target: float) -> tuple[list[dict[str, Any]], list[dict[
 
 def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float = 0.1, max_runs: int = 5,
          out_dir: str | Path = "runs/tune", overrides: Sequence[str] = (), progress: ProgressFn | None = None,
-         train_fn: Callable[..., Any] | None = None, trainer_progress: bool = False, analyze: bool = True) -> Campaign:
+         train_fn: Callable[..., Any] | None = None, trainer_progress: bool = False, analyze: bool = True,
+         max_steps: int | None = None) -> Campaign:
     """Run (or resume) a campaign; returns it with ``status`` set. Writes the campaign report after
-    every run. ``train_fn`` defaults to ``trainer.train``."""
+    every run. ``train_fn`` defaults to ``trainer.train``. ``max_steps``: the most steps a run whose
+    L0 still trends may be lengthened to (default ``MAX_STEPS_FACTOR`` x total_steps; equal to
+    total_steps: never lengthen, stop and say how many steps are needed)."""
     from trainer.config import TrainConfig
 
     if not 0 < target_l0 < 1:
@@ -182,6 +226,11 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
         from trainer import train as train_fn  # noqa: PLW0127 - the real trainer
     base_cfg = TrainConfig.from_yaml(config_path, [*overrides, f"target_l0={target_l0}"])
     base = base_cfg.to_dict()
+    if max_steps is None:
+        max_steps = MAX_STEPS_FACTOR * base_cfg.total_steps
+    if max_steps < base_cfg.total_steps:
+        raise TuneError(f"--max-steps {max_steps:,} is below total_steps {base_cfg.total_steps:,}; "
+                        "give at least total_steps (equal: never lengthen a run)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:  # one campaign at a time in a folder (a second one would train into the same runs)
@@ -191,17 +240,20 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
     try:
         sweep_temp_files(out)  # campaign.json temp files a killed campaign left
         return _tune_locked(out, base_cfg, base, target_l0, tolerance, max_runs, progress, train_fn,
-                            trainer_progress, analyze)
+                            trainer_progress, analyze, max_steps)
     finally:
         lock.release()
 
 
 def _tune_locked(out: Path, base_cfg: Any, base: dict[str, Any], target_l0: float, tolerance: float, max_runs: int,
                  progress: ProgressFn | None, train_fn: Callable[..., Any], trainer_progress: bool,
-                 analyze: bool) -> Campaign:
+                 analyze: bool, max_steps: int) -> Campaign:
     state = _load_state(out)
     _check_same_campaign(out, state, base, target_l0)
-    camp = Campaign(out_dir=out, target_l0=target_l0, tolerance=tolerance, max_runs=max_runs, base_config=base)
+    camp = Campaign(out_dir=out, target_l0=target_l0, tolerance=tolerance, max_runs=max_runs, base_config=base,
+                    total_steps=int(base_cfg.total_steps), max_steps=int(max_steps))
+    # a campaign that lengthened its runs goes on at that length
+    camp.total_steps = max(camp.total_steps, _steps((state or {}).get("total_steps")))
     notify = progress or (lambda *_: None)
     _restore(camp, state)
     try:
@@ -258,49 +310,117 @@ def _restore(camp: Campaign, state: dict[str, Any] | None) -> None:
     for it in known:
         if it.status == "completed" or it.status == "diverged":
             it.reused = True
+        if not it.total_steps:  # a campaign.json written before runs had a length of their own
+            it.total_steps = _steps(((it.row or {}).get("config") or {}).get("total_steps")) or camp.total_steps
     camp.iterations = sorted(known, key=lambda i: i.index)
 
 
 def _finish_pending(camp: Campaign, base_cfg: Any, train_fn: Callable[..., Any], trainer_progress: bool,
                     notify: ProgressFn, analyze: bool) -> None:
-    """Train every planned or interrupted iteration (resuming from disk), then read its results."""
+    """Train every planned, interrupted or lengthened iteration (resuming from disk), read its
+    results, and lengthen a run whose L0 still trends (up to ``camp.max_steps``)."""
     for it in camp.iterations:
         run_dir = camp.out_dir / it.run_id
-        if it.status in ("planned", "interrupted", "failed") or (it.status == "running"):
-            cfg = config_for(base_cfg, it.l1_alpha)
-            resume = run_dir if run_dir.exists() and any((run_dir / "checkpoints").glob("*")) else None
-            if resume is None and (run_dir / "metrics").exists():
-                _set_aside(run_dir)  # stopped before its first checkpoint: keep it, start the run afresh
-            notify("start", camp, it)
-            t0 = time.time()
-            result = train_fn(cfg, camp.out_dir, run_dir=run_dir, resume=resume, progress=trainer_progress)
-            it.train_seconds = time.time() - t0
-            it.status = str(getattr(result, "status", "completed"))
-            if it.status == "interrupted":
-                camp.status = "interrupted"
-                camp.message = "Interrupted: run the same command again to resume from the last checkpoint."
+        if not it.total_steps:
+            it.total_steps = camp.total_steps
+        while True:
+            if it.status in ("planned", "interrupted", "failed", "running", "lengthening"):
+                cfg = config_for(base_cfg, it.l1_alpha, it.total_steps)
+                resume = run_dir if run_dir.exists() and any((run_dir / "checkpoints").glob("*")) else None
+                if resume is not None and it.status == "lengthening" and not resumable_longer(cfg):
+                    _set_aside(run_dir, "short")  # a schedule tied to total_steps: a longer run starts afresh
+                    resume = None
+                if resume is None and (run_dir / "metrics").exists():
+                    _set_aside(run_dir)  # stopped before its first checkpoint: keep it, start the run afresh
+                notify("start", camp, it)
+                t0 = time.time()
+                result = train_fn(cfg, camp.out_dir, run_dir=run_dir, resume=resume, progress=trainer_progress)
+                it.train_seconds = (it.train_seconds or 0.0) + time.time() - t0
+                it.status = str(getattr(result, "status", "completed"))
+                it.reused = False
+                if it.status == "interrupted":  # the checkpoint holds the longer run too: resumed as is
+                    camp.status = "interrupted"
+                    camp.message = "Interrupted: run the same command again to resume from the last checkpoint."
+                    save_state(camp)
+                    return
+            if it.row is None or not it.reused or "drifting" not in it.row:
+                _read_results(camp, it, run_dir, analyze)
+                notify("done", camp, it)
+                it.reused = True
                 save_state(camp)
-                return
-        if it.row is None or not it.reused:
-            row, data = _row_of(run_dir, camp.target_l0)
-            it.row = row
-            if row is not None:
-                if row.get("status") == "diverged" or (row.get("excluded") or "").startswith("diverged"):
-                    it.status = "diverged"
-                it.within = _within(row.get("settled_l0"), camp.target_l0, camp.tolerance) and row.get("excluded") is None
-                if analyze and data is not None and not it.findings:
-                    it.findings, it.advice = _analyze(data, camp.target_l0)
-            notify("done", camp, it)
-            it.reused = True
-            save_state(camp)
-            _write_report(camp)  # readable mid-campaign; charts already drawn are reused
+                _write_report(camp)  # readable mid-campaign; charts already drawn are reused
+            if not _lengthen(camp, it, notify):
+                break
         save_state(camp)
 
 
-def _set_aside(run_dir: Path) -> Path:
-    """Rename a run that cannot be resumed to ``<name>.partial-N`` (nothing is deleted)."""
+def _read_results(camp: Campaign, it: Iteration, run_dir: Path, analyze: bool) -> None:
+    """The run's row, findings and whether its L0 settled (within tolerance only when settled)."""
+    row, data = _row_of(run_dir, camp.target_l0)
+    it.row = row
+    it.findings, it.advice = [], []
+    if row is not None:
+        if row.get("status") == "diverged" or (row.get("excluded") or "").startswith("diverged"):
+            it.status = "diverged"
+        if analyze and data is not None:
+            it.findings, it.advice = _analyze(data, camp.target_l0)
+    it.unsettled, it.lengthen = unsettled(row, it.findings)
+    it.within = (row is not None and row.get("excluded") is None and not it.unsettled
+                 and _within(row.get("settled_l0"), camp.target_l0, camp.tolerance))
+
+
+def unsettled(row: dict[str, Any] | None, findings: Sequence[dict[str, Any]] = ()) -> tuple[str, bool]:
+    """Why a run's L0 has not settled ("" when it has), and whether more steps can fix it (a trend:
+    ``settled_level``'s drift or the analyzer's ``not_converged`` on L0) or not (a swing)."""
+    if not row or row.get("excluded") is not None or not row.get("settled_l0"):
+        return "", False
+    trend = row.get("second_half_trend") or [None, None]
+    if row.get("drifting") and trend[0] and trend[1]:
+        word = "falling" if trend[1] < trend[0] else "rising"
+        return (f"L0 still {word} through the second half ({100 * trend[0]:.3g}% -> {100 * trend[1]:.3g}%, "
+                "medians of its first and last fifth)"), True
+    if row.get("drifting"):
+        return "L0 still drifting through the second half", True
+    for f in findings:
+        if f.get("kind") == "not_converged" and f.get("metric") in L0_METRICS:
+            return f"not converged: {str(f.get('explanation', '')).split('. It has not')[0].rstrip('.')}", True
+    if row.get("unstable"):
+        why = next((w for w in row.get("warnings") or [] if w.startswith("L0 not settled")), "L0 not settled")
+        return why.replace("L0 not settled: ", "L0 swings: ", 1), False
+    return "", False
+
+
+def resumable_longer(cfg: Any) -> bool:
+    """Whether a finished run can be resumed to more steps and be the run a longer config trains
+    (False when the learning-rate decay is placed by total_steps). ``cfg``: a TrainConfig or a dict."""
+    schedule = cfg.get("lr_schedule") if isinstance(cfg, dict) else getattr(cfg, "lr_schedule", None)
+    return schedule not in ("cosine", "linear")
+
+
+def _lengthen(camp: Campaign, it: Iteration, notify: ProgressFn) -> bool:
+    """Plan a longer run for an iteration whose L0 still trends; True when it is to be trained again."""
+    if not (it.unsettled and it.lengthen and it.status == "completed"):
+        return False
+    done = _steps((it.row or {}).get("steps")) or int(it.total_steps or camp.total_steps)
+    done = max(done, int(it.total_steps or 0))
+    if done >= camp.max_steps:
+        return False
+    new = min(camp.max_steps, max(_round_steps(LENGTHEN_FACTOR * done), done + 1))
+    resumed = resumable_longer(camp.base_config)
+    it.lengthened.append({"from": done, "to": new, "why": it.unsettled, "resumed": resumed})
+    it.total_steps = new
+    camp.total_steps = max(camp.total_steps, new)
+    it.status = "lengthening"
+    it.within = False
+    notify("lengthen", camp, it)
+    save_state(camp)
+    return True
+
+
+def _set_aside(run_dir: Path, tag: str = "partial") -> Path:
+    """Rename a run that cannot be resumed to ``<name>.<tag>-N`` (nothing is deleted)."""
     n = 1
-    while (target := run_dir.with_name(f"{run_dir.name}.partial-{n}")).exists():
+    while (target := run_dir.with_name(f"{run_dir.name}.{tag}-{n}")).exists():
         n += 1
     run_dir.rename(target)
     return target
@@ -324,7 +444,18 @@ def _decide(camp: Campaign, notify: ProgressFn) -> bool:
     if any(it.within for it in camp.iterations):
         camp.status = "reached"
         camp.message = (f"Reached the target: settled L0 within {100 * camp.tolerance:.3g}% of "
-                        f"{100 * camp.target_l0:.3g}% after {len(camp.iterations)} run(s).")
+                        f"{100 * camp.target_l0:.3g}% after {len(camp.iterations)} run(s)." + _length_note(camp))
+        notify("end", camp, None)
+        return True
+    short = [it for it in camp.iterations if it.unsettled and it.lengthen and it.status == "completed"]
+    if short:  # still trending at the limit (else it would have been lengthened): no answer at this length
+        it = short[-1]
+        steps = max(_steps((it.row or {}).get("steps")), int(it.total_steps or 0))
+        need = _round_steps(LENGTHEN_FACTOR * steps)
+        camp.status = "unsettled"
+        camp.message = (f"Stopped: L0 had not settled after {steps:,} steps in {it.run_id} ({it.unsettled}), "
+                        f"so its L0 is not an answer. total_steps {steps:,} is too short to settle: allow at least "
+                        f"{need:,} steps (rerun with --max-steps {need}; the runs on disk are resumed).")
         notify("end", camp, None)
         return True
     pts = _points(camp)
@@ -334,7 +465,8 @@ def _decide(camp: Campaign, notify: ProgressFn) -> bool:
         camp.status = "budget_spent"
         camp.message = (f"Run budget spent ({camp.max_runs} runs) without a settled L0 within "
                         f"{100 * camp.tolerance:.3g}% of the target"
-                        + (f"; the next run should use l1_alpha {rec.l1_alpha:.3g}." if rec else "."))
+                        + (f"; the next run should use l1_alpha {rec.l1_alpha:.3g}." if rec else ".")
+                        + _length_note(camp))
         notify("end", camp, None)
         return True
     if rec is not None and any(math.isclose(rec.l1_alpha, it.l1_alpha, rel_tol=0.005) for it in camp.iterations):
@@ -353,13 +485,23 @@ def _decide(camp: Campaign, notify: ProgressFn) -> bool:
     return False
 
 
-def config_for(base_cfg: Any, l1: float) -> Any:
-    """The base config with ``l1_alpha`` set (a piecewise l1 schedule is scaled with it)."""
+def _length_note(camp: Campaign) -> str:
+    configured = _steps(camp.base_config.get("total_steps"))
+    if configured and camp.total_steps > configured:
+        return (f" total_steps was raised from {configured:,} to {camp.total_steps:,}: {configured:,} steps were too "
+                "short for L0 to settle.")
+    return ""
+
+
+def config_for(base_cfg: Any, l1: float, total_steps: int | None = None) -> Any:
+    """The base config with ``l1_alpha`` (a piecewise l1 schedule is scaled with it) and, when
+    given, ``total_steps`` set."""
+    extra = {"total_steps": int(total_steps)} if total_steps else {}
     sched = getattr(base_cfg, "l1_alpha_schedule", None)
     if sched and base_cfg.l1_alpha > 0:
         ratio = l1 / base_cfg.l1_alpha
-        return base_cfg.replace(l1_alpha=l1, l1_alpha_schedule={k: v * ratio for k, v in sched.items()})
-    return base_cfg.replace(l1_alpha=l1)
+        return base_cfg.replace(l1_alpha=l1, l1_alpha_schedule={k: v * ratio for k, v in sched.items()}, **extra)
+    return base_cfg.replace(l1_alpha=l1, **extra)
 
 
 def _plan_next(camp: Campaign, base_cfg: Any, notify: ProgressFn) -> None:
@@ -369,17 +511,20 @@ def _plan_next(camp: Campaign, base_cfg: Any, notify: ProgressFn) -> None:
         l1, why = float(base_cfg.l1_alpha), "Starting config."
     else:
         l1, why = float(rec["l1_alpha"]), str(rec["explanation"])
-    it = Iteration(index=index, run_id=_run_name(index, l1), l1_alpha=l1, why=why, recommendation=rec)
+    it = Iteration(index=index, run_id=_run_name(index, l1), l1_alpha=l1, why=why, recommendation=rec,
+                   total_steps=camp.total_steps)
     camp.iterations.append(it)
     notify("plan", camp, it)
 
 
 def _choose_best(camp: Campaign) -> None:
+    """The settled run nearest the target; None when no run settled (an unsettled run is never the
+    answer)."""
     best, score = None, math.inf
     for it in camp.iterations:
         r = it.row or {}
         s = r.get("settled_l0")
-        if r.get("excluded") is None and s and s > 0:
+        if r.get("excluded") is None and s and s > 0 and not it.unsettled and it.status == "completed":
             d = abs(math.log(s / camp.target_l0))
             if d < score:
                 best, score = it.run_id, d

@@ -25,7 +25,7 @@ SHOWN_KEYS = ("l1_alpha", "learning_rate", "resample_interval", "target_l0", "to
 STATUS_TEXT = {
     "reached": "Target reached", "budget_spent": "Run budget spent", "saturated": "Stopped: L0 saturated",
     "stuck": "Stopped: no further refinement", "interrupted": "Interrupted (resumable)",
-    "failed": "Failed", "running": "In progress",
+    "failed": "Failed", "running": "In progress", "unsettled": "Stopped: L0 not settled (runs too short)",
 }
 
 
@@ -56,12 +56,17 @@ def _changed(camp: Any, idx: int) -> str:
     if idx == 0:
         return "Starting config (from the config file and --set overrides)."
     prev = camp.iterations[idx - 1]
+    first = (getattr(it, "lengthened", None) or [{}])[0].get("from") or getattr(it, "total_steps", None)
+    before = getattr(prev, "total_steps", None)
+    longer = (f" total_steps {int(before):,} -> {int(first):,} (the earlier runs were too short for L0 to settle)."
+              if first and before and int(first) != int(before) else "")
     if abs(it.l1_alpha - prev.l1_alpha) <= 1e-12:
-        return "No change."
+        return longer.strip() or "No change."
     word = "lower" if it.l1_alpha < prev.l1_alpha else "raise"
     effect = ("weaker sparsity penalty -> more active features -> higher L0" if word == "lower"
               else "stronger sparsity penalty -> fewer active features -> lower L0")
-    return f"l1_alpha {g3(prev.l1_alpha)} -> {g3(it.l1_alpha)} ({word} l1_alpha -> {effect}). Nothing else changed."
+    return (f"l1_alpha {g3(prev.l1_alpha)} -> {g3(it.l1_alpha)} ({word} l1_alpha -> {effect})."
+            + (longer or " Nothing else changed."))
 
 
 def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, Any]:
@@ -71,6 +76,10 @@ def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, An
     nxt = camp.iterations[idx + 1] if idx + 1 < len(camp.iterations) else None
     if it.within:
         verdict = f"Within {100 * camp.tolerance:.3g}% of the {100 * camp.target_l0:.3g}% target."
+    elif getattr(it, "unsettled", "") and it.row and it.row.get("settled_l0"):
+        verdict = (f"Not settled: {it.unsettled}. Its second-half median {fm.pct(it.row['settled_l0'])} is not what "
+                   "the run achieves, so it is never the answer" + (" (a longer run would settle elsewhere)."
+                                                                   if getattr(it, "lengthen", False) else "."))
     elif it.row and it.row.get("settled_l0"):
         s = it.row["settled_l0"]
         side = "above" if s > camp.target_l0 else "below"
@@ -83,7 +92,11 @@ def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, An
         "index": it.index, "run_id": it.run_id, "l1_alpha": g3(it.l1_alpha), "status": it.status,
         "config": _config_block(camp, it), "changed": _changed(camp, idx), "why": it.why,
         "row": row, "verdict": verdict,
-        "notes": list((it.row or {}).get("warnings") or []),
+        "notes": [*(f"Lengthened from {int(x['from']):,} to {int(x['to']):,} steps "
+                    f"({'resumed from its checkpoint' if x.get('resumed', True) else 'trained afresh'}): total_steps "
+                    f"{int(x['from']):,} was too short for L0 to settle ({x.get('why', '')})."
+                    for x in getattr(it, "lengthened", []) or []),
+                  *((it.row or {}).get("warnings") or [])],
         "findings": [{"kind": str(f.get("kind", "")).replace("_", " "), "step": fm.step(f.get("step")),
                       "explanation": str(f.get("explanation", ""))} for f in it.findings],
         "advice": [{"parameter": str(a.get("parameter")), "current": fm.sig(a.get("current")),
@@ -152,6 +165,8 @@ def write_campaign_report(camp: Any) -> list[Path]:
     atomic_write_text(html, render("campaign/campaign.html.j2", html_ctx))
     written.append(html)
     best = camp.best_iteration()
+    if best is None:
+        _drop_stale_best(out / "best_config.yaml")  # no settled run: no config is the answer
     if best is not None and (out / best.run_id / "config.yaml").exists():
         from ..recommend.nextconfig import next_config
         from ..runlog import read_config
@@ -162,3 +177,14 @@ def write_campaign_report(camp: Any) -> list[Path]:
         atomic_write_text(out / "best_config.yaml", text + yaml.safe_dump(to_jsonable(nxt.config), sort_keys=False))
         written.append(out / "best_config.yaml")
     return written
+
+
+def _drop_stale_best(path: Path) -> None:
+    """Remove a ``best_config.yaml`` an earlier invocation wrote (ours only: its first line says so)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except OSError:
+        return
+    if first.startswith("# Chosen by sae-report tune"):
+        path.unlink(missing_ok=True)

@@ -6,6 +6,7 @@
   var options = {actions: false, renderer: "svg", mode: "vega-lite", ast: true, defaultStyle: false,
                  tooltip: {disableDefaultStyle: true}};
   var pending = [];
+  document.body.className += " js";  // shows the zoom hints (hidden for readers without JavaScript)
   document.querySelectorAll("div.vega[data-spec]").forEach(function (el) {
     var spec;
     try {
