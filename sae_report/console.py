@@ -19,6 +19,7 @@ from rich.text import Text
 
 from .analysis.claims import fmt_steps_short as fmt_step
 from .analysis.claims import format_claim
+from .analysis.verdict import severity_key
 from .analysis.result import Analysis, Target
 
 MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "none": ""}
@@ -112,8 +113,7 @@ def targets_table(analysis: Analysis) -> Table:
 
 
 def _sorted_findings(analysis: Analysis) -> list:
-    order = {"fail": 0, "warn": 1, "info": 2}
-    return sorted(analysis.findings, key=lambda f: (order.get(f.severity, 3), f.step))
+    return sorted(analysis.findings, key=lambda f: severity_key(f.severity, f.kind.value, f.step))
 
 
 def _steps(f) -> str:

@@ -13,10 +13,18 @@ _FIRST = (FindingKind.COLLAPSE, FindingKind.DIVERGED)
 MAX_SENTENCES = 1
 
 
+def severity_key(severity: str, kind: str, step: float | None) -> tuple[int, bool, float]:
+    """The order findings are read in (the verdict, the report, the terminal): the most severe first
+    (fail, warn, info); within one severity a collapse or a divergence first (they decide whether the
+    SAE is usable); then by step."""
+    return (_RANK.get(severity, 3), kind not in {k.value for k in _FIRST},
+            float(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf"))
+
+
 def verdict(findings: list[Finding]) -> Verdict:
     """``fail`` / ``warn`` / ``ok`` from the worst finding, with the worst findings' sentences."""
     worst = sorted((f for f in findings if f.severity != "info"),
-                   key=lambda f: (_RANK[f.severity], f.kind not in _FIRST, f.step))
+                   key=lambda f: severity_key(f.severity, f.kind.value, f.step))
     if not worst:
         return Verdict("ok", [sentence("Nothing the analyzer looks for went wrong: no collapse, divergence, "
                                        "oscillation, late spike, secondary rise, resampling thrash or unfinished trend.",

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from .. import __version__
+from ..analysis.verdict import severity_key
 from ..analysis.claims import claim_from_dict, format_claim, placeholders, provenance
 from ..runlog import to_jsonable
 from . import formatting as fm
@@ -117,16 +118,9 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
     return ctx
 
 
-#: Findings in report order: the most severe first (fail, warn, info), then by step.
-SEVERITY_ORDER = {"fail": 0, "warn": 1, "info": 2}
-
-
 def by_severity(findings: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Findings sorted by severity (fail, warn, info), then by step (stable otherwise)."""
-    def key(f: Mapping[str, Any]) -> tuple[int, float]:
-        st = f.get("step")
-        return SEVERITY_ORDER.get(str(f.get("severity")), 3), float(st) if fm.is_num(st) else float("inf")
-    return sorted(findings, key=key)
+    """Findings in the order the analysis reads them (``severity_key``: most severe first)."""
+    return sorted(findings, key=lambda f: severity_key(str(f.get("severity")), str(f.get("kind")), f.get("step")))
 
 
 #: The settings a reader looks for first, in this order (the full config is folded away).
