@@ -1,11 +1,13 @@
-"""Trainer throughput, side by side in one run: ours, a plain torch step, SAELens, the matmul limit.
+"""Trainer throughput, side by side in one run: ours, a plain torch step, SAELens, the matmul limit,
+for every SAE variant (standard ReLU + L1, topk, batchtopk, jumprelu) beside SAELens' same architecture.
 
-    python benchmarks/trainer_throughput.py                       # CPU: d_in 512, d_sae 4096, batch 4096
+    python benchmarks/trainer_throughput.py                       # CPU: d_in 512, d_sae 4096, batch 4096, k 32
     python benchmarks/trainer_throughput.py --quick               # smoke run (tiny shapes, 1 repeat)
+    python benchmarks/trainer_throughput.py --variants topk jumprelu --threads 1
     python benchmarks/trainer_throughput.py --saelens-python benchmarks/.venv-saelens/bin/python
     python benchmarks/trainer_throughput.py --device cuda --d-in 2048 --d-sae 32768
 
-Every mode trains the same ReLU SAE (f = relu(W_enc(x - b_dec) + b_enc), x_hat = W_dec f + b_dec,
+The standard modes train the same ReLU SAE (f = relu(W_enc(x - b_dec) + b_enc), x_hat = W_dec f + b_dec,
 MSE + l1_alpha * L1, Adam, unit-norm decoder) on the same activations:
 
 - ours          ``trainer.train`` end to end: .npy activations through the shuffle buffer, every
@@ -19,6 +21,11 @@ MSE + l1_alpha * L1, Adam, unit-norm decoder) on the same activations:
                 --saelens-python, or importable here); skipped with a message when absent. Timed
                 around fit() (its first step included: at 20 steps that costs it about 1/20).
 - limit         the five GEMMs of a step and nothing else (the matmul limit).
+
+Each other variant runs as ``ours-<variant>`` (``trainer.train`` with ``sae_variant`` set, logging
+every step) and ``saelens-<variant>`` (SAELens' ``TopKTrainingSAE``, ``BatchTopKTrainingSAE``,
+``JumpReLUTrainingSAE`` with its defaults: AuxK coefficient 1, JumpReLU threshold 0.01, bandwidth
+0.05, k as given), on the same data; the ratio of the two is printed per variant.
 
 Modes are interleaved over --repeats rounds (this VM gives an occasional run 10-25% slow) and the
 medians are printed with ratios. glibc malloc settings change every figure: compare within a run.
@@ -45,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 SAELENS_SCRIPT = r"""
 import json, sys, time, torch
+import sae_lens
 from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.config import LoggingConfig
 from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
@@ -57,7 +65,16 @@ def provider():
     while True:
         yield data[(i * B) % len(data):(i * B) % len(data) + B]
         i += 1
-sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=a["d_in"], d_sae=a["d_sae"], l1_coefficient=a["l1"], device=a["device"]))
+arch = a.get("arch", "standard")
+if arch == "standard":
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=a["d_in"], d_sae=a["d_sae"], l1_coefficient=a["l1"], device=a["device"]))
+elif arch == "jumprelu":
+    sae = sae_lens.JumpReLUTrainingSAE(sae_lens.JumpReLUTrainingSAEConfig(
+        d_in=a["d_in"], d_sae=a["d_sae"], l0_coefficient=a["l0"], device=a["device"]))
+else:
+    cls, cfg_cls = {"topk": (sae_lens.TopKTrainingSAE, sae_lens.TopKTrainingSAEConfig),
+                    "batchtopk": (sae_lens.BatchTopKTrainingSAE, sae_lens.BatchTopKTrainingSAEConfig)}[arch]
+    sae = cls(cfg_cls(d_in=a["d_in"], d_sae=a["d_sae"], k=a["k"], device=a["device"]))
 cfg = SAETrainerConfig(total_training_samples=a["steps"] * B, train_batch_size_samples=B, lr=a["lr"], lr_end=a["lr"],
                        device=a["device"], n_batches_for_norm_estimate=1, logger=LoggingConfig(log_to_wandb=False))
 trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=provider())
@@ -69,14 +86,21 @@ print(json.dumps({"tokens_per_s": a["steps"] * B / (time.perf_counter() - t)}))
 """
 
 
-def measure_ours(npy: Path, args: argparse.Namespace, log: bool, workdir: Path) -> float:
+#: Our variants and their settings in this benchmark (SAELens gets the same k / coefficient).
+VARIANT_KEYS = {"standard": {"l1_alpha": 0.05}, "topk": {}, "batchtopk": {}, "jumprelu": {"l0_coefficient": 0.002}}
+
+
+def measure_ours(npy: Path, args: argparse.Namespace, log: bool, workdir: Path, variant: str = "standard") -> float:
     from trainer import TrainConfig, train
 
+    keys = dict(VARIANT_KEYS[variant])
+    if variant in ("topk", "batchtopk"):
+        keys["k"] = args.k
     cfg = TrainConfig(
         data_source="files", data_path=str(npy), d_sae=args.d_sae, batch_size=args.batch, total_steps=args.steps + 1,
-        l1_alpha=0.05, learning_rate=1e-4, resample_interval=0, checkpoint_every=0, log_every=1 if log else 0,
+        sae_variant=variant, learning_rate=1e-4, resample_interval=0, checkpoint_every=0, log_every=1 if log else 0,
         device=args.device, threads=args.threads, stats_sample=256, precision=args.precision, tf32=args.tf32,
-        shuffle_buffer_tokens=args.batch * 8, shuffle_block_tokens=args.batch,
+        shuffle_buffer_tokens=args.batch * 8, shuffle_block_tokens=args.batch, **keys,
     )
     run = workdir / f"ours_{time.monotonic_ns()}"
     result = train(cfg, run_dir=run)
@@ -144,9 +168,10 @@ def _timed(step, data: torch.Tensor, args: argparse.Namespace) -> float:
     return args.steps * B / (time.perf_counter() - t)
 
 
-def measure_saelens(python: str, npy: Path, args: argparse.Namespace) -> float:
+def measure_saelens(python: str, npy: Path, args: argparse.Namespace, arch: str = "standard") -> float:
     payload = json.dumps({"npy": str(npy), "d_in": args.d_in, "d_sae": args.d_sae, "batch": args.batch, "steps": args.steps,
-                          "l1": 0.05, "lr": 1e-4, "device": args.device, "threads": args.threads})
+                          "l1": 0.05, "l0": 0.002, "k": args.k, "arch": arch, "lr": 1e-4, "device": args.device,
+                          "threads": args.threads})
     out = subprocess.run([python, "-c", SAELENS_SCRIPT, payload], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "SAELens failed")
@@ -195,6 +220,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--k", type=int, default=32, help="topk/batchtopk: active latents per token")
+    ap.add_argument("--variants", nargs="+", default=["standard", "topk", "batchtopk", "jumprelu"],
+                    choices=["standard", "topk", "batchtopk", "jumprelu"], help="SAE variants to measure")
+    ap.add_argument("--no-baselines", action="store_true", help="skip ours-nolog, plain and limit")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--tf32", action="store_true")
     ap.add_argument("--saelens-python", default=None, help="python of a venv with sae-lens installed")
@@ -202,14 +231,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny shapes, 3 steps, 1 round")
     args = ap.parse_args()
     if args.quick:
-        args.d_in, args.d_sae, args.batch, args.steps, args.repeats = 64, 512, 512, 3, 1
+        args.d_in, args.d_sae, args.batch, args.steps, args.repeats, args.k = 64, 512, 512, 3, 1, 16
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tf32 and args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
 
     saelens, saelens_note = (None, "skipped (--no-saelens)") if args.no_saelens else find_saelens(args.saelens_python)
-    print(f"shapes: d_in {args.d_in}, d_sae {args.d_sae}, batch {args.batch}; {args.steps} steps x {args.repeats} rounds; "
+    print(f"shapes: d_in {args.d_in}, d_sae {args.d_sae}, batch {args.batch}, k {args.k}; {args.steps} steps x {args.repeats} rounds; "
           f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.precision}")
     print(f"malloc: MALLOC_MMAP_MAX_={os.environ.get('MALLOC_MMAP_MAX_', 'unset')} "
           f"MALLOC_TRIM_THRESHOLD_={os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}")
@@ -223,14 +252,16 @@ def main() -> None:
         npy = workdir / "acts.npy"
         np.save(npy, acts)
         data = torch.from_numpy(acts).to(args.device)
-        modes = {
-            "ours": lambda: measure_ours(npy, args, True, workdir),
-            "ours-nolog": lambda: measure_ours(npy, args, False, workdir),
-            "plain": lambda: measure_plain(data, args),
-            "limit": lambda: measure_limit(data, args),
-        }
-        if saelens:
-            modes["saelens"] = lambda: measure_saelens(saelens, npy, args)
+        modes: dict = {}
+        for v in args.variants:
+            name = "ours" if v == "standard" else f"ours-{v}"
+            modes[name] = (lambda v=v: measure_ours(npy, args, True, workdir, v))
+            if v == "standard" and not args.no_baselines:
+                modes["ours-nolog"] = lambda: measure_ours(npy, args, False, workdir)
+                modes["plain"] = lambda: measure_plain(data, args)
+                modes["limit"] = lambda: measure_limit(data, args)
+            if saelens:
+                modes["saelens" if v == "standard" else f"saelens-{v}"] = (lambda v=v: measure_saelens(saelens, npy, args, v))
         results: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(args.repeats):
             for name, fn in modes.items():
@@ -239,18 +270,23 @@ def main() -> None:
                 except RuntimeError as exc:
                     print(f"  {name}: failed ({exc})")
                     continue
-                print(f"  round {r + 1}: {name:11s} {results[name][-1]:>12,.0f} tokens/s", flush=True)
+                print(f"  round {r + 1}: {name:17s} {results[name][-1]:>12,.0f} tokens/s", flush=True)
         med = {m: statistics.median(v) for m, v in results.items() if v}
         print("\nmedian tokens/s (steps/s):")
         for m, v in med.items():
-            print(f"  {m:11s} {v:>12,.0f}  ({v / args.batch:.3f} steps/s)")
+            print(f"  {m:17s} {v:>12,.0f}  ({v / args.batch:.3f} steps/s)")
         print("ratios:")
-        if "plain" in med:
+        if "plain" in med and "ours" in med:
             print(f"  ours / plain torch step   {med['ours'] / med['plain']:.3f}")
-        if "saelens" in med:
-            print(f"  ours / SAELens            {med['ours'] / med['saelens']:.3f}")
-        else:
-            print(f"  ours / SAELens            n/a: {saelens_note}")
+        for v in args.variants:
+            mine, theirs = ("ours", "saelens") if v == "standard" else (f"ours-{v}", f"saelens-{v}")
+            label = "ours / SAELens" if v == "standard" else f"{v} / SAELens {v}"
+            if mine in med and theirs in med:
+                print(f"  {label:31s} {med[mine] / med[theirs]:.3f}")
+            else:
+                print(f"  {label:31s} n/a: {saelens_note if not saelens else 'a mode failed'}")
+        if "ours" not in med or "limit" not in med:
+            return
         print(f"  ours / matmul limit       {med['ours'] / med['limit']:.3f}")
         print(f"  logging overhead          {100 * (med['ours-nolog'] / med['ours'] - 1):.2f}% "
               f"(ours-nolog vs ours: time per step with logging / without - 1)")

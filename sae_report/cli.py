@@ -7,9 +7,12 @@ import click
 from . import __version__
 from .commands.analyze import analyze
 from .commands.compare import compare
+from .commands.export import export
 from .commands.fixtures import fixtures
+from .commands.harvest import harvest
 from .commands.importer import import_
 from .commands.recommend import recommend
+from .commands.sweep import sweep
 from .commands.track import track
 from .commands.train import train
 from .commands.tune import tune
@@ -28,5 +31,5 @@ def main() -> None:
     """
 
 
-for _command in (train, analyze, compare, recommend, tune, import_, track, fixtures):
+for _command in (train, analyze, compare, recommend, tune, sweep, import_, export, track, fixtures, harvest):
     main.add_command(_command)

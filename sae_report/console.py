@@ -9,8 +9,7 @@ escapes (``\\x1b``, ``\\u202e``) and never reach the terminal raw.
 from __future__ import annotations
 
 import math
-import re
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from rich import box
 from rich.console import Console
@@ -21,43 +20,10 @@ from .analysis.claims import fmt_steps_short as fmt_step
 from .analysis.claims import format_claim
 from .analysis.verdict import severity_key
 from .analysis.result import Analysis, Target
+from .report.printable import printable
 
 MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "none": ""}
 SEVERITY_STYLE = {"info": "dim", "warn": "yellow", "fail": "bold red"}
-
-#: Bidirectional-text controls: they reorder the text around them (U+202E shows "abc" as "cba").
-BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_CONTROL_CLASS = "\x00-\x08\x0b-\x1f\x7f-\x9f" + BIDI_CONTROLS
-#: What ``printable`` escapes for a terminal: every C0/C1 control but tab (newlines too: one line stays one line).
-TERMINAL_UNSAFE = re.compile(f"[\n{_CONTROL_CLASS}]")
-#: What ``printable(text, keep_newlines=True)`` escapes (report files: their own newlines and tabs are kept).
-DOCUMENT_UNSAFE = re.compile(f"[{_CONTROL_CLASS}]")
-
-
-_NAMED = {"\n": "\\n", "\r": "\\r"}
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    if m.group(0) in _NAMED:
-        return _NAMED[m.group(0)]
-    c = ord(m.group(0))
-    return f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}"
-
-
-def printable(text: object, *, keep_newlines: bool = False) -> str:
-    """``text`` with control and bidi characters written as visible escapes (``\\x1b``, ``\\u202e``)."""
-    s = str(text)
-    return (DOCUMENT_UNSAFE if keep_newlines else TERMINAL_UNSAFE).sub(_escape_char, s)
-
-
-def unsafe_characters(texts: Iterable[str], *, keep_newlines: bool = True) -> set[str]:
-    """The control and bidi characters that ``printable`` would escape in ``texts``."""
-    pattern = DOCUMENT_UNSAFE if keep_newlines else TERMINAL_UNSAFE
-    found: set[str] = set()
-    for t in texts:
-        found.update(pattern.findall(t))
-    return found
-
 
 def _t(text: object, style: str = "") -> Text:
     return Text(printable(text), style=style)
@@ -165,10 +131,11 @@ def comparison_table(analysis: Analysis) -> Table | None:
     view = rows_of(analysis.comparison, analysis.run.id) if analysis.comparison else None
     if not view:
         return None
+    coef = view.get("coef") or "l1_alpha"
     table = _table("Compared with the runs beside it (* this run; settled = second-half median; % of target on it)",
-                   ("Run", "l1_alpha", "Settled L0", "% of target", "Final L0", "Dead"),
-                   right=("l1_alpha", "Settled L0", "Final L0", "Dead"),
-                   keep=("l1_alpha", "Settled L0", "% of target", "Final L0", "Dead"))
+                   ("Run", coef, "Settled L0", "% of target", "Final L0", "Dead"),
+                   right=(coef, "Settled L0", "Final L0", "Dead"),
+                   keep=(coef, "Settled L0", "% of target", "Final L0", "Dead"))
     for r in view["rows"]:
         style = "bold" if r["current"] else ""
         table.add_row(_t(r["id"] + (" *" if r["current"] else ""), style=style), _t(r["l1_alpha"]),
@@ -203,6 +170,8 @@ def print_summary(analysis: Analysis, *, files: Sequence[object] = (), notes: Se
     head = ctx["headline"]
     span = f"steps {fmt_step(r.first_step)}-{fmt_step(r.last_step)}" if r.first_step is not None else "no steps"
     con.print(_t(f"{r.id}  ({r.source}, {r.rows:,} rows, {span}{', sampled' if r.sampled else ''})", style="bold"))
+    if ctx["run"].get("architecture"):
+        con.print(_t(f"Architecture: {ctx['run']['architecture']}"))
     for n in r.notes:  # a live or unfinished run is said before anything is judged
         if n.startswith(("run in progress", "unfinished run")):
             con.print(_t(f"Note: {n}", style="yellow"))
@@ -248,11 +217,11 @@ def print_summary(analysis: Analysis, *, files: Sequence[object] = (), notes: Se
             extra.append(("Key finding", view["key_finding"], ""))
         if view.get("fit"):
             fit = view["fit"]
-            extra.append(("l1_alpha fit", f"{fit['l1_alpha']}" + (f" (range {fit['range']})" if fit["range"] else "")
+            extra.append((f"{view.get('coef') or 'l1_alpha'} fit", f"{fit['l1_alpha']}" + (f" (range {fit['range']})" if fit["range"] else "")
                           + (f", predicted settled L0 {fit['predicted']}" if fit["predicted"] else "")
                           + (f"; {fit['direction']}" if fit["direction"] else ""), ""))
         elif view.get("no_fit"):
-            extra.append(("l1_alpha fit", f"none: {view['no_fit']}", ""))
+            extra.append((f"{view.get('coef') or 'l1_alpha'} fit", f"none: {view['no_fit']}", ""))
         for w in view.get("warnings") or []:
             extra.append(("Warning", w, "yellow"))
         _lines(con, extra, indent=0)

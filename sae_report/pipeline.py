@@ -91,10 +91,8 @@ def _check_writable(out_dir: Path, given: bool) -> None:
 
 
 def _recommend(analysis: Analysis, notes: list[str]) -> Analysis:
-    try:
-        from .recommend import rules_for
-    except ImportError:
-        return analysis
+    from .recommend import rules_for
+
     try:
         recs = rules_for(analysis)
     except Exception as exc:  # the recommender must never break an analysis
@@ -113,23 +111,22 @@ def _with_comparison(analysis: Analysis, comparison: Any) -> Analysis:
     doc = {**doc, "runs": [{k: v for k, v in r.items() if k != "config"} for r in doc.get("runs") or []]}
     recs = list(analysis.recommendations)
     fit = getattr(comparison, "recommendation", None)
-    if fit is not None and math.isfinite(fit.l1_alpha):
-        current = analysis.run.config.get("l1_alpha")
+    coef = getattr(fit, "coefficient", "l1_alpha")  # l1_alpha, or a JumpReLU SAE's l0_coefficient
+    if fit is not None and math.isfinite(fit.l1_alpha) and (analysis.architecture or {}).get("coefficient", coef) == coef:
+        current = analysis.run.config.get(coef)
         current = current if isinstance(current, (int, float)) and not isinstance(current, bool) else fit.reference_l1_alpha
         rec = Recommendation(
-            parameter="l1_alpha", current=current, proposed=fit.l1_alpha, low=fit.low, high=fit.high,
+            parameter=coef, current=current, proposed=fit.l1_alpha, low=fit.low, high=fit.high,
             reason=fit.explanation, predicted_effect=f"settled L0 about {pct(fit.predicted_l0)}")
-        recs = [rec] + [r for r in recs if r.parameter != "l1_alpha"]
+        recs = [rec] + [r for r in recs if r.parameter != coef]
     return dataclasses.replace(analysis, comparison=doc, recommendations=recs)
 
 
 def _siblings(data: RunData, analysis: Analysis, notes: list[str]) -> Any:
     if data.source != "sae-report":
         return None
-    try:
-        from .compare import comparison_for_siblings
-    except ImportError:
-        return None
+    from .compare import comparison_for_siblings
+
     target = analysis.run.config.get("target_l0")
     try:
         return comparison_for_siblings(Path(data.path), target_l0=float(target) if isinstance(target, (int, float)) else None,
@@ -137,6 +134,18 @@ def _siblings(data: RunData, analysis: Analysis, notes: list[str]) -> Any:
     except Exception as exc:  # a broken sibling must not break this run's report
         notes.append(f"comparison with sibling runs skipped ({type(exc).__name__}: {exc})")
         return None
+
+
+def analyze_data(data: RunData, *, overrides: Mapping[str, Any] | None = None, siblings: bool = True,
+                 config: AnalyzerConfig | None = None) -> PipelineResult:
+    """Analyze a run already read: findings, the recommendations, and (``siblings``: for a run
+    directory of ours) the comparison with the runs beside it. Writes nothing."""
+    analysis = analyze(data, config=config, overrides=overrides)
+    notes: list[str] = []
+    analysis = _recommend(analysis, notes)
+    comparison = _siblings(data, analysis, notes) if siblings else None
+    analysis = _with_comparison(analysis, comparison)
+    return PipelineResult(analysis, data, None, [], comparison, notes)
 
 
 def analyze_path(path: str | Path, *, out_dir: str | Path | None = None,
@@ -151,13 +160,10 @@ def analyze_path(path: str | Path, *, out_dir: str | Path | None = None,
     """
     path = Path(path)
     data = load_run(path, source=source, run=run)
-    analysis = analyze(data, config=config, overrides=overrides)
-    notes: list[str] = []
-    analysis = _recommend(analysis, notes)
-    comparison = _siblings(data, analysis, notes) if siblings else None
-    analysis = _with_comparison(analysis, comparison)
+    result = analyze_data(data, overrides=overrides, siblings=siblings, config=config)
+    analysis, comparison, notes = result.analysis, result.comparison, result.notes
     if not formats:
-        return PipelineResult(analysis, data, None, [], comparison, notes)
+        return result
     given = out_dir is not None
     target = Path(out_dir) if given else default_out_dir(data, path)
     _check_writable(target, given)

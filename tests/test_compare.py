@@ -121,9 +121,9 @@ def test_cli_errors(tmp_path):
     res = CliRunner().invoke(main, ["compare", str(tmp_path / "nope")])
     assert res.exit_code == 2
     assert res.output.strip() == f"Error: {tmp_path / 'nope'}: no such file or directory"
-    res = CliRunner().invoke(main, ["compare", str(tmp_path), "--target-l0", "7"])
+    res = CliRunner().invoke(main, ["compare", str(tmp_path), "--target-l0", "700%"])
     assert res.exit_code == 2
-    assert "'7' must be a fraction of the dictionary between 0 and 1" in res.output
+    assert "'700%' must be a fraction of the dictionary between 0 and 1" in res.output
 
 
 def test_html_escapes_run_ids(tmp_path):
@@ -163,7 +163,7 @@ def test_html_chart_renders_in_chromium(writeup, tmp_path):
 
 
 def test_pareto_front_and_fidelity_chart():
-    from sae_report.compare.render import pareto_front
+    from sae_report.report.comparison import pareto_front
 
     pts = [("a", 0.10, 0.99), ("b", 0.05, 0.97), ("c", 0.05, 0.95), ("d", 0.02, 0.90), ("e", 0.08, 0.96)]
     assert pareto_front(pts) == ["a", "b", "d"]  # c: b is as sparse and more faithful; e: b beats it on both

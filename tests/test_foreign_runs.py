@@ -200,7 +200,7 @@ def test_sparsify_dead_window_counts_tokens_and_is_converted(tmp_path):
     cfg.pop("ctx_len")
     (logs / "history.config.yaml").write_text(yaml.safe_dump(cfg))
     from sae_report.ingest import load_run
-    from sae_report.ingest.aliases import canonical_config
+    from sae_report.runlog.aliases import canonical_config
 
     data = load_run(logs / "history.csv")
     assert canonical_config(data.config).get("dead_window") is None

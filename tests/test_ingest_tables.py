@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from sae_report.ingest import load_run
-from sae_report.ingest.aliases import canonical_config, canonicalize
+from sae_report.runlog.aliases import canonical_config, canonicalize
 from sae_report.ingest.tables import detect, read
 from sae_report.runlog import RunLogError
 

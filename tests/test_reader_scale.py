@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from sae_report.ingest import tables
-from sae_report.ingest.aliases import _to_float, canonicalize
+from sae_report.runlog.aliases import _to_float, canonicalize
 from sae_report.runlog import reader
 from sae_report.runlog import read_metrics_dir, read_run, supersede_and_dedup
 

@@ -289,3 +289,20 @@ def test_a_chart_that_fails_to_render_is_left_out_with_a_note(writeup, monkeypat
     md = files["report.md"].decode()
     assert "charts/dead.svg" not in md and "charts/dead.svg" not in files and "charts/l0.svg" in files
     assert "- Note: chart dead could not be rendered (RuntimeError: renderer broke)" in md
+
+
+def test_one_on_target_rule_in_every_table_and_headline() -> None:
+    """"(undershoot)" / "(overshoot)" only outside the analyzer's on-target band (AnalyzerConfig's
+    target_ok_band, 80% to 125%): the run report's tables and headline, the comparison, the campaign
+    and the terminal all format through report.formatting."""
+    from sae_report.analysis.config import AnalyzerConfig
+    from sae_report.report import formatting as fm
+
+    low, high = AnalyzerConfig().target_ok_band
+    assert (low, high) == (0.8, 1.25)
+    assert fm.of_target(44.4) == "44% (undershoot)" and fm.of_target(226) == "226% (overshoot)"
+    assert fm.of_target(97) == "97%" and fm.of_target(80) == "80%" and fm.of_target(79) == "79% (undershoot)"
+    assert fm.of_target(125) == "125%" and fm.of_target(126) == "126% (overshoot)" and fm.of_target(None) == "-"
+    assert [fm.target_side(r) for r in (50, 92, 110, 130)] == ["undershoot", "", "", "overshoot"]
+    rows = fm.display_rows([{"id": "a", "l1_alpha": 0.02, "pct_of_target": 92.0, "settled_l0": 0.046}])
+    assert rows[0]["pct_target"] == "92%" and rows[0]["l1_alpha"] == "0.02"

@@ -224,3 +224,44 @@ def test_verdict_first_zoom_and_static_fallback(browser, tmp_path) -> None:
         assert page.locator("#verdict").bounding_box()["y"] < 900
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("which", ["comparison", "campaign"])
+def test_comparison_and_campaign_draw_under_their_csp_with_static_fallbacks(browser, tmp_path, which) -> None:
+    """comparison.html and campaign.html are built like report.html: every chart draws under the
+    hash-only CSP (no console error, nothing fetched, no dialog from the hostile strings), and with
+    JavaScript off each chart's static SVG shows instead."""
+    from test_report_escaping import HOSTILE, write_hostile_campaign
+
+    if which == "campaign":
+        write_hostile_campaign(tmp_path)
+        html, n = tmp_path / "campaign.html", 2
+    else:
+        from sae_report.compare import compare_runs
+        from sae_report.report.comparison import write_comparison
+        from sae_report.fixtures import write_siblings
+
+        write_siblings(tmp_path / "runs", steps=20_000, rows=200)
+        write_comparison(compare_runs([tmp_path / "runs"], 0.05), tmp_path, ("html",))
+        html, n = tmp_path / "comparison.html", 5
+    page, context, errors, requests, dialogs = _open(browser, html)
+    try:
+        assert int(page.get_attribute("body", "data-charts-ready")) == n
+        assert page.locator(".vega-embed svg.marks").count() == n and page.locator(".chart-error").count() == 0
+        assert all(m > 0 for m in _marks_per_chart(page))
+        assert errors == [] and requests == [] and dialogs == []
+        if which == "campaign":
+            assert HOSTILE in page.locator("body").inner_text()
+    finally:
+        context.close()
+    context = browser.new_context(offline=True, java_script_enabled=False)
+    page = context.new_page()
+    try:
+        page.goto(html.resolve().as_uri(), wait_until="load")
+        imgs = page.locator("img.static-chart")
+        assert imgs.count() == page.locator("figure.chart").count() == n
+        for i in range(n):
+            imgs.nth(i).scroll_into_view_if_needed()
+            assert imgs.nth(i).evaluate("e => e.complete && e.naturalWidth > 200"), i
+    finally:
+        context.close()

@@ -11,7 +11,7 @@ import pytest
 from sae_report.fixtures import write_run
 from sae_report.report import charts
 from sae_report.report.figures import build_figures
-from sae_report.report.series import histogram_log10, minmax_indices, thin
+from sae_report.report.points import histogram_log10, minmax_indices, thin
 from sae_report.runlog import read_run
 from test_report_support import writeup_analysis, writeup_data
 
@@ -100,8 +100,8 @@ def test_figures_of_a_long_run_are_thinned_and_clean(long_writeup) -> None:
 def test_time_charts_zoom_on_the_step_axis_and_share_one_target_colour(long_writeup) -> None:
     """Every time chart binds an x-only interval selection to its scales (zoom and pan in the HTML);
     the histogram and the input chart do not; the target is drawn in the one target colour."""
-    from sae_report.recommend.chart import l1_l0_chart
     from sae_report.recommend.fit import RunPoint
+    from sae_report.report.charts import l1_l0_chart
 
     figs = {f.id: f for f in build_figures(writeup_analysis().to_dict(), long_writeup)}
     for fid, fig in figs.items():

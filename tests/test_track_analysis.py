@@ -127,6 +127,15 @@ def test_track_json_and_report_are_written_and_escape_labels(tmp_path):
     html = (tmp_path / "track" / "report.html").read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; 0" in html
     assert html.count("<svg") == 4
+    # No script at all; the one style sheet allowed by its hash (the report's CSP builder).
+    import base64
+    import hashlib
+
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html).group(1)
+    styles = re.findall(r"<style>(.*?)</style>", html, re.S)
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+    assert "unsafe" not in csp and "script-src 'none'" in csp and f"style-src 'sha256-{digest}'" in csp
+    assert len(styles) == 1 and "<script" not in html and ' style="' not in html
     md = (tmp_path / "track" / "report.md").read_text()
     assert not re.search(r"(?<!\\)<script>", md) and "\\<script>alert(1)\\</script> 0" in md
     assert "![Decoder drift](charts/drift.svg)" in md and "![L0 and dead features](charts/l0_dead.svg)" in md

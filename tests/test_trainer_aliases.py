@@ -1,5 +1,5 @@
 """`sae-report train` takes the SAELens / sparsify / dictionary_learning names the analyzer reads in
-their logs (one alias table: ``sae_report.ingest.aliases.CONFIG_ALIASES``); counts in tokens become
+their logs (one alias table: ``sae_report.runlog.aliases.CONFIG_ALIASES``); counts in tokens become
 steps with the batch size; an unknown name gets a hint."""
 
 from __future__ import annotations

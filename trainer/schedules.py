@@ -27,13 +27,21 @@ class Milestone:
 
 
 class L1Schedule:
-    """l1_alpha(step) for the constant, warmup and piecewise schedules."""
+    """The sparsity coefficient at each step: l1_alpha(step) for the constant, warmup and piecewise
+    schedules; for jumprelu l0_coefficient(step) (constant, or a warm-up over l0_warmup_steps); for
+    topk and batchtopk the constant aux_loss_coefficient (their sparsity is set by k: ``KSchedule``)."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.kind = config.l1_schedule
         self.alpha = config.l1_alpha
         self.warmup = config.l1_warmup_steps
-        sched = config.l1_alpha_schedule or {0: config.l1_alpha}
+        if config.sae_variant == "jumprelu":
+            self.alpha = config.l0_coefficient
+            self.warmup = config.l0_warmup_steps
+            self.kind = "warmup" if self.warmup else "constant"
+        elif config.sae_variant in ("topk", "batchtopk"):
+            self.alpha, self.warmup, self.kind = config.aux_loss_coefficient, 0, "constant"
+        sched = config.l1_alpha_schedule or {0: self.alpha}
         self._keys = sorted(sched)
         self._vals = [sched[k] for k in self._keys]
         self.total = config.total_steps
@@ -89,3 +97,27 @@ class LRSchedule:
         if self.kind == "step":
             out += [Milestone(m, self(m), "step decay") for m in self.milestone_steps if m <= self.total]
         return sorted(out, key=lambda m: m.step)
+
+
+class KSchedule:
+    """topk/batchtopk: k(step), falling linearly from min(d_sae, 10 * d_in) to k over the first
+    k_decay_steps steps (sparsify's schedule), then k. ``None`` for the other variants."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.k = config.k
+        self.decay = config.k_decay_steps if config.k is not None else 0
+        self.start = min(int(config.d_sae or 0), 10 * int(config.d_in or 0)) if self.decay else 0
+        self.total = config.total_steps
+
+    def __call__(self, step: int) -> int | None:
+        if self.k is None:
+            return None
+        if self.decay and step < self.decay and self.start > self.k:
+            t = step / self.decay
+            return int(round(self.start * (1 - t) + self.k * t))
+        return int(self.k)
+
+    def milestones(self) -> list[Milestone]:
+        if self.decay and self.start > (self.k or 0) and self.decay <= self.total:
+            return [Milestone(self.decay, float(self.k), "k decay done")]  # type: ignore[arg-type]
+        return []

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from sae_report.runlog import atomic_write_text
-from sae_report.track.series import MANIFEST_FILE, TRACK_DIR, SeriesEntry, SeriesManifest, write_manifest
+from sae_report.runlog.track_manifest import MANIFEST_FILE, TRACK_DIR, SeriesEntry, SeriesManifest, write_manifest
 
 RUNS_FILE = "runs.json"
 

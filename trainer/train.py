@@ -25,6 +25,7 @@ import torch
 
 from sae_report import __version__ as SAE_REPORT_VERSION
 from sae_report.runlog import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     EVENTS_FILE,
     METRICS_DIR,
@@ -39,19 +40,41 @@ from sae_report.runlog import (
 )
 from sae_report.runlog.writer import summary_from_log, sweep_temp_files
 
-from .checkpoint import CheckpointError, ensure_final, load_checkpoint, load_optimizer_state, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_name, ensure_final, load_checkpoint, load_optimizer_state, save_checkpoint
 from .config import ConfigError, TrainConfig, parse_overrides
 from .resume import ResumeChangeError, changes_since, check_fixed, old_config, plain, updated_config
 from .data import FileData, SyntheticData, normalisation_scale
+from . import distributed as _distributed
+from .distributed import PeerLostError
+from .export import prepare_init, write_final_export
 from .progress import make_display
 from .resample import resample_dead
 from .sae import SparseAutoencoder, explained_variance
-from .schedules import L1Schedule, LRSchedule
+from .schedules import KSchedule, L1Schedule, LRSchedule
 from .stats import feature_recovery, write_feature_freq, write_input_stats
 from .threads import LONG_RUN_S, CpuSampler, Pace, ThreadChoice, choose_threads, fmt_long, note_run_end
 
 #: Metric columns kept on the device, in buffer order (the host adds step, tokens, l1_alpha, lr, elapsed_s).
 DEVICE_COLUMNS = ("loss", "mse", "l1", "l0", "dead", "explained_variance", "grad_norm")
+#: The same for the variants without an L1 term: topk/batchtopk log the AuxK term (the host adds k),
+#: jumprelu none (its penalty is l0_coefficient * l0; the host adds l0_coefficient).
+VARIANT_DEVICE_COLUMNS = {
+    "topk": ("loss", "mse", "aux_loss", "l0", "dead", "explained_variance", "grad_norm"),
+    "batchtopk": ("loss", "mse", "aux_loss", "l0", "dead", "explained_variance", "grad_norm"),
+    "jumprelu": ("loss", "mse", "l0", "dead", "explained_variance", "grad_norm"),
+}
+#: The host column holding each variant's coefficient in force (topk/batchtopk: k; their AuxK
+#: coefficient is constant and in config.yaml).
+COEFFICIENT_COLUMN = {"standard": "l1_alpha", "april2024": "l1_alpha", "jumprelu": "l0_coefficient",
+                      "topk": "k", "batchtopk": "k"}
+#: What ``loss`` is, per variant (config.yaml's ``loss_formula``).
+LOSS_FORMULA = {
+    "standard": "mse + l1_alpha * l1; mse = mean over tokens and dims; l1 = mean over tokens of sum_i f_i",
+    "april2024": "mse + l1_alpha * l1; mse = mean over tokens and dims; l1 = mean over tokens of sum_i f_i * ||W_dec,i||",
+    "topk": "mse + aux_loss_coefficient * aux_loss; f = relu(TopK_k(pre)); aux_loss = AuxK (dead latents reconstruct x - x_hat)",
+    "batchtopk": "mse + aux_loss_coefficient * aux_loss; f = relu(pre) on the batch's B * k largest; aux_loss = AuxK",
+    "jumprelu": "mse + l0_coefficient * l0; f = pre * H(pre - threshold); l0 = mean over tokens of sum_i H(pre_i - threshold_i)",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,10 @@ class TrainResult:
     """A resume of a run that had already reached total_steps: nothing was trained."""
     summary_rebuilt: bool = False
     """With ``already_completed``: summary.json was missing or stale and was rebuilt from the log."""
+    world_size: int = 1
+    """Processes that trained it together (torchrun); ``batch_size`` is their global batch."""
+    comm_s: float = 0.0
+    """Several ranks: seconds this rank spent in the step's all_reduce (waiting for the others included)."""
 
 
 class TrainAborted(KeyboardInterrupt):
@@ -136,6 +163,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         init_d_sae = int(load_checkpoint(Path(config.init_from)).weights["W_dec"].shape[0])
     if config.data_source == "synthetic":
         d_in = config.d_in or 64
+    elif config.data_source == "model":
+        from .harvest import model_width
+
+        d_in = model_width(config)
+        if config.d_in is not None and config.d_in != d_in:
+            raise ConfigError(f"d_in: is {config.d_in} but hookpoint {config.hookpoint} of {config.model} has width "
+                              f"{d_in}", "d_in")
     else:
         data = FileData(config.data_path, seed=data_seed, batch_size=config.batch_size,  # type: ignore[arg-type]
                         buffer_tokens=config.shuffle_buffer_tokens, block_tokens=config.shuffle_block_tokens,
@@ -168,24 +202,33 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     # Ctrl-C / SIGTERM set a flag the loop checks between steps: the step in flight completes, so
     # the checkpoint written on the way out is a consistent state. A second one aborts at once.
     # Installed first, so that a signal during the set-up is seen too.
-    stop: dict[str, Any] = {"signal": None}
+    stop: dict[str, Any] = {"signal": None, "at": 0.0}
     old_handlers: dict[int, Any] = {}
+    # Under torchrun a Ctrl-C reaches every rank twice: from the terminal and forwarded by torchrun
+    # a moment later. The forwarded copy is not a second interrupt.
+    forwarded_s = 10.0 if _distributed.env_world()[0] > 1 else 0.0
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop["signal"] is not None:
+            if time.monotonic() - stop["at"] < forwarded_s:
+                return
             raise KeyboardInterrupt
         stop["signal"] = signum
+        stop["at"] = time.monotonic()
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             old_handlers[sig] = signal.signal(sig, on_signal)
     held: list[Any] = []  # the run directory's lock, once taken
     threads_before = torch.get_num_threads()  # torch's default, or what the caller set; restored at the end
+    group: list[Any] = []  # the torch.distributed context under torchrun (trainer/distributed.py)
     try:
-        return _train(config, Path(out_dir), run_dir, resume, progress, stop, held)
+        return _train(config, Path(out_dir), run_dir, resume, progress, stop, held, group)
     finally:
         for lock in held:
             lock.release()
+        for ctx in group:
+            ctx.close()
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
         note_run_end()
@@ -198,9 +241,16 @@ _RESOLVED_LATER = ("d_in", "d_sae", "data_seed", "synth_features")
 
 
 def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resume: str | Path | None,
-           progress: bool, stop: dict[str, Any], held: list[Any]) -> TrainResult:
-    # ---- device -------------------------------------------------------------------------------
+           progress: bool, stop: dict[str, Any], held: list[Any], group: list[Any]) -> TrainResult:
+    # ---- device, and the other ranks under torchrun (trainer/distributed.py) -------------------
     device = resolve_device(config.device)
+    world = _distributed.env_world()[0]
+    if world > 1:
+        _check_distributed(config, world)
+    ctx = _distributed.context(device)
+    group.append(ctx)
+    device = ctx.device(device)
+    main = ctx.is_main  # only rank 0 writes the run directory
     default_threads = torch.get_num_threads()
     # threads: 0 (auto) on a CPU: how busy the CPUs are is sampled over the set-up below, and the
     # loop gets as many threads as there are free cores (trainer/threads.py).
@@ -217,13 +267,25 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     finished = False  # resumed at or past total_steps: only a missing summary is rebuilt
     if resume is not None:
         run_dir = Path(resume)
-        held.append(_lock(run_dir, f"{run_dir} is unchanged"))  # one writer at a time (LockHeldError names the holder)
-        sweep_temp_files(run_dir)  # temp files a kill -9 left between a write and its rename
+
+        def take_resume_lock() -> None:
+            held.append(_lock(run_dir, f"{run_dir} is unchanged"))  # one writer at a time (LockHeldError names the holder)
+            sweep_temp_files(run_dir)  # temp files a kill -9 left between a write and its rename
+
+        ctx.on_main(take_resume_lock)
         ckpt = load_checkpoint(run_dir)
         config = config.replace(**{k: ckpt.meta[k] for k in _RESOLVED_LATER
                                    if getattr(config, k) is None and ckpt.meta.get(k) is not None})
         changes = changes_since(ckpt.meta, config.to_dict())
         check_fixed(changes, str(run_dir))
+        if config.data_source == "model":
+            from .harvest import check_model_keys
+
+            check_model_keys(changes, str(run_dir))
+        # Another number of ranks: the same data order as long as the global batch is the same.
+        ranks_before = int(ckpt.meta.get("world_size", 1) or 1)
+        if ranks_before != ctx.world:
+            changes["world_size"] = (ranks_before, ctx.world)
         if config.total_steps <= ckpt.step:
             if "total_steps" in changes:
                 raise ResumeChangeError(f"total_steps: {config.total_steps} is not above step {ckpt.step} of the newest "
@@ -235,10 +297,13 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             finished = True
     init = load_checkpoint(Path(config.init_from)) if (config.init_from and ckpt is None) else None
     if ckpt is None:
-        if run_dir is None:
-            run_dir = out_dir / f"train_{uuid.uuid4().hex[:8]}"
-        if (Path(run_dir) / METRICS_DIR).exists():
-            raise ConfigError(f"{run_dir}: already holds a run (use --resume to continue it)")
+        def choose_run_dir() -> str:
+            chosen = Path(run_dir) if run_dir is not None else out_dir / f"train_{uuid.uuid4().hex[:8]}"
+            if (chosen / METRICS_DIR).exists():
+                raise ConfigError(f"{chosen}: already holds a run (use --resume to continue it)")
+            return str(chosen)
+
+        run_dir = ctx.on_main(choose_run_dir)  # rank 0 names it; every rank hears the name
     run_dir = Path(run_dir)
     start_step = ckpt.step if ckpt is not None else 0
 
@@ -252,6 +317,16 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             power=config.synth_power, noise=config.synth_noise, outlier_dims=config.synth_outlier_dims,
             outlier_scale=config.synth_outlier_scale, mean_norm=config.synth_mean_norm,
             magnitude_sigma=config.synth_magnitude_sigma, seed=data_seed, batch_size=config.batch_size, device=device)
+    elif config.data_source == "model":  # harvested while training; a resume starts at its checkpoint's model batch
+        from .harvest import ModelData
+
+        data = ModelData(config, seed=data_seed, batch_size=config.batch_size, device=device,
+                         total_tokens=config.total_steps * config.batch_size)
+        if config.d_in is not None and config.d_in != data.d_in:
+            raise ConfigError(f"d_in: is {config.d_in} but hookpoint {config.hookpoint} of {config.model} has width "
+                              f"{data.d_in}", "d_in")
+        if ckpt is not None:
+            data.restore(ckpt.meta.get("data_state"), start_step)
     else:
         data = FileData(config.data_path, seed=data_seed, batch_size=config.batch_size,  # type: ignore[arg-type]
                         buffer_tokens=config.shuffle_buffer_tokens, block_tokens=config.shuffle_block_tokens, device=device)
@@ -268,10 +343,14 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     data.scale = scale
     config = config.replace(d_in=d_in, d_sae=d_sae, data_seed=data_seed,
                             synth_features=(data.n_features if isinstance(data, SyntheticData) else config.synth_features))
+    init = prepare_init(init, config, scale)  # a SAELens folder: its weights in this run's variant and units
 
     # ---- model and optimizer ------------------------------------------------------------------
     gen = torch.Generator().manual_seed(config.seed)
-    sae = SparseAutoencoder(d_in, d_sae, variant=config.sae_variant, device=device, generator=gen)
+    sae = SparseAutoencoder(d_in, d_sae, variant=config.sae_variant, device=device, generator=gen,
+                            jumprelu_init_threshold=config.jumprelu_init_threshold,
+                            jumprelu_bandwidth=config.jumprelu_bandwidth, aux_k=config.aux_k,
+                            topk_threshold_lr=config.topk_threshold_lr)
     sae.bf16 = config.precision == "bf16"
     try:  # fused Adam: one kernel for all four tensors (CPU support needs torch >= 2.4)
         optimizer = torch.optim.Adam(sae.parameters(), lr=config.learning_rate,
@@ -293,12 +372,22 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         # b_dec starts at the data mean: the encoder then sees centred inputs from step 1.
         with torch.no_grad():
             sae.b_dec.copy_(data.sample(8192, stream=0).mean(dim=0))
+    # Several ranks: the gradients become views into one flat buffer (one all_reduce per step),
+    # and every rank starts from rank 0's weights and Adam moments (identical already: same seed
+    # or checkpoint; made sure of).
+    bucket = _distributed.Bucket(sae, ctx, batch_size=config.batch_size) if ctx.world > 1 else None
+    ctx.broadcast_state(sae, optimizer)
 
     if ckpt is not None and "data_path" in changes:
         _check_same_data(run_dir, data, config)
+    if ckpt is not None and data.kind == "model":  # the same model and text, wherever they are now
+        data.check_resume(_recorded_data(run_dir), changes)
 
     # ---- trainer state: when each feature last fired, and firing counts per dead window -------
-    track = config.log_every > 0 or config.resample_interval > 0
+    # (AuxK needs to know which latents are dead at every step, logged or not)
+    auxk = config.sae_variant in ("topk", "batchtopk") and bool(config.aux_loss_coefficient)
+    aux_window = config.aux_dead_window or config.dead_window
+    track = config.log_every > 0 or config.resample_interval > 0 or auxk
     last_fired = torch.zeros(d_sae, dtype=torch.int64, device=device)
     fire_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
     prev_fire_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
@@ -328,7 +417,7 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     if stop["signal"] is not None:
         raise TrainAborted("interrupted before training started; nothing written" if ckpt is None else
                            f"interrupted before training resumed; {run_dir} is unchanged", run_dir if ckpt else None)
-    if ckpt is None:
+    def create_run_dir() -> None:
         created = not run_dir.exists()
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -343,22 +432,29 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             raise
         if (run_dir / METRICS_DIR).exists():  # another writer got there first
             raise ConfigError(f"{run_dir}: already holds a run (use --resume to continue it)")
+
+    if ckpt is None:
+        ctx.on_main(create_run_dir)
     run_id = run_dir.name
     resolved = config.to_dict()
-    writer = RunLogWriter(run_dir)
+    writer: Any = RunLogWriter(run_dir) if main else _NullWriter()
     elapsed_before = float(ckpt.meta.get("elapsed_s", 0.0)) if ckpt is not None else 0.0
 
-    l1_at, lr_at = L1Schedule(config), LRSchedule(config)
+    l1_at, lr_at, k_at = L1Schedule(config), LRSchedule(config), KSchedule(config)
     milestones: dict[int, list[tuple[str, Any]]] = {}
-    for kind, sched in (("l1_change", l1_at), ("lr_change", lr_at)):
+    for kind, sched in (("l1_change", l1_at), ("lr_change", lr_at), ("k_change", k_at)):
+        if kind == "l1_change" and config.sae_variant in ("topk", "batchtopk"):
+            continue  # a constant AuxK coefficient: no sparsity-coefficient schedule
         for m in sched.milestones():
             milestones.setdefault(m.step, []).append((kind, m))
+    device_columns = VARIANT_DEVICE_COLUMNS.get(config.sae_variant, DEVICE_COLUMNS)
+    coef_column = COEFFICIENT_COLUMN[config.sae_variant]
 
     # Metrics stay on the device in a [flush_every, 7] buffer; the host copies it once per flush
     # (a per-step .item() would stall a GPU every step).
     B = config.batch_size
-    buf = torch.zeros(config.flush_every, len(DEVICE_COLUMNS), dtype=torch.float32, device=device)
-    host_cols: dict[str, list[float]] = {"step": [], "tokens": [], "l1_alpha": [], "lr": [], "elapsed_s": []}
+    buf = torch.zeros(config.flush_every, len(device_columns), dtype=torch.float32, device=device)
+    host_cols: dict[str, list[float]] = {"step": [], "tokens": [], coef_column: [], "lr": [], "elapsed_s": []}
     last_row: dict[str, float] = {}
     info = None
     if threads is not None:
@@ -366,8 +462,12 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         info = f"device cpu, {n} thread{'s' if n != 1 else ''} ({threads.why})"
     elif device.type != "cpu":
         info = f"device {device}"
-    display = make_display(progress, config.total_steps, start_step, str(run_dir), d_sae, info) if not finished \
-        else make_display(False, config.total_steps, start_step, str(run_dir), d_sae)
+    if ctx.world > 1:
+        info = f"{info or f'device {device}'}; {ctx.world} ranks of {B // ctx.world:,} tokens"
+    display = make_display(progress and main, config.total_steps, start_step, str(run_dir), d_sae, info) \
+        if not finished else make_display(False, config.total_steps, start_step, str(run_dir), d_sae)
+    if not main:
+        display = _SilentDisplay()
     pace = Pace(config.total_steps, start_step)
     paused = [0.0]  # seconds in checkpoints and resampling since the last flush (left out of the collapse check)
     threads_changed: dict[str, int] = {}
@@ -387,7 +487,7 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             return True
         rows = buf[:n].double().cpu().numpy()
         cols: dict[str, Any] = {k: np.asarray(v) for k, v in host_cols.items()}
-        for j, name in enumerate(DEVICE_COLUMNS):
+        for j, name in enumerate(device_columns):
             cols[name] = rows[:, j]
         cols["l0_frac"] = cols["l0"] / d_sae
         cols["dead_frac"] = cols["dead"] / d_sae
@@ -402,7 +502,7 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         for v in host_cols.values():
             v.clear()
         if nonfinite_step is not None:
-            which = [k for k in DEVICE_COLUMNS if not math.isfinite(last_row[k])]
+            which = [k for k in device_columns if not math.isfinite(last_row[k])]
             writer.log_event("nonfinite", nonfinite_step, metrics=which, loss=last_row["loss"])
             return False
         now = time.monotonic()
@@ -415,9 +515,14 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         return True
 
     def checkpoint(step: int, final: bool = False) -> Path:
+        if not main:  # rank 0 writes it; the others hold the same weights
+            return run_dir / CHECKPOINTS_DIR / checkpoint_name(step)
         meta = {"step": step, "tokens": step * B, "data_position_tokens": step * B, "input_scale": scale,
                 "window_tokens": window_tokens, "prev_window_tokens": prev_window_tokens,
-                "elapsed_s": elapsed_before + time.monotonic() - t0, "run_id": run_id}
+                "elapsed_s": elapsed_before + time.monotonic() - t0, "run_id": run_id,
+                "world_size": ctx.world, "batch_size_per_rank": B // ctx.world}
+        if data.kind == "model":  # where the model batches of the next step start
+            meta["data_state"] = data.resume_state(step)
         state = {"last_fired": last_fired, "fire_count": fire_count, "prev_fire_count": prev_fire_count}
         ckpt_config = {**resolved, "input_scale": scale, "step": step, "tokens": step * B}
         path = save_checkpoint(run_dir, step, sae, optimizer, state, ckpt_config, meta, final=final,
@@ -434,20 +539,25 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                 "start_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "input_scale": scale, "dead_window_steps": config.dead_window,
                 "dead_window_tokens": config.dead_window * config.batch_size,
-                "loss_formula": "mse + l1_alpha * l1; mse = mean over tokens and dims; l1 = mean over tokens of sum_i f_i"
-                                + (" * ||W_dec,i||" if config.sae_variant == "april2024" else ""),
+                "loss_formula": LOSS_FORMULA[config.sae_variant],
                 "data": data.describe(),
                 "init_from_step": init.step if init is not None else None,
+                "world_size": ctx.world, "batch_size_per_rank": B // ctx.world,
             })
             writer.log_event("start", 0, device=str(device), d_in=d_in, d_sae=d_sae, input_scale=scale,
-                             init_from=config.init_from, threads=threads.threads if threads else None)
+                             init_from=config.init_from, threads=threads.threads if threads else None,
+                             **({"world_size": ctx.world, "batch_size_per_rank": B // ctx.world} if ctx.world > 1 else {}))
         elif not finished:
             writer.log_event("resume", start_step, checkpoint=str(ckpt.path), tokens=start_step * config.batch_size,
                              changed={k: new for k, (_, new) in changes.items()},
                              threads=threads.threads if threads else None)
-            _record_changes(writer, run_dir, ckpt, config, resolved, changes, str(device),
-                            data.describe() if "data_path" in changes else None)
+            if main:
+                _record_changes(writer, run_dir, ckpt, config, resolved, changes, str(device),
+                                data.describe() if {"data_path", "model", "dataset"} & set(changes) else None,
+                                extra={"world_size": ctx.world, "batch_size_per_rank": B // ctx.world})
         if finished:
+            if not main:
+                return _completed_result(run_dir, ckpt, {}, config)
             return _finish_completed(run_dir, writer, ckpt, config, data, sae, device, fire_count + prev_fire_count,
                                      window_tokens + prev_window_tokens, elapsed_before)
 
@@ -456,6 +566,8 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         last_flush = t0
         current_lr = None
         first_step_s = 0.0
+        if ctx.any(stop["signal"] is not None):  # every rank hears of a signal during the set-up
+            stop["signal"] = stop["signal"] or signal.SIGTERM
         if stop["signal"] is None:  # a signal during the set-up: straight to the end (nothing trained)
             for step in range(start_step + 1, config.total_steps + 1):
                 # Schedules are pure functions of the step; their milestones become events.
@@ -465,20 +577,31 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                         group["lr"] = lr
                     current_lr = lr
                 for kind, m in milestones.get(step, ()):
-                    writer.log_event(kind, step, value=m.value, reason=m.reason)
+                    if kind == "l1_change" and coef_column != "l1_alpha":
+                        writer.log_event(kind, step, value=m.value, reason=m.reason, coefficient=coef_column)
+                    else:
+                        writer.log_event(kind, step, value=m.value, reason=m.reason)
 
-                x = data.batch(step)
-                stats = sae.forward_backward(x, alpha, count_fires=track)
-                sae.project_decoder_grad()
+                x = data.batch(step) if bucket is None else _distributed.local_batch(data, step, ctx.rank, ctx.world)
+                k_now = k_at(step)
+                # AuxK's dead latents: none fired in the aux_dead_window steps before this one
+                aux_dead = (step - 1 - last_fired >= aux_window) if auxk else None
+                stats = sae.forward_backward(x, alpha, count_fires=track, k=k_now, dead=aux_dead)
                 log_now = config.log_every > 0 and step % config.log_every == 0
+                reduced = None
+                if bucket is not None:  # several ranks: one all_reduce of grads, fire counts, sums, flags
+                    flush_due = main and log_now and time.monotonic() - last_flush >= config.flush_secs
+                    reduced = bucket.reduce(stats, x, step=step, stop=stop["signal"] is not None,
+                                            flush_due=flush_due, with_ev=log_now)
+                sae.project_decoder_grad()
                 grad_norm = sae.grad_norm() if log_now else None
                 optimizer.step()
-                sae.normalize_decoder()
+                sae.post_step()
                 session_tokens += B
 
                 # Dead-feature bookkeeping on the device: no host sync.
                 if track:
-                    counts = stats.fire_count
+                    counts = stats.fire_count if reduced is None else reduced.fire_count
                     last_fired.masked_fill_(counts > 0, step)
                     fire_count += counts.long()
                     window_tokens += B
@@ -490,15 +613,24 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                     i = len(host_cols["step"])
                     dead = (step - last_fired >= config.dead_window).sum()
                     l0 = counts.sum() / B
-                    ev = explained_variance(stats.sse, x)
-                    torch.stack([stats.loss, stats.mse, stats.l1, l0.float(), dead.float(), ev, grad_norm], out=buf[i])
+                    if reduced is None:
+                        ev = explained_variance(stats.sse, x)
+                        third = (stats.l1,) if stats.aux_loss is None and coef_column == "l1_alpha" else \
+                            (stats.aux_loss,) if stats.aux_loss is not None else ()
+                        loss_now, mse_now = stats.loss, stats.mse
+                    else:  # the global batch's metrics, from the reduced sums
+                        ev = reduced.explained_variance
+                        third = (reduced.third,) if reduced.third is not None and len(device_columns) == 7 else ()
+                        loss_now, mse_now = reduced.loss, reduced.mse
+                    torch.stack([loss_now, mse_now, *third, l0.float(), dead.float(), ev, grad_norm], out=buf[i])
                     host_cols["step"].append(step)
                     host_cols["tokens"].append(step * B)
-                    host_cols["l1_alpha"].append(alpha)
+                    host_cols[coef_column].append(k_now if coef_column == "k" else alpha)
                     host_cols["lr"].append(lr)
                     host_cols["elapsed_s"].append(elapsed_before + time.monotonic() - t0)
                     now = time.monotonic()
-                    if i + 1 == config.flush_every or now - last_flush >= config.flush_secs:
+                    due = now - last_flush >= config.flush_secs if reduced is None else reduced.flush_due
+                    if i + 1 == config.flush_every or due:
                         last_flush = now
                         if not flush():
                             status = "diverged"
@@ -512,6 +644,8 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                                            encoder_scale=config.resample_encoder_scale,
                                            generator=torch.Generator().manual_seed(config.seed * 7919 + step))
                     last_fired[dead_mask] = step  # a fresh window for the new features
+                    if bucket is not None:  # every rank resampled alike; rank 0's result is the one kept
+                        ctx.broadcast_state(sae, optimizer, step=step)
                     writer.log_event("resample", step, n=len(result.features), features=result.features,
                                      dead_window=config.dead_window, mean_alive_encoder_norm=result.mean_alive_encoder_norm,
                                      mean_loss=result.mean_loss)
@@ -530,7 +664,8 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                     first_step_s = time.monotonic() - t0
                     pace.first(step, t0 + first_step_s)
                     paused[0] = 0.0
-                if stop["signal"] is not None and step < config.total_steps:
+                stopping = stop["signal"] is not None if reduced is None else reduced.stop
+                if stopping and step < config.total_steps:
                     status = "interrupted"
                     break
 
@@ -546,13 +681,16 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             step = nonfinite_step
         if status != "diverged":
             last_ckpt = checkpoint(step, final=True)
+            if main:
+                write_final_export(run_dir, last_ckpt)  # checkpoints/final/saelens/ (trainer/export.py)
         tokens = step * B
         # Stats are written even for a diverged run: outlier input dimensions are a likely suspect.
-        write_feature_freq(run_dir, fire_count + prev_fire_count, window_tokens + prev_window_tokens)
-        sample = data.sample(max(config.stats_sample, 16384), stream=1)
-        write_input_stats(run_dir, sample[:config.stats_sample], sample, config.outlier_factor)
+        if main:
+            write_feature_freq(run_dir, fire_count + prev_fire_count, window_tokens + prev_window_tokens)
+            sample = data.sample(max(config.stats_sample, 16384), stream=1)
+            write_input_stats(run_dir, sample[:config.stats_sample], sample, config.outlier_factor)
         recovery = None
-        if status != "diverged" and isinstance(data, SyntheticData):
+        if main and status != "diverged" and isinstance(data, SyntheticData):
             recovery = feature_recovery(sae.W_dec.detach(), data.true_features)
         if status == "interrupted":
             writer.log_event("interrupt", step, signal=signal.Signals(stop["signal"]).name if stop["signal"] else None)
@@ -563,13 +701,16 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         writer.write_summary({
             "status": status, "run_id": run_id, "steps": step, "total_steps": config.total_steps, "tokens": tokens,
             "elapsed_s": round(elapsed, 3), "tokens_per_s": round(tps, 1), "device": str(device),
-            "final": {k: last_row.get(k) for k in ("loss", "mse", "l1", "l0", "l0_frac", "dead", "dead_frac", "explained_variance")} if last_row else None,
+            "final": {k: last_row.get(k) for k in ("loss", "mse", "l1", "l0", "l0_frac", "dead", "dead_frac", "explained_variance")
+                      + (("aux_loss",) if "aux_loss" in device_columns else ())} if last_row else None,
             "feature_recovery": {"mmcs": recovery.mmcs, "frac_above_0.9": recovery.frac_above_09} if recovery else None,
             "nonfinite_step": nonfinite_step,
             "checkpoint": str(last_ckpt.relative_to(run_dir)) if last_ckpt and last_ckpt.is_relative_to(run_dir) else None,
             "resumed_from_step": start_step or None,
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "threads_changed": threads_changed or None,
+            **({"world_size": ctx.world, "batch_size_per_rank": B // ctx.world,
+                "comm_s": round(bucket.comm_s, 3) if bucket is not None else None} if ctx.world > 1 else {}),
         })
         writer.close()
         display.close()
@@ -577,7 +718,12 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             run_dir=run_dir, status=status, steps=step, tokens=tokens, elapsed_s=elapsed, tokens_per_s=tps,
             final_loss=last_row.get("loss"), final_l0_frac=last_row.get("l0_frac"), final_dead_frac=last_row.get("dead_frac"),
             feature_recovery=recovery.mmcs if recovery else None, checkpoint=last_ckpt, steady_tokens_per_s=steady,
+            world_size=ctx.world, comm_s=bucket.comm_s if bucket is not None else 0.0,
         )
+    except PeerLostError as exc:  # a rank died (or stopped answering): every rank stops, one line each
+        writer.abandon()
+        display.close()
+        raise PeerLostError(f"{exc}; {_kept(run_dir, last_row, last_ckpt)}") from None
     except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: out at once, nothing more written
         writer.abandon()
         display.close()
@@ -702,6 +848,14 @@ def _completed_result(run_dir: Path, ckpt: Any, summary: dict[str, Any], config:
     )
 
 
+def _recorded_data(run_dir: Path) -> Any:
+    """The ``data`` description in ``RUN/config.yaml`` (None when unreadable)."""
+    try:
+        return read_config(run_dir / CONFIG_FILE).get("data")
+    except RunLogError:
+        return None
+
+
 def _check_same_data(run_dir: Path, data: Any, config: TrainConfig) -> None:
     """A resume may read its activations from a new ``data_path`` (files moved), not other data."""
     try:
@@ -719,7 +873,8 @@ def _check_same_data(run_dir: Path, data: Any, config: TrainConfig) -> None:
 
 
 def _record_changes(writer: RunLogWriter, run_dir: Path, ckpt: Any, config: TrainConfig, resolved: dict[str, Any],
-                    changes: dict[str, tuple[Any, Any]], device: str, data: dict[str, Any] | None) -> None:
+                    changes: dict[str, tuple[Any, Any]], device: str, data: dict[str, Any] | None,
+                    extra: dict[str, Any] | None = None) -> None:
     """Log the settings a resume changed and bring config.yaml up to date (see ``trainer.resume``)."""
     first = ckpt.step + 1  # the first step trained with the new settings, as for a schedule milestone
     for key, (old, new) in changes.items():
@@ -740,6 +895,8 @@ def _record_changes(writer: RunLogWriter, run_dir: Path, ckpt: Any, config: Trai
     except ValueError:
         checkpoint = str(ckpt.path)
     new = updated_config(raw, resolved, step=ckpt.step, checkpoint=checkpoint, changes=changes, device=device, data=data)
+    if extra and ("world_size" in raw or "world_size" in changes):
+        new.update(extra)  # world_size, batch_size_per_rank in force
     if plain(new) != plain(raw):
         writer.write_config(new)
 
@@ -751,6 +908,7 @@ def _finish_completed(run_dir: Path, writer: RunLogWriter, ckpt: Any, config: Tr
     would have written (final link, stats, ``end`` event, summary rebuilt from the log); train nothing."""
     step = ckpt.step
     ensure_final(run_dir, ckpt.path)
+    write_final_export(run_dir, ckpt.path)  # checkpoints/final/saelens/ (trainer/export.py)
     stats = run_dir / STATS_DIR
     if not (stats / "feature_freq.npy").is_file():
         write_feature_freq(run_dir, fire_counts, window_tokens)
@@ -774,3 +932,51 @@ def _finish_completed(run_dir: Path, writer: RunLogWriter, ckpt: Any, config: Tr
 
 __all__ = ["TrainResult", "train", "config_from_run", "resolve_config", "resolve_device", "CheckpointError", "TrainAborted", "RunWriteError",
            "LockHeldError", "ResumeChangeError"]
+
+
+class _NullWriter:
+    """The run-log writer of ranks other than 0: they write nothing."""
+
+    def write_config(self, config: Any) -> None:
+        pass
+
+    def log_metrics(self, columns: Any) -> None:
+        pass
+
+    def log_event(self, kind: str, step: int, **fields: Any) -> None:
+        pass
+
+    def write_summary(self, summary: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+
+class _SilentDisplay:
+    """Progress and warnings of ranks other than 0: rank 0 shows them."""
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _check_distributed(config: TrainConfig, world: int) -> None:
+    """What several ranks (torchrun) cannot train yet, refused in one line before the group is joined."""
+    if config.batch_size % world:
+        raise ConfigError(f"batch_size: {config.batch_size} is the global batch and must be divisible by the "
+                          f"{world} ranks (WORLD_SIZE={world})", "batch_size")
+    if config.data_source == "model":
+        raise ConfigError(f"data_source: model harvests in one process; with {world} ranks (torchrun) harvest to "
+                          "files first (sae-report harvest) and train with data_source: files", "data_source")
+    if config.sae_variant == "batchtopk":
+        raise ConfigError(f"sae_variant: batchtopk selects over the whole batch, which {world} ranks do not see "
+                          "together; train it in one process (or use topk)", "sae_variant")

@@ -12,8 +12,9 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from ..ingest.aliases import canonical_config
+from ..runlog.aliases import canonical_config, fill_pairs, infer_d_sae
 from ..runlog import METRIC_COLUMNS, RunData
+from .architecture import architecture
 from .claims import ClaimMaker
 from .config import AnalyzerConfig
 from .detectors import Context, run_detectors
@@ -23,8 +24,8 @@ from .interventions import all_interventions
 from .phases import cut_phases
 from .result import Analysis, RunInfo, Skipped
 from .rootcause import root_causes
-from .series import bin_all, logged, prepare
-from .summary import input_outliers, metric_summaries, step_table, targets_table
+from .metric_series import bin_all, logged, prepare
+from .summary import architecture_summary, input_outliers, metric_summaries, step_table, targets_table
 from .verdict import verdict
 
 __all__ = ["AnalyzerConfig", "analyze", "OVERRIDE_KEYS"]
@@ -47,29 +48,6 @@ def _num(v: Any) -> float | None:
     return f if f == f and abs(f) != float("inf") else None
 
 
-def _with_pairs(frame: pl.DataFrame, d_sae: int | None) -> tuple[pl.DataFrame, int | None]:
-    """Fill l0 <-> l0_frac and dead <-> dead_frac given d_sae (inferring d_sae from a pair)."""
-    cols = set(frame.columns)
-    if d_sae is None:
-        for count, frac in (("dead", "dead_frac"), ("l0", "l0_frac")):
-            if count in cols and frac in cols:
-                r = frame.select((pl.col(count) / pl.col(frac)).alias("r")).filter(
-                    pl.col("r").is_finite() & (pl.col("r") > 0)).get_column("r")
-                if r.len():
-                    d_sae = int(round(float(r.median())))
-                    break
-    if d_sae:
-        adds = []
-        for count, frac in (("l0", "l0_frac"), ("dead", "dead_frac")):
-            if count in cols and frac not in cols:
-                adds.append((pl.col(count) / d_sae).alias(frac))
-            elif frac in cols and count not in cols:
-                adds.append((pl.col(frac) * d_sae).alias(count))
-        if adds:
-            frame = frame.with_columns(adds)
-    return frame, d_sae
-
-
 def analyze(data: RunData, *, config: AnalyzerConfig | None = None,
             overrides: Mapping[str, Any] | None = None) -> Analysis:
     """Find what happened in ``data``. ``overrides`` are flag values (``target_l0``, ``d_sae``,
@@ -89,7 +67,8 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
     frame = data.metrics
     if "step" not in frame.columns:
         frame = pl.DataFrame({"step": pl.Series([], dtype=pl.Int64)})
-    frame, d_sae = _with_pairs(frame, d_sae)
+    d_sae = infer_d_sae(frame, {"d_sae": d_sae})
+    frame = fill_pairs(frame, d_sae)
     if d_sae:
         run_cfg["d_sae"] = d_sae
     skipped: list[Skipped] = []
@@ -102,6 +81,12 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
             target = None
     if target is not None and target <= 0:
         target = None
+    arch = architecture(run_cfg)
+    if arch.fixed_l0 and target is not None:
+        # TopK / BatchTopK: k sets L0, so there is no target to meet (and none to advise toward)
+        target = None
+        skipped.append(Skipped("targets", f"L0 is set by k in a {arch.label} SAE: no L0 target status (its k is in "
+                                          "the config; the advice is on k and AuxK, from dead latents and reconstruction)"))
     steps = frame.get_column("step").drop_nulls()
     t0, last = (int(steps.min()), int(steps.max())) if steps.len() else (0, 0)
     present = [m for m in METRIC_COLUMNS if m not in ("step",) and m in frame.columns and frame.schema[m].is_numeric()]
@@ -132,7 +117,7 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
     dead = series.get("dead_frac")
     ivs = all_interventions(frame, events, run_cfg, dead, cfg.thrash_min_drop)
     ctx = Context(series=series, events=events, cfg=cfg, config=run_cfg, t0=t0, t1=t1, target_l0=target, d_sae=d_sae,
-                  interventions=ivs, columns=columns, last_step=last)
+                  interventions=ivs, columns=columns, last_step=last, architecture=arch)
     if loss_col:
         full = series[loss_col] if cut is None and loss_col in series else prepare(frame, loss_col, cfg, t0, last, d_sae)
         if full is not None:
@@ -168,4 +153,5 @@ def _analyze(data: RunData, config: AnalyzerConfig | None, overrides: Mapping[st
         input_outliers=outliers,
         recommendations=[],
         skipped=[*ctx.skipped, *skipped],
+        architecture=architecture_summary(ctx),
     )

@@ -19,7 +19,7 @@ import polars as pl
 from ..runlog import INTERVENTION_KINDS, Event
 from .claims import Claim, ClaimMaker, event_claim
 from .result import Intervention
-from .series import Series, logged
+from .metric_series import Series, logged
 
 #: A jump between two constant stretches smaller than this (relative) is not a change worth naming.
 MIN_JUMP = 0.01
@@ -30,7 +30,9 @@ MAX_SCHEDULE_ROWS = 100_000
 #: Shortest constant stretch (logged rows) that makes the change after it a milestone.
 MIN_CONSTANT_ROWS = 3
 
-COLUMN_KIND = {"lr": "lr_change", "l1_alpha": "l1_change"}
+#: Schedule columns and the intervention kind a change in each is (``l1_change``: a change of the
+#: sparsity coefficient, ``l1_alpha`` or a JumpReLU SAE's ``l0_coefficient``).
+COLUMN_KIND = {"lr": "lr_change", "l1_alpha": "l1_change", "l0_coefficient": "l1_change"}
 
 
 def logged_interventions(events: list[Event]) -> list[Intervention]:
@@ -148,10 +150,14 @@ WORDS = {"resample": "the resample", "lr_change": "the learning-rate change", "l
          "resume": "the resume"}
 
 
-def describe(iv: Intervention, column: ClaimMaker | None) -> tuple[str, dict[str, Claim]]:
+def describe(iv: Intervention, column: ClaimMaker | None, coefficient: str | None = "l1_alpha") -> tuple[str, dict[str, Claim]]:
     """A sentence fragment naming ``iv`` with its claims: the event's step, or for an inferred one
-    the logged values on either side of the change and the column they come from."""
+    the logged values on either side of the change and the column they come from. ``coefficient``
+    names the sparsity coefficient an ``l1_change`` changed (``l0_coefficient`` for JumpReLU)."""
     what = WORDS.get(iv.kind, iv.kind)
+    if iv.kind == "l1_change":
+        name = iv.source if iv.inferred and iv.source in ("l1_alpha", "l0_coefficient") else (coefficient or "l1_alpha")
+        what = f"the {name} change"
     if not iv.inferred:
         return f"{what} at step {{iv}}", {"iv": event_claim(iv.kind, iv.step)}
     reason = f" ({iv.reason})" if iv.reason and iv.reason != "step change" else ""

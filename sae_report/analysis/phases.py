@@ -16,7 +16,7 @@ import numpy as np
 from .claims import Claim, difference, ratio
 from .detectors import Context
 from .result import Finding, FindingKind, Phase
-from .series import Series
+from .metric_series import Series
 
 K = FindingKind
 _MIN_PHASE = 0.05
@@ -257,11 +257,12 @@ def cut_phases(ctx: Context, findings: list[Finding]) -> list[Phase]:
     """Phases on L0 (when logged), plus phases on the dead-feature metric when it has a story of
     its own (a secondary rise or a dead-feature collapse)."""
     out: list[Phase] = []
-    if ctx.l0 is not None:
-        out.extend(phases_for(ctx, ctx.l0, findings))
+    l0 = None if ctx.architecture.fixed_l0 else ctx.l0  # TopK / BatchTopK: k sets L0; the story is elsewhere
+    if l0 is not None:
+        out.extend(phases_for(ctx, l0, findings))
     d = ctx.dead
     story = {K.SECONDARY_RISE, K.COLLAPSE}
-    if d is not None and (ctx.l0 is None or any(f.metric == d.metric and f.kind in story for f in findings)):
+    if d is not None and (l0 is None or any(f.metric == d.metric and f.kind in story for f in findings)):
         out.extend(phases_for(ctx, d, findings))
     if not out and ctx.loss is not None:
         out.extend(phases_for(ctx, ctx.loss, findings))

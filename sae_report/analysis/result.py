@@ -214,6 +214,11 @@ class Recommendation:
     """Why, in unambiguous words ("raise l1_alpha -> fewer active features -> lower L0")."""
     predicted_effect: str
     """What the change should do."""
+    template: str = ""
+    """When set, ``reason`` is this template rendered from ``claims`` (the evidence's numbers are
+    claims on the log, as in a finding's sentence)."""
+    claims: dict[str, Claim] = field(default_factory=dict)
+    """The evidence behind ``reason`` (TopK/BatchTopK advice: dead latents, reconstruction, k)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,12 @@ class Analysis:
     no_recommendation_reason, runs, excluded, confounders, warnings, unreadable}`` (the runs without
     their configs); the l1_alpha fit is also the ``l1_alpha`` entry of ``recommendations``. None when
     the run has no comparable siblings or they were not looked for."""
+    architecture: dict[str, Any] | None = None
+    """The SAE's architecture (``analysis.architecture``): ``{name, label, coefficient, fixed_l0,
+    claims}``; ``coefficient`` is the config key that sets L0 (``l1_alpha``, JumpReLU's
+    ``l0_coefficient``) or null when ``k`` sets it (TopK, BatchTopK), and ``claims`` the evidence the
+    TopK advice rests on (``k``, dead fraction early and late in the second half, explained
+    variance, the AuxK term)."""
     schema_version: int = ANALYSIS_SCHEMA_VERSION
     """Version of this document's layout."""
 

@@ -82,19 +82,22 @@ def _collapse_after_l1(ctx: Context, findings: list[Finding], _o: list[dict[str,
     if warm is not None:
         return warm
     iv = f.coincides_with
-    if iv is not None and iv.kind == "l1_change":
-        text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None)
+    coef = ctx.architecture.coefficient
+    if iv is not None and iv.kind == "l1_change" and coef is not None:
+        text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None, coef)
         claims = {**claims, "start": claim}
-        return RootCause("collapse_after_l1_change", "Collapse right after an l1_alpha change", sentence(
+        return RootCause("collapse_after_l1_change", f"Collapse right after an {coef} change", sentence(
             f"The collapse starts at step {at}, right after {text}. A stronger sparsity penalty pushes features to "
-            "zero faster than they find roles. Raise l1_alpha more gradually (a longer warm-up), or aim lower "
-            "(lower l1_alpha -> more active features -> higher L0).", claims))
+            f"zero faster than they find roles. Raise {coef} more gradually (a longer warm-up), or aim lower "
+            f"(lower {coef} -> more active features -> higher L0).", claims))
     return None
 
 
 def _after_warmup(ctx: Context, name: str, claim: Claim, at: str) -> RootCause | None:
-    """The collapse starts within ``WARMUP_WINDOW_FRAC`` of the run after l1_alpha's warm-up ends."""
-    l1 = ctx.columns.get("l1_alpha")
+    """The collapse starts within ``WARMUP_WINDOW_FRAC`` of the run after the sparsity coefficient's
+    warm-up ends (l1_alpha, or a JumpReLU SAE's l0_coefficient)."""
+    coef = ctx.architecture.coefficient
+    l1 = ctx.columns.get(coef) if coef else None
     if l1 is None or not len(l1.step):
         return None
     top = l1.stat("max", ctx.t0, ctx.last_step)
@@ -114,10 +117,10 @@ def _after_warmup(ctx: Context, name: str, claim: Claim, at: str) -> RootCause |
         later = ", {gap} steps later"
     else:
         later = ""
-    return RootCause("collapse_after_warmup", "Collapse soon after the l1_alpha warm-up ends", sentence(
-        "l1_alpha rose from {l1_first} to {l1_max}, reaching it at step {warm}, and the collapse starts at step "
+    return RootCause("collapse_after_warmup", f"Collapse soon after the {coef} warm-up ends", sentence(
+        f"{coef} rose from {{l1_first}} to {{l1_max}}, reaching it at step {{warm}}, and the collapse starts at step "
         f"{at}{later}. The full sparsity penalty arrived before the features had settled. Lengthen the warm-up, or "
-        "lower the final l1_alpha (lower l1_alpha -> more active features -> higher L0).", claims))
+        f"lower the final {coef} (lower {coef} -> more active features -> higher L0).", claims))
 
 
 def _resample_thrash(ctx: Context, findings: list[Finding], _o: list[dict[str, Any]]) -> RootCause | None:
@@ -126,11 +129,12 @@ def _resample_thrash(ctx: Context, findings: list[Finding], _o: list[dict[str, A
         return None
     claims = {k: v for k, v in f.claims.items() if not k.startswith("iv")}
     every = " while resampling happens every {interval} steps" if "interval" in claims else ""
+    coef = ctx.architecture.coefficient or "l1_alpha"
     return RootCause("resample_thrash", "Resampling thrash", sentence(
         f"The dead fraction climbs back a median of {{median_back}} steps after a resample{every}: each resample's "
         "features die before the next one, so resampling replaces the same dead features over and over. Resample "
         "less often (raise resample_interval) so revived features have time to settle, or weaken the penalty that "
-        "kills them (lower l1_alpha -> more active features -> higher L0).", claims))
+        f"kills them (lower {coef} -> more active features -> higher L0).", claims))
 
 
 def _rise_after_schedule(ctx: Context, findings: list[Finding], _o: list[dict[str, Any]]) -> RootCause | None:
@@ -138,14 +142,15 @@ def _rise_after_schedule(ctx: Context, findings: list[Finding], _o: list[dict[st
     if f is None or f.coincides_with is None or f.coincides_with.kind not in ("lr_change", "l1_change"):
         return None
     iv = f.coincides_with
-    text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None)
+    coef = ctx.architecture.coefficient or "l1_alpha"
+    text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None, coef)
     claims = {**claims, "start": f.claims["start"]}
     if iv.kind == "lr_change":
         why = ("With a smaller learning rate the model settles into sharper minima and features that fire rarely no "
                "longer get updates large enough to stay alive. Decay the learning rate later or less far, or resample "
                "the dead features after the decay.")
     else:
-        why = ("A stronger sparsity penalty pushes rarely firing features to zero. Raise l1_alpha more gradually, or "
+        why = (f"A stronger sparsity penalty pushes rarely firing features to zero. Raise {coef} more gradually, or "
                "resample the dead features after the change.")
     return RootCause("secondary_rise_after_schedule", "Features die again after a schedule change", sentence(
         f"Dead features start rising again at step {{start}}, at {text}. {why}", claims))

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from ..runlog import RunData
-from .claims import Claim, ClaimMaker
+from .claims import Claim, ClaimMaker, config_claim
 from .config import AnalyzerConfig
 from .detectors import Context
 from .result import Finding, FindingKind, MetricSummary, StepRow, Target
@@ -192,6 +192,8 @@ def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary]
                 out.append(Target(label, val, target, r * 100, status, shown, claim))  # type: ignore[arg-type]
             elif broken:
                 out.append(Target(label, val, None, None, "fail", "at least one feature per token", claim))
+            elif ctx.architecture.fixed_l0:
+                out.append(Target(label, val, None, None, "none", "set by k (no target)", claim))
             else:
                 out.append(Target(label, val, None, None, "none", "no target (--target-l0)", claim))
     d = summary.get("dead_frac")
@@ -266,3 +268,31 @@ def input_outliers(data: RunData, cfg: AnalyzerConfig, limit: int = 20) -> list[
     idx = np.flatnonzero(ok & (ratio >= cfg.outlier_ratio))
     idx = idx[np.argsort(-ratio[idx])][:limit]
     return [{"dim": int(dims[i]), "absmax": float(absmax[i]), "ratio": float(ratio[i])} for i in idx]
+
+
+def architecture_summary(ctx: Context) -> dict[str, Any]:
+    """The architecture (``Analysis.architecture``) and, for TopK / BatchTopK, the claims the advice
+    on k and AuxK rests on: ``k`` (config), ``dead_early`` / ``dead_late`` (medians of the dead
+    fraction over the first and the last fifth of the second half), ``ev`` (second-half median of
+    explained variance), ``aux_loss`` (second-half median of the AuxK term) and
+    ``aux_loss_coefficient`` (config), each when the log and config have it."""
+    arch = ctx.architecture
+    claims: dict[str, Claim] = {}
+    if arch.fixed_l0:
+        for key, unit in (("k", "count"), ("aux_loss_coefficient", "sig")):
+            c = config_claim(key, ctx.config, unit=unit)  # type: ignore[arg-type]
+            if c.value is not None:
+                claims[key] = c
+        a, b = ctx.half, float(ctx.t1)
+        fifth = (b - a) / 5
+        dead = ctx.columns.get("dead_frac")
+        if dead is not None and len(dead.step):
+            claims["dead_early"] = dead.stat("median", a, a + fifth)
+            claims["dead_late"] = dead.stat("median", b - fifth, b)
+        for name, metric in (("ev", "explained_variance"), ("aux_loss", "aux_loss")):
+            col = ctx.columns.get(metric)
+            if col is not None and len(col.step):
+                claims[name] = col.stat("median", a, b)
+        claims = {k: v for k, v in claims.items() if v.value is not None}
+    return {"name": arch.name, "label": arch.label, "coefficient": arch.coefficient, "fixed_l0": arch.fixed_l0,
+            "claims": claims}

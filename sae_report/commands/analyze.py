@@ -11,28 +11,10 @@ from polars.exceptions import PolarsError
 from ..analysis.result import FindingKind
 from ..ingest import mapped_columns
 from ..runlog import RunLogError
-from .options import map_option
+from .options import TARGET_L0, map_option
 
 SOURCES = ("auto", "sae-report", "csv", "ndjson", "parquet", "wandb", "tensorboard", "mlflow")
 KINDS = tuple(k.value for k in FindingKind)
-
-
-class Fraction(click.ParamType):
-    """``0.05``, ``5%`` or a count (``> 1``, converted with d_sae)."""
-
-    name = "FRACTION"
-
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
-        if isinstance(value, float):
-            return value
-        text = str(value).strip()
-        try:
-            v = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            self.fail(f"{value!r} is not a number or a percentage", param, ctx)
-        if not v > 0 or v != v or v == float("inf"):
-            self.fail(f"{value!r} must be positive", param, ctx)
-        return v
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -58,7 +40,7 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
     bad = [k for k in kinds if k not in KINDS]
     if bad:
-        from ..console import printable
+        from ..report.printable import printable
 
         raise click.BadParameter(printable(f"unknown finding kind(s) {', '.join(bad)} (choose from {', '.join(KINDS)})"))
     return kinds
@@ -70,7 +52,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     fmts = tuple(f.strip() for f in value.split(",") if f.strip())
     bad = [f for f in fmts if f not in ("md", "html", "json")]
     if bad or not fmts:
-        from ..console import printable
+        from ..report.printable import printable
 
         raise click.BadParameter(printable(f"unknown format(s) {', '.join(bad) or '(none)'} (choose from md, html, json)"))
     return fmts
@@ -83,7 +65,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis document (analysis.json) on stdout.")
 @click.option("--format", "formats", callback=_formats, default=None, metavar="md,html,json",
               help="Report formats to write (default md,html,json; with --json: json).")
-@click.option("--target-l0", type=Fraction(), default=None, help="Target L0: 0.05, 5% or a count with --d-sae.")
+@click.option("--target-l0", type=TARGET_L0, default=None,
+              help="Target L0: a fraction (0.05), a percent (5%) or a count of features (32, with d_sae).")
 @click.option("--d-sae", type=click.IntRange(min=1, max=2**31), default=None, help="Dictionary size (to report L0 as count and fraction).")
 @click.option("--l1-alpha", type=float, default=None, help="l1_alpha of the run, when the log does not say.")
 @click.option("--learning-rate", type=float, default=None, help="Learning rate of the run, when the log does not say.")
@@ -114,7 +97,8 @@ def analyze(path: str, out_dir: str | None, as_json: bool, formats: tuple[str, .
     Exit codes: 0 analyzed, 1 a --fail-on kind was found or the report cannot be written,
     2 unusable input, 130 interrupted (Ctrl-C).
     """
-    from ..console import print_summary, printable
+    from ..console import print_summary
+    from ..report.printable import printable
     from ..pipeline import OutputError, analyze_path
 
     overrides = {"target_l0": target_l0, "d_sae": d_sae, "l1_alpha": l1_alpha, "learning_rate": learning_rate,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..recommend.params import TARGET_L0
+from .options import TARGET_L0
 from .options import map_option
 
 
@@ -31,7 +31,10 @@ def resolve_comparison(runs: tuple[str, ...], target_l0: float | None, maps: tup
     paths = expand_paths(list(runs))
     if not paths:
         raise InputError(f"{runs[0]}: no runs found (give run directories, globs, or a folder of runs)")
-    comp = compare_runs(paths, target_l0, column_map=maps)
+    try:
+        comp = compare_runs(paths, target_l0, column_map=maps)
+    except ValueError as exc:
+        raise click.UsageError(f"--target-l0: {exc}") from None
     if not comp.rows:
         first = comp.unreadable[0]["reason"] if comp.unreadable else f"{runs[0]}: no runs found"
         raise InputError(first)
@@ -51,7 +54,7 @@ FILE_WIDTH = 140
 
 def _terminal_rows(comp) -> list[dict[str, str]]:  # noqa: ANN001 - Comparison
     """The table's cells, shortened for a terminal (an excluded run's reason is among the warnings)."""
-    from ..recommend.render import display_rows
+    from ..report.formatting import display_rows
 
     rows = []
     for r in display_rows(comp.to_dict()["runs"], comp.target_l0):
@@ -82,7 +85,7 @@ def comparison_table(comp, width: int):  # noqa: ANN001, ANN201 - Comparison -> 
         table = Table(title=f"Runs (target L0 {fmt_target(comp.target_l0)}; settled = second-half median)",
                       box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
         for key, header, _ in columns:
-            table.add_column(header, no_wrap=True)
+            table.add_column(comp.coefficient if key == "l1_alpha" else header, no_wrap=True)
         for r in rows:
             table.add_row(*(Text(r.get(key, "")) for key, _, _ in columns))
         if measure.measure(table).maximum <= width:
@@ -123,12 +126,13 @@ def print_comparison(comp) -> None:  # noqa: ANN001 - Comparison
         say(f"Runs (target L0 {fmt_target(comp.target_l0)}; settled = second-half median)", "italic")
         for r in rows:
             say(r["id"], "bold")
-            fields = [f"{header} {r[key]}" for key, header, _ in TABLE_COLUMNS[1:] if r.get(key)]
+            fields = [f"{comp.coefficient if key == 'l1_alpha' else header} {r[key]}"
+                      for key, header, _ in TABLE_COLUMNS[1:] if r.get(key)]
             say(" | ".join(fields), indent="  ")
     say("Key finding: " + comp.key_finding)
     rec = comp.recommendation
     if rec is not None:
-        say(f"Recommended l1_alpha: {rec.l1_alpha:.3g} (range {rec.low:.3g}-{rec.high:.3g}), "
+        say(f"Recommended {rec.coefficient}: {rec.l1_alpha:.3g} (range {rec.low:.3g}-{rec.high:.3g}), "
             f"{rec.direction} relative to {rec.reference_l1_alpha:g}; predicted settled L0 "
             f"{100 * rec.predicted_l0:.3g}%", "bold")
     for w in comp.warnings:
@@ -138,7 +142,7 @@ def print_comparison(comp) -> None:  # noqa: ANN001 - Comparison
 @click.command(short_help="Compare runs: the table, the key finding, the next l1_alpha.")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--target-l0", type=TARGET_L0, default=None,
-              help="Target L0 as a fraction (0.05) or percent (5%). Default: the runs' common target_l0.")
+              help="Target L0: a fraction (0.05), a percent (5%) or a count of features (32). Default: the runs' common target_l0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write comparison.md, comparison.html, comparison.json and l1_l0.svg here "
@@ -159,7 +163,7 @@ def compare(runs: tuple[str, ...], target_l0: float | None, as_json: bool, out_d
     comp = resolve_comparison(runs, target_l0, maps)
     files: list[Path] = []
     if not no_files:
-        from ..compare import write_comparison
+        from ..report.comparison import write_comparison
 
         if out_dir is None:
             parents = {Path(r.path).resolve().parent for r in comp.rows}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..recommend.params import TARGET_L0
+from .options import TARGET_L0
 from .compare import InputError
 from .options import map_option
 
@@ -16,7 +16,7 @@ from .options import map_option
 @click.command()
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--target-l0", type=TARGET_L0, default=None,
-              help="Target L0 as a fraction (0.05) or percent (5%). Default: the runs' common target_l0.")
+              help="Target L0: a fraction (0.05), a percent (5%) or a count of features (32). Default: the runs' common target_l0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recommendation as JSON on stdout.")
 @click.option("--write-config", "write_config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the next run's full config YAML here (ready for `sae-report train CONFIG`).")
@@ -37,7 +37,7 @@ def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, wri
       sae-report train next.yaml --report
     """
     from ..compare import expand_paths
-    from ..recommend.advice import advise
+    from ..compare.advice import advise
     from ..recommend.nextconfig import NextConfigError, source_config_path, write_next_config
     from ..runlog import atomic_write_text
 
@@ -53,11 +53,12 @@ def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, wri
     comp = advice.comparison
     if not comp.rows:
         raise InputError(comp.unreadable[0]["reason"] if comp.unreadable else f"{runs[0]}: no runs found")
-    if advice.l1 is None:
+    fixed_l0 = all(r.coefficient is None for r in comp.rows)  # TopK / BatchTopK: k sets L0, nothing to fit
+    if advice.l1 is None and not fixed_l0:
         if comp.target_l0 is None:
             raise click.UsageError("no target L0: pass --target-l0 (e.g. 0.05 for 5%), or record target_l0 in the runs' config")
         reasons = "; ".join(f"{r.id}: {r.excluded}" for r in comp.excluded) or comp.no_recommendation_reason
-        raise click.ClickException(f"no run can be used for the l1_alpha fit ({reasons})")
+        raise click.ClickException(f"no run can be used for the {comp.coefficient} fit ({reasons})")
     source_file = None
     if write_config is not None:
         if advice.next is None:
@@ -88,11 +89,14 @@ def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, wri
 
 def _print(advice, write_config: Path | None, source_file: Path | None = None) -> None:
     l1 = advice.l1
-    click.secho(f"l1_alpha: {l1.l1_alpha:.3g}  (range {l1.low:.3g} to {l1.high:.3g}; {l1.direction} relative to "
-                f"{l1.reference_l1_alpha:g}; predicted settled L0 {100 * l1.predicted_l0:.3g}%)", bold=True)
-    click.echo(l1.explanation)
-    for w in l1.warnings:
-        click.secho(f"warning: {w}", fg="yellow")
+    if l1 is None:  # TopK / BatchTopK runs: k sets L0
+        click.secho(advice.comparison.no_recommendation_reason, bold=True)
+    else:
+        click.secho(f"{l1.coefficient}: {l1.l1_alpha:.3g}  (range {l1.low:.3g} to {l1.high:.3g}; {l1.direction} "
+                    f"relative to {l1.reference_l1_alpha:g}; predicted settled L0 {100 * l1.predicted_l0:.3g}%)", bold=True)
+        click.echo(l1.explanation)
+        for w in l1.warnings:
+            click.secho(f"warning: {w}", fg="yellow")
     for r in advice.comparison.excluded:
         click.secho(f"excluded: {r.id}: {r.excluded}", fg="yellow")
     for w in advice.comparison.warnings:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -64,6 +62,7 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
             raise click.exceptions.Exit(1)
         from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run
         from trainer import train as run_training
+        from trainer.distributed import PeerLostError, env_world
         from trainer.train import LockHeldError, ResumeChangeError, RunLogError, RunWriteError, resolve_config
 
         if list_keys:
@@ -87,8 +86,10 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
         except ResumeChangeError as exc:  # one line, prefixed with where the change came from
             raise ConfigProblem(f"{_origin(exc.key, overrides, resume)}: {exc}") from None
         except (ConfigError, DataError, CheckpointError, RunLogError) as exc:
+            if env_world()[1] != 0:  # torchrun: every rank found the same problem; rank 0 says it
+                raise click.exceptions.Exit(ConfigProblem.exit_code) from None
             raise ConfigProblem(str(exc)) from None
-        except (LockHeldError, RunWriteError) as exc:
+        except (LockHeldError, RunWriteError, PeerLostError) as exc:
             raise click.ClickException(str(exc)) from None
         except (OSError, RuntimeError, MemoryError) as exc:  # CUDA out of memory...: never a traceback
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
@@ -100,6 +101,10 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
     finally:
         _restore_signals(previous)
 
+    if env_world()[1] != 0:  # torchrun: rank 0 reports; the other ranks only set the exit code
+        if not result.already_completed and result.status in ("interrupted", "diverged"):
+            raise click.exceptions.Exit(130 if result.status == "interrupted" else 1)
+        return
     if result.already_completed:
         rebuilt = "; summary.json rebuilt from the log (it was missing or out of date)" if result.summary_rebuilt else ""
         unused = [k for k in dict.fromkeys(o.split("=", 1)[0].strip() for o in overrides) if k != "total_steps"]
@@ -210,13 +215,9 @@ def _report_or_interrupt(run_dir: Path) -> None:
 
 
 def _report(run_dir: Path) -> None:
-    """Analyze the run with the pipeline (as `sae-report analyze RUN`); without it, print summary.json."""
-    try:
-        from sae_report.console import print_summary
-        from sae_report.pipeline import OutputError, analyze_path
-    except ImportError:  # a build without the analyzer: the minimal summary we have
-        _minimal_summary(run_dir)
-        return
+    """Analyze the run with the pipeline (as `sae-report analyze RUN`)."""
+    from sae_report.console import print_summary
+    from sae_report.pipeline import OutputError, analyze_path
     from sae_report.runlog import RunLogError
 
     try:
@@ -225,17 +226,3 @@ def _report(run_dir: Path) -> None:
         raise click.ClickException(f"the run was trained, but its report failed: {exc}") from None
     print_summary(result.analysis, files=result.files, notes=result.notes)
 
-
-def _minimal_summary(run_dir: Path) -> None:
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    final = summary.get("final") or {}
-    click.echo("report: the analyzer is not installed in this build; minimal summary from summary.json:")
-    lines = [f"  status {summary['status']}, {summary['steps']} steps, {summary['tokens']:,} tokens"]
-    if final:
-        lines.append(f"  final L0 {final['l0']:.1f} ({100 * final['l0_frac']:.2f}% of features), "
-                     f"dead {100 * final['dead_frac']:.1f}%, loss {final['loss']:.4g}, "
-                     f"explained variance {final['explained_variance']:.3f}")
-    rec = summary.get("feature_recovery")
-    if rec:
-        lines.append(f"  true-feature recovery (mean max cosine similarity) {rec['mmcs']:.3f}")
-    click.echo("\n".join(lines), file=sys.stdout)

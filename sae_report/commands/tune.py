@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..recommend.params import TARGET_L0
+from .options import TARGET_L0
 from .compare import InputError
 
 
@@ -17,7 +17,7 @@ def _progress(event: str, camp, it) -> None:
     n = len(camp.iterations)
     if event == "plan" and it is not None:
         why = it.why if len(it.why) < 220 else it.why[:217] + "..."
-        click.echo(f"[{it.index}/{camp.max_runs}] l1_alpha {it.l1_alpha:.3g}: {why}")
+        click.echo(f"[{it.index}/{camp.max_runs}] {camp.coefficient} {it.l1_alpha:.3g}: {why}")
     elif event == "start" and it is not None:
         verb = "resuming" if (camp.out_dir / it.run_id / "checkpoints").exists() else "training"
         click.echo(f"[{it.index}/{camp.max_runs}] {verb} {camp.out_dir / it.run_id} ...")
@@ -49,9 +49,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@click.command(short_help="Tune l1_alpha until the settled L0 is within tolerance.")
+@click.command(short_help="Tune l1_alpha (or l0_coefficient) to reach a target L0.")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target-l0", type=TARGET_L0, required=True, help="Target L0 as a fraction (0.05) or percent (5%).")
+@click.option("--target-l0", type=TARGET_L0, required=True, help="Target L0: a fraction (0.05), a percent (5%) or a count of features (32).")
 @click.option("--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Relative tolerance on the settled L0 (0.1 = within 10% of the target).")
 @click.option("--max-runs", type=click.IntRange(min=1), default=5, show_default=True,
@@ -66,10 +66,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
               help="Show the trainer's progress bar inside each run.")
 def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int, out_dir: Path,
          max_steps: int | None, overrides: tuple[str, ...], show_progress: bool) -> None:
-    """Tune l1_alpha until the settled L0 is within tolerance of the target.
+    """Tune the sparsity coefficient until the settled L0 is within tolerance.
 
     CONFIG is a training config YAML (default: the trainer's defaults). Each iteration trains a run
-    in --out, reads its settled L0 (second-half median), and fits the next l1_alpha. A run whose L0
+    in --out, reads its settled L0 (second-half median), and fits the next l1_alpha (a JumpReLU
+    SAE's l0_coefficient; a TopK SAE has none: k sets its L0). A run whose L0
     still trends through its second half is not settled: it is lengthened (up to --max-steps) and
     never taken as the answer. Stop it any time (Ctrl-C); the same command resumes from what is on
     disk.
@@ -114,7 +115,7 @@ def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int,
         raise SystemExit(130)
     best = camp.best_iteration()
     if best is not None:
-        click.echo(f"final choice: {best.run_id} (l1_alpha {best.l1_alpha:.3g}, settled L0 "
+        click.echo(f"final choice: {best.run_id} ({camp.coefficient} {best.l1_alpha:.3g}, settled L0 "
                    f"{100 * best.row['settled_l0']:.3g}%); config in {out_dir / 'best_config.yaml'}")
     if camp.status != "reached":
         raise SystemExit(1)

@@ -23,17 +23,17 @@ IGNORED_KEYS = frozenset({
 })
 #: The parameter a comparison sweeps (and its piecewise schedule, scaled with it).
 SWEPT = "l1_alpha"
-SWEPT_KEYS = frozenset({SWEPT, "l1_alpha_schedule"})
+SWEPT_KEYS = frozenset({SWEPT, "l1_alpha_schedule", "l0_coefficient"})
 
 
 @functools.lru_cache(maxsize=1)
 def training_keys() -> frozenset[str]:
     """The config keys that are training settings, the only ones a confounder can be: the fields of
-    the trainer's ``TrainConfig`` plus the canonical keys the ingest aliases fill in from other
+    the trainer's ``TrainConfig`` plus the canonical keys the aliases (`runlog.aliases`) fill in from other
     tools' configs (``learning_rate`` from SAELens' ``lr``, ``d_sae`` from ``dict_size``, ...), less
     ``IGNORED_KEYS``. Bookkeeping (``imported_from``, ``logger``, W&B's nested sections, run ids,
     paths) is never compared."""
-    from ..ingest.aliases import CONFIG_ALIASES, TOKEN_KEYS
+    from ..runlog.aliases import CONFIG_ALIASES, TOKEN_KEYS
 
     # counts in tokens (training_tokens) are compared as the steps they give (total_steps)
     return frozenset((set(_trainer_fields()) | set(CONFIG_ALIASES)) - IGNORED_KEYS - set(TOKEN_KEYS))
@@ -102,6 +102,10 @@ class Comparison:
     """Comparison-level warnings (confounders, unstable runs, exclusions)."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
     """Paths that could not be read: ``{"path", "reason"}``."""
+    coefficient: str = "l1_alpha"
+    """The sparsity coefficient the runs are compared and fitted on: ``l1_alpha``, or
+    ``l0_coefficient`` when they are JumpReLU SAEs (each row's ``l1_alpha`` holds its value). Runs of
+    another architecture are excluded; TopK / BatchTopK runs always are (k sets their L0)."""
 
     @property
     def used(self) -> list[RunRow]:
@@ -137,6 +141,7 @@ class Comparison:
             "confounders": [asdict(c) for c in self.confounders],
             "warnings": self.warnings,
             "unreadable": self.unreadable,
+            "coefficient": self.coefficient,
         })
 
 
@@ -158,9 +163,13 @@ def load_runs(paths: Sequence[str | Path], *, column_map: Any = None) -> tuple[l
 
 def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | None = None, *,
                  runs: Sequence[RunData] | None = None, column_map: Any = None) -> Comparison:
-    """Compare runs given as paths (or already read, ``runs=``) against ``target_l0`` (a fraction);
-    ``column_map`` names metrics the aliases do not know (see ``load_runs``)."""
+    """Compare runs given as paths (or already read, ``runs=``) against ``target_l0`` (a fraction,
+    or a count of features of 1 or more, converted with the runs' common d_sae: ``ValueError`` when
+    they have none or several); ``column_map`` names metrics the aliases do not know (see
+    ``load_runs``)."""
     datas, bad = (list(runs), []) if runs is not None else load_runs(paths or [], column_map=column_map)
+    if target_l0 and target_l0 >= 1:
+        target_l0 = target_l0 / _common_d_sae(datas, target_l0)
     target_source = "flag" if target_l0 else "none"
     if not target_l0:
         targets = {float(t) for d in datas if (t := _cfg_target(d)) is not None}
@@ -169,9 +178,10 @@ def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | N
     rows = [run_row(d, target_l0) for d in datas]
     _unique_ids(rows)
     _exclude_mismatched_shapes(rows)
+    coefficient = _exclude_other_architectures(rows)
     rows.sort(key=lambda r: (r.l1_alpha is None, r.l1_alpha or 0.0, r.id))
     comp = Comparison(rows=rows, target_l0=target_l0, target_source=target_source, key_finding="",
-                      recommendation=None, unreadable=bad)
+                      recommendation=None, unreadable=bad, coefficient=coefficient)
     comp.confounders = find_confounders(comp.used)
     comp.warnings.extend(c.message for c in comp.confounders)
     for r in comp.rows:
@@ -182,14 +192,44 @@ def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | N
         comp.warnings.append(f"{r.id}: excluded from the fit - {r.excluded}")
     for b in bad:
         comp.warnings.append(f"{b['reason']} (not compared)")
-    if not target_l0:
+    fixed = [r for r in comp.rows if r.coefficient is None]
+    if fixed and len(fixed) == len(comp.rows):
+        comp.no_recommendation_reason = ("L0 is set by k in every run (TopK / BatchTopK): there is no sparsity "
+                                         "coefficient to fit; sae-report analyze advises on k and AuxK")
+    elif not target_l0:
         comp.no_recommendation_reason = "no target L0: pass --target-l0 (e.g. 0.05 for 5%)"
     elif not comp.used:
         comp.no_recommendation_reason = "no run is usable for the fit (see the exclusions)"
     else:
-        comp.recommendation = recommend_l1(comp.points(), target_l0)
+        comp.recommendation = recommend_l1(comp.points(), target_l0, coefficient)
     comp.key_finding = key_finding(comp)
     return comp
+
+
+def _common_d_sae(datas: Sequence[RunData], count: float) -> int:
+    """The d_sae the runs share, to read a target given as a count of features."""
+    sizes = {row.d_sae for d in datas if (row := run_row(d, None)).d_sae}
+    if len(sizes) != 1:
+        have = ", ".join(str(s) for s in sorted(sizes)) if sizes else "none recorded"
+        raise ValueError(f"a target L0 of {count:g} features needs the runs' dictionary size, and they have "
+                         f"{'several' if sizes else 'none'} (d_sae: {have}); give it as a fraction (0.05) or percent (5%)")
+    return int(sizes.pop())
+
+
+def _exclude_other_architectures(rows: list[RunRow]) -> str:
+    """The coefficient the comparison fits (that of most usable runs, ``l1_alpha`` on a tie); runs
+    whose coefficient is another one are excluded (a JumpReLU L0 coefficient and an L1 coefficient
+    are not on one scale). TopK / BatchTopK rows are already excluded (``run_row``)."""
+    counts = Counter(r.coefficient for r in rows if r.excluded is None and r.coefficient)
+    if not counts:
+        return next((r.coefficient for r in rows if r.coefficient), "k" if rows and all(r.coefficient is None for r in rows) else "l1_alpha")  # type: ignore[return-value]
+    top = max(counts.values())
+    coefficient = "l1_alpha" if counts.get("l1_alpha") == top else counts.most_common(1)[0][0]
+    for r in rows:
+        if r.excluded is None and r.coefficient != coefficient:
+            r.excluded = (f"a {r.architecture} SAE: its {r.coefficient} is not on the same scale as the other runs' "
+                          f"{coefficient}")
+    return coefficient  # type: ignore[return-value]
 
 
 def _cfg_target(data: RunData) -> float | None:
@@ -255,9 +295,10 @@ def find_confounders(rows: Sequence[RunRow]) -> list[Confounder]:
         if len({repr(v) for v in values.values()}) <= 1:
             continue
         shown = ", ".join(f"{rid}={v}" for rid, v in values.items())
+        swept = rows[0].coefficient or "l1_alpha"
         out.append(Confounder(key=key, values=values, message=(
-            f"Confounder: {key} changed together with l1_alpha ({shown}); the L0 differences are not "
-            f"due to l1_alpha alone.")))
+            f"Confounder: {key} changed together with {swept} ({shown}); the L0 differences are not "
+            f"due to {swept} alone.")))
     return out
 
 
@@ -266,8 +307,20 @@ def _pct(v: float | None) -> str:
 
 
 def key_finding(comp: Comparison) -> str:
-    """The finding across runs in words (the write-up's "Key Finding")."""
+    """The finding across runs in words (the write-up's "Key Finding"), naming the comparison's
+    coefficient (``l1_alpha``, or ``l0_coefficient`` for JumpReLU runs)."""
+    text = _key_finding(comp)
+    return text if comp.coefficient == "l1_alpha" else text.replace("l1_alpha", comp.coefficient)
+
+
+def _key_finding(comp: Comparison) -> str:
     used = comp.used
+    if comp.rows and all(r.coefficient is None for r in comp.rows):
+        pairs = ", ".join(f"{r.id}: k {r.k:g} -> settled L0 {_pct(r.settled_l0)}, dead {_pct(r.dead_frac)}"
+                          if r.k is not None else f"{r.id}: settled L0 {_pct(r.settled_l0)}" for r in comp.rows)
+        return (f"L0 is set by k in every run (TopK / BatchTopK), so there is no sparsity coefficient to fit and no L0 "
+                f"target to meet ({pairs}). Compare them on dead latents and reconstruction; sae-report analyze "
+                "advises on k and on AuxK.")
     if not used:
         return "No run could be placed on the l1_alpha/L0 curve (see the exclusions)."
     pairs = ", ".join(f"{r.l1_alpha:g} -> {_pct(r.settled_l0)}" for r in used)
@@ -329,7 +382,10 @@ def comparison_for_siblings(run_path: Path, *, target_l0: float | None = None,
         me = loaded
         datas = [me, *load_runs(others)[0]]
     mine = run_row(me, None)
-    same = [d for d in datas if d is me or _same_shape(run_row(d, None), mine)]
+    # the same shape and the same sparsity coefficient (an L1 run, a JumpReLU run and a TopK run are
+    # not points on one curve)
+    same = [d for d in datas if d is me or (_same_shape(row := run_row(d, None), mine)
+                                            and row.coefficient == mine.coefficient)]
     if len(same) < 2:
         return None
     return compare_runs(runs=same, target_l0=target_l0)

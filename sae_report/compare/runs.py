@@ -33,7 +33,15 @@ class RunRow:
     config: dict[str, Any]
     """Canonical config (``l1_alpha``, ``resample_interval``, ``d_sae``, ...)."""
     l1_alpha: float | None = None
-    """The run's l1_alpha (from the config, else the logged coefficient)."""
+    """The run's sparsity coefficient (from the config, else the logged coefficient): l1_alpha, or a
+    JumpReLU SAE's l0_coefficient (``coefficient`` says which); None for TopK / BatchTopK."""
+    architecture: str = "unknown"
+    """The SAE's architecture (``sae_report.analysis.architecture``)."""
+    coefficient: str | None = "l1_alpha"
+    """The config key ``l1_alpha`` holds the value of: ``l1_alpha``, ``l0_coefficient``, or None
+    (L0 set by k)."""
+    k: float | None = None
+    """TopK / BatchTopK: k (active latents per token), from the config."""
     resample_interval: int | None = None
     """Steps between resamples (None: not set / no resampling)."""
     d_in: int | None = None
@@ -137,9 +145,9 @@ def _int(value: Any) -> int | None:
 
 
 def canonical(config: dict[str, Any]) -> dict[str, Any]:
-    """Canonical config keys (through the ingest aliases when available)."""
+    """Canonical config keys (through the run format's aliases, `runlog.aliases`)."""
     try:
-        from ..ingest.aliases import canonical_config
+        from ..runlog.aliases import canonical_config
     except ImportError:  # pragma: no cover - the aliases module ships with the package
         return dict(config)
     return canonical_config(config)
@@ -162,15 +170,24 @@ def run_row(data: RunData, target_l0: float | None) -> RunRow:
     row = RunRow(id=data.run_id, path=str(data.path), config=cfg)
     row.d_in, row.d_sae = _int(cfg.get("d_in")), _int(cfg.get("d_sae"))
     row.resample_interval = _int(cfg.get("resample_interval"))
-    row.l1_alpha = _float(cfg.get("l1_alpha"))
-    if row.l1_alpha is None:
-        logged = _col(data.metrics, "l1_alpha")
+    from ..analysis.architecture import architecture
+
+    arch = architecture(cfg)
+    row.architecture, row.coefficient = arch.name, arch.coefficient
+    coef = arch.coefficient
+    row.l1_alpha = _float(cfg.get(coef)) if coef else None
+    if row.l1_alpha is None and coef:
+        logged = _col(data.metrics, coef)
         if logged is not None:
             half = logged[1][logged[0] >= logged[0][0] + (logged[0][-1] - logged[0][0]) / 2]
             half = half[np.isfinite(half)]
             if len(half):
                 row.l1_alpha = float(np.median(half))
-                row.warnings.append("l1_alpha taken from the logged coefficient (not in the config)")
+                row.warnings.append(f"{coef} taken from the logged coefficient (not in the config)")
+    if arch.fixed_l0:
+        k = row.k = _float(cfg.get("k"))
+        row.excluded = (f"L0 is set by k in a {arch.label} SAE" + (f" (k {k:g})" if k is not None else "")
+                        + ": no sparsity coefficient to fit")
     steps = data.metrics["step"]
     row.steps = int(steps.max()) if data.metrics.height else None
     loss = _col(data.metrics, "loss")
@@ -191,7 +208,11 @@ def run_row(data: RunData, target_l0: float | None) -> RunRow:
     if l0 is not None and cut is not None:  # nothing logged once the loss is NaN/inf for good is usable
         keep = l0[0] < cut
         l0 = (l0[0][keep], l0[1][keep])
-    settled: Settled | None = settled_level(*l0) if l0 is not None else None
+    # the analyzer's judged span: the log's first step to its last before the cut
+    all_steps = steps.to_numpy()
+    judged = all_steps[all_steps < cut] if cut is not None else all_steps
+    span = (float(judged.min()), float(judged.max())) if len(judged) else None
+    settled: Settled | None = settled_level(*l0, span=span) if l0 is not None else None
     _diverged(row, data, loss)
     if settled is not None:
         row.final_l0 = settled.final
@@ -251,12 +272,13 @@ def _diverged(row: RunRow, data: RunData, loss: tuple[np.ndarray, np.ndarray] | 
 
 
 def _exclusion(row: RunRow, data: RunData, l0, settled: Settled | None) -> str | None:
+    coef = row.coefficient or "l1_alpha"
     if not data.config and row.l1_alpha is None:
-        return "missing config: l1_alpha unknown"
+        return f"missing config: {coef} unknown"
     if row.l1_alpha is None:
-        return "l1_alpha not in the config or the log"
+        return f"{coef} not in the config or the log"
     if row.l1_alpha <= 0:
-        return f"l1_alpha {row.l1_alpha:g} is not positive"
+        return f"{coef} {row.l1_alpha:g} is not positive"
     if l0 is None:
         return "no L0 metric (l0_frac, or l0 with a known d_sae)"
     if settled is None:

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from ..runlog import RunData, RunLogError, is_run_dir, read_run
 from ..runlog.safeio import check_regular
-from .aliases import ColumnMapError, mapped_columns, parse_column_map
+from ..runlog.aliases import ColumnMapError, mapped_columns, parse_column_map
 
 __all__ = ["SOURCES", "ColumnMapError", "load_run", "mapped_columns", "parse_column_map"]
 

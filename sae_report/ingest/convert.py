@@ -29,7 +29,7 @@ import polars as pl
 
 from ..runlog import LOCK_FILE, RunData, RunLogError, RunLogWriter, lock_folder, read_run
 from . import load_run
-from .aliases import canonical_config
+from ..runlog.aliases import canonical_config
 
 
 class OutputExistsError(Exception):

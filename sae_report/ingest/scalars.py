@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import polars as pl
 
 from ..runlog import RunData, RunLogError
-from .aliases import MAP_HINT, canonical_config, canonicalize, match_column
+from ..runlog.aliases import MAP_HINT, canonical_config, canonicalize, match_column
 
 T = TypeVar("T")
 

@@ -36,7 +36,7 @@ from ..runlog import RunData, RunLogError, read_config, read_events
 from ..runlog.reader import (ROW_INDEX, ColumnBuffers, _dtype_words, _zero_copy_series, fill_from_scan, parquet_footer,
                               split_nulls)
 from ..runlog.safeio import InputRefused, check_regular, clean_text, open_regular
-from .aliases import _to_float, canonical_config, canonicalize, match_column
+from ..runlog.aliases import _to_float, canonical_config, canonicalize, match_column
 
 #: Suffix -> kind.
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet",

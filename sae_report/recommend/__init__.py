@@ -1,5 +1,6 @@
 """Recommending the next run: the l1_alpha fit across runs (``fit``), rules from a run's findings
-(``rules``), the next config (``nextconfig``) and the l1_alpha/L0 chart (``chart``).
+(``rules``) and the next config (``nextconfig``). Comparing runs and putting these together
+(``sae-report recommend``) is ``sae_report.compare``; drawing them is ``sae_report.report``.
 
 Nothing here imports torch; ``nextconfig`` validates against ``trainer.config`` when present.
 """
@@ -12,14 +13,7 @@ from .settled import Settled, settled_level
 
 __all__ = [
     "DEFAULT_ELASTICITY", "ELASTICITY_RANGE", "MAX_STEP_FACTOR", "SATURATION_ELASTICITY", "L1Recommendation",
-    "NextConfig", "NextConfigError", "PastRun", "RunPoint", "Settled", "l1_l0_chart", "next_config", "past_run",
+    "NextConfig", "NextConfigError", "PastRun", "RunPoint", "Settled", "next_config", "past_run",
     "recommend_l1", "rules_for", "settled_level", "write_next_config",
 ]
 
-
-def __getattr__(name: str):  # the chart pulls in altair: load it on first use
-    if name == "l1_l0_chart":
-        from .chart import l1_l0_chart
-
-        return l1_l0_chart
-    raise AttributeError(name)

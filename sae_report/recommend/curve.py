@@ -1,6 +1,6 @@
-"""The curve machinery of the l1_alpha fit (pure numpy): a run's point, grouping runs by l1_alpha,
-the monotone (isotonic) fit, slopes, the monotone cubic (PCHIP) and its root, and rounding that
-never crosses a run."""
+"""The curve machinery of the l1_alpha fit: a run's point, grouping runs by l1_alpha, the monotone
+(isotonic) fit, slopes, the monotone cubic (scipy's PCHIP) and its root (Brent's method), and
+rounding that never crosses a run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
+from scipy.optimize import brentq, isotonic_regression
 
 #: Noise floor for log L0 of a run (about 3%): no run's settled level is known better than this.
 NOISE_FLOOR = 0.03
@@ -29,18 +31,8 @@ class RunPoint:
 
 
 def pava_decreasing(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted isotonic regression with a non-increasing constraint (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [weighted mean, weight, count]
-    for yi, wi in zip(np.asarray(y, float), np.asarray(w, float)):
-        blocks.append([yi, wi, 1])
-        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:  # violates non-increasing
-            m2, w2, c2 = blocks.pop()
-            m1, w1, c1 = blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    out: list[float] = []
-    for m, _, c in blocks:
-        out.extend([m] * int(c))
-    return np.asarray(out)
+    """Weighted isotonic regression with a non-increasing constraint (scipy's pool adjacent violators)."""
+    return np.asarray(isotonic_regression(np.asarray(y, float), weights=np.asarray(w, float), increasing=False).x)
 
 
 def weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float | None:
@@ -66,52 +58,27 @@ def round_inside(v: float, lo: float, hi: float) -> float:
     return v
 
 
+def pchip(x: np.ndarray, y: np.ndarray) -> PchipInterpolator:
+    """The monotone cubic (Fritsch-Carlson PCHIP) through (x, y), x ascending."""
+    return PchipInterpolator(np.asarray(x, float), np.asarray(y, float), extrapolate=False)
+
+
 def pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Fritsch-Carlson derivatives of the monotone cubic through (x, y) (as scipy's PCHIP)."""
-    h = np.diff(x)
-    delta = np.diff(y) / h
-    n = len(x)
-    d = np.zeros(n)
-    for k in range(1, n - 1):
-        if delta[k - 1] * delta[k] > 0:
-            w1, w2 = 2 * h[k] + h[k - 1], h[k] + 2 * h[k - 1]
-            d[k] = (w1 + w2) / (w1 / delta[k - 1] + w2 / delta[k])
-
-    def end(h0: float, h1: float, d0: float, d1: float) -> float:
-        v = ((2 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
-        if np.sign(v) != np.sign(d0):
-            return 0.0
-        if np.sign(d0) != np.sign(d1) and abs(v) > 3 * abs(d0):
-            return 3 * d0
-        return float(v)
-
-    if n == 2:
-        d[:] = delta[0]
-    else:
-        d[0] = end(h[0], h[1], delta[0], delta[1])
-        d[-1] = end(h[-1], h[-2], delta[-1], delta[-2])
-    return d
+    """The derivatives of ``pchip(x, y)`` at the points (for drawing the curve piece by piece)."""
+    return np.asarray(pchip(x, y).derivative()(np.asarray(x, float)))
 
 
 def pchip_root(x: np.ndarray, y: np.ndarray, a: int, b: int, level: float) -> float:
-    """Where the monotone cubic through (x, y) crosses ``level`` between points a and b (bisection)."""
-    d = pchip_slopes(x, y)
-    xa, xb, ya, yb, da, db = x[a], x[b], y[a], y[b], d[a], d[b]
-    h = xb - xa
-
-    def f(t: float) -> float:
-        t2, t3 = t * t, t * t * t
-        return ((2 * t3 - 3 * t2 + 1) * ya + (t3 - 2 * t2 + t) * h * da + (-2 * t3 + 3 * t2) * yb
-                + (t3 - t2) * h * db)
-
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if f(mid) > level:  # still above the target: the root is further right
-            lo = mid
-        else:
-            hi = mid
-    return float(xa + h * (lo + hi) / 2)
+    """Where the monotone cubic through (x, y) crosses ``level`` between points a and b (Brent's
+    method; the cubic is monotone between them, so there is one crossing)."""
+    curve = pchip(x, y)
+    xa, xb = float(x[a]), float(x[b])
+    fa, fb = float(curve(xa)) - level, float(curve(xb)) - level
+    if fa == 0:
+        return xa
+    if fb == 0 or fa * fb > 0:  # no sign change (a point on the level): the nearer end
+        return xb if abs(fb) <= abs(fa) else xa
+    return float(brentq(lambda t: float(curve(t)) - level, xa, xb, xtol=1e-14, rtol=1e-12))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ low l1_alpha, steep near typical targets), so the estimates below allow for curv
   default, since the response steepens; when lowering it, no steeper, since it flattens); the interval is wider and the step is capped at
   ``MAX_STEP_FACTOR``; a warning says so.
 - One run: the default elasticity ``DEFAULT_ELASTICITY`` with the range ``ELASTICITY_RANGE``.
+- The coefficient: ``l1_alpha`` for an L1 SAE; a JumpReLU SAE's ``l0_coefficient`` is fitted the
+  same way (raising it lowers L0 too), and the recommendation names it (``coefficient``).
 - Saturation: L0 that barely moves across a span of l1_alpha (elasticity below
   ``SATURATION_ELASTICITY``) is stated as such (cf. SAELens #719).
 """
@@ -88,6 +90,9 @@ class L1Recommendation:
     """Estimates the recommendation combines (name -> l1_alpha)."""
     curve: list[dict[str, float]] = field(default_factory=list)
     """The fitted monotone curve: ``{"l1_alpha", "l0"}`` at each distinct run l1_alpha."""
+    coefficient: str = "l1_alpha"
+    """The coefficient fitted: ``l1_alpha``, or ``l0_coefficient`` (JumpReLU); ``l1_alpha`` and the
+    other fields above then hold its values, and the sentences name it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict; the first seven keys are the documented recommendation JSON."""
@@ -132,12 +137,24 @@ def _validate(runs: Sequence[RunPoint], target_l0: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def recommend_l1(runs: Sequence[RunPoint], target_l0: float) -> L1Recommendation:
-    """Recommend the l1_alpha whose settled L0 should hit ``target_l0`` (a fraction).
+def recommend_l1(runs: Sequence[RunPoint], target_l0: float, coefficient: str = "l1_alpha") -> L1Recommendation:
+    """Recommend the l1_alpha whose settled L0 should hit ``target_l0`` (a fraction); with
+    ``coefficient="l0_coefficient"`` the runs' points are a JumpReLU SAE's L0 coefficient, fitted and
+    named as such (the same direction rule: raise it -> lower L0).
 
     Raises ``ValueError`` for an empty list, a non-positive l1_alpha or L0, or a target outside
     (0, 1]; callers exclude such runs with a reason first.
     """
+    rec = _recommend(runs, target_l0)
+    if coefficient == "l1_alpha":
+        return rec
+    from dataclasses import replace
+
+    return replace(rec, coefficient=coefficient, explanation=rec.explanation.replace("l1_alpha", coefficient),
+                   warnings=[w.replace("l1_alpha", coefficient) for w in rec.warnings])
+
+
+def _recommend(runs: Sequence[RunPoint], target_l0: float) -> L1Recommendation:
     _validate(runs, target_l0)
     g = group(runs)
     lt = math.log(target_l0)

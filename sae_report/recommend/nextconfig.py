@@ -117,10 +117,11 @@ def next_config(base: Mapping[str, Any], *, l1: L1Recommendation | None = None,
         changes.append(Change(key, old, value, why))
 
     if l1 is not None:
-        old = cfg.get("l1_alpha")
-        put("l1_alpha", l1.l1_alpha, f"{l1.direction} l1_alpha toward the {100 * l1.target_l0:.3g}% target "
+        coef = getattr(l1, "coefficient", "l1_alpha")  # l1_alpha, or a JumpReLU SAE's l0_coefficient
+        old = cfg.get(coef)
+        put(coef, l1.l1_alpha, f"{l1.direction} {coef} toward the {100 * l1.target_l0:.3g}% target "
             f"(range {l1.low:.3g}-{l1.high:.3g})")
-        sched = cfg.get("l1_alpha_schedule")
+        sched = cfg.get("l1_alpha_schedule") if coef == "l1_alpha" else None
         if isinstance(sched, Mapping) and sched and isinstance(old, (int, float)) and old > 0:
             ratio = l1.l1_alpha / float(old)
             put("l1_alpha_schedule", {k: float(f"{float(v) * ratio:.3g}") for k, v in sched.items()},
@@ -128,7 +129,7 @@ def next_config(base: Mapping[str, Any], *, l1: L1Recommendation | None = None,
     if target_l0 is not None and "target_l0" in cfg and isinstance(target_l0, float) and 0 < target_l0 < 1:
         put("target_l0", target_l0, "the target used for the recommendation")
     for r in rules:
-        if r.parameter == "l1_alpha":
+        if l1 is not None and r.parameter == getattr(l1, "coefficient", "l1_alpha"):
             continue
         value = r.proposed
         if isinstance(value, float) and math.isfinite(value) and value.is_integer() and isinstance(cfg.get(r.parameter), int):
@@ -218,7 +219,7 @@ def source_changes(base: Mapping[str, Any], nxt: NextConfig) -> SourceChanges | 
     SAELens' ``l1_alpha``, ``training_tokens`` = total_steps x tokens per step, sparsify's
     ``dead_feature_threshold`` in tokens, ...). None when the base config is ours (nothing to
     translate)."""
-    from ..ingest.aliases import CONFIG_ALIASES, TOKEN_KEYS, tokens_per_step
+    from ..runlog.aliases import CONFIG_ALIASES, TOKEN_KEYS, tokens_per_step
 
     raw = {k: v for k, v in base.items() if k != "imported_from"}
     flat = _flat(raw)

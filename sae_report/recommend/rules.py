@@ -5,10 +5,20 @@ predicted effect.
 - resampling thrash -> keep ``resample_interval`` at or above the value used before the thrash
   appeared (from earlier runs when known, else 1.5x);
 - an SAE that ended collapsed (below one active feature per token, or no reconstruction) -> a much
-  lower l1_alpha (a tenfold step: one run gives no curve to fit);
-- collapse early in the run -> an l1_alpha warm-up (``l1_warmup_steps``) so features find roles
-  before the full penalty applies;
+  lower sparsity coefficient (a tenfold step: one run gives no curve to fit);
+- collapse early in the run -> a warm-up of the sparsity coefficient (``l1_warmup_steps``; a
+  JumpReLU SAE's ``l0_warmup_steps``) so features find roles before the full penalty applies;
 - divergence -> lower the learning rate.
+
+The sparsity coefficient is the architecture's (``analysis.architecture``): ``l1_alpha``, or
+``l0_coefficient`` for JumpReLU. A TopK / BatchTopK SAE has none: its L0 is ``k``. Its rules
+(``topk_rules``) read dead latents and reconstruction, with their numbers as claims:
+
+- dead latents: at least ``DEAD_ADVICE`` of the dictionary dead over the end of the run and not
+  falling through the second half -> AuxK on (``aux_loss_coefficient`` from 0) or stronger (x
+  ``AUX_FACTOR``); while they fall, AuxK is reviving them (no change, the sentence says so);
+- reconstruction: explained variance below ``EV_ADVICE`` over the second half -> raise ``k``
+  (x ``K_FACTOR``: more latents per token reconstruct more, at a higher L0 = k).
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..analysis.architecture import architecture
+from ..analysis.claims import Claim, claim_from_dict, render
 from ..analysis.result import Analysis, Finding, FindingKind, Recommendation
 from ..runlog import finite_float as _num
 
@@ -29,6 +41,16 @@ EARLY_FRACTION = 0.3
 LR_FACTOR = 0.3
 #: l1_alpha is divided by this after an SAE ended collapsed (interval /30 to /3).
 BROKEN_L1_FACTOR = 10.0
+#: TopK: a dead fraction at least this high over the end of the run is worth acting on ...
+DEAD_ADVICE = 0.1
+#: ... unless it fell by at least this share through the second half (AuxK is reviving latents).
+DEAD_FALLING = 0.1
+#: The AuxK coefficient is multiplied by this (interval x2 to x10) when dead latents stay dead.
+AUX_FACTOR = 4.0
+#: TopK: explained variance below this over the second half -> raise k ...
+EV_ADVICE = 0.8
+#: ... by this factor (interval x1.25 to x2).
+K_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -139,31 +161,113 @@ def rules_for(analysis: Analysis, *, history: Sequence[PastRun] = (), unsettled:
 
     collapse = _first(analysis, FindingKind.COLLAPSE)
     mode = getattr(collapse.evidence, "mode", "") if collapse is not None else ""
-    l1 = _num(cfg.get("l1_alpha"))
-    if collapse is not None and mode == "ended_collapsed" and l1:
+    arch = architecture(cfg)
+    coef = arch.coefficient
+    l1 = _num(cfg.get(coef)) if coef else None
+    if arch.fixed_l0:
+        recs.extend(topk_rules(analysis))
+    elif collapse is not None and mode == "ended_collapsed" and l1:
         per_token = getattr(collapse.evidence, "l0_per_token", None)
         what = (f"L0 ended at {per_token:.3g} active features per token" if per_token is not None
                 else "the SAE ended reconstructing almost nothing")
         recs.append(Recommendation(
-            parameter="l1_alpha", current=l1, proposed=float(f"{l1 / BROKEN_L1_FACTOR:.2g}"),
+            parameter=coef, current=l1, proposed=float(f"{l1 / BROKEN_L1_FACTOR:.2g}"),  # type: ignore[arg-type]
             low=float(f"{l1 / (BROKEN_L1_FACTOR * 3):.2g}"), high=float(f"{l1 / 3:.2g}"),
-            reason=(f"The SAE collapsed: {what}. lower l1_alpha -> weaker sparsity penalty -> more active features "
-                    "-> higher L0. With one run there is no curve to fit, so a tenfold step; run `sae-report "
-                    "recommend` over this run and the next one to interpolate."),
+            reason=(f"The SAE collapsed: {what}. {arch.raise_l0()}. With one run there is no curve to fit, so a "
+                    "tenfold step; run `sae-report recommend` over this run and the next one to interpolate."),
             predicted_effect="Several active features per token and a reconstruction that explains the input."))
     elif collapse is not None and total and collapse.step <= EARLY_FRACTION * total:
         warm = _round_steps(max(collapse.step, 0.05 * total) * 1.0) or _round_steps(0.1 * total)
-        current = _num(cfg.get("l1_warmup_steps")) or 0
+        key = "l0_warmup_steps" if coef == "l0_coefficient" else "l1_warmup_steps"
+        current = _num(cfg.get(key)) or 0
         if warm > current:
+            how = (" (a piecewise schedule such as the write-up's Option 3 works too)" if key == "l1_warmup_steps"
+                   else "")
             recs.append(Recommendation(
-                parameter="l1_warmup_steps", current=int(current), proposed=int(warm),
+                parameter=key, current=int(current), proposed=int(warm),
                 low=float(_round_steps(0.05 * total)), high=float(_round_steps(max(warm * 2, 0.2 * total))),
                 reason=(f"Collapse came early (step {collapse.step:,} of {total:,}): the full sparsity penalty "
-                        f"{_harm(collapse)} before the features found a role. Ramp l1_alpha up from 0 over the first "
-                        f"{warm:,} steps (a piecewise schedule such as the write-up's Option 3 works too)."),
-                predicted_effect="A shallower early L0 undershoot and fewer dead features; the settled L0 is set "
-                                 "by the final l1_alpha, so the l1 fit still applies."))
+                        f"{_harm(collapse)} before the features found a role. Ramp {coef or 'l1_alpha'} up from 0 over "
+                        f"the first {warm:,} steps{how}."),
+                predicted_effect=(f"A shallower early L0 undershoot and fewer dead features; the settled L0 is set "
+                                  f"by the final {coef or 'l1_alpha'}, so the fit across runs still applies.")))
     return recs
+
+
+def _claims(analysis: Analysis) -> dict[str, Claim]:
+    """The architecture section's claims (objects, or their ``analysis.json`` form)."""
+    section = analysis.architecture or {}
+    raw = section.get("claims") or {}
+    return {k: (v if isinstance(v, Claim) else claim_from_dict(v)) for k, v in raw.items()}
+
+
+def _rec(parameter: str, current: float, proposed: float, low: float, high: float, template: str,
+         claims: dict[str, Claim], effect: str) -> Recommendation:
+    from ..analysis.claims import used_claims
+
+    used = used_claims(template, claims)
+    return Recommendation(parameter=parameter, current=current, proposed=proposed, low=low, high=high,
+                          reason=render(template, used), predicted_effect=effect, template=template, claims=used)
+
+
+def topk_rules(analysis: Analysis) -> list[Recommendation]:
+    """TopK / BatchTopK: advice on AuxK (dead latents) and on k (reconstruction), each with its
+    evidence as claims (``Analysis.architecture['claims']``); never on a sparsity coefficient or an
+    L0 target (k sets L0)."""
+    claims = _claims(analysis)
+    cfg = analysis.run.config
+    out: list[Recommendation] = []
+    late, early = claims.get("dead_late"), claims.get("dead_early")
+    if late is not None and late.value is not None and late.value >= DEAD_ADVICE:
+        falling = early is not None and early.value and late.value <= (1 - DEAD_FALLING) * early.value
+        aux = _num(cfg.get("aux_loss_coefficient"))
+        if falling:
+            pass  # AuxK is reviving them: the dead fraction falls through the second half
+        elif aux == 0:
+            proposed = 1 / 32 if "auxk_alpha" in {str(k).lower() for k in _leaf_keys(cfg)} else 1.0
+            out.append(_rec(
+                "aux_loss_coefficient", 0.0, proposed, proposed / 4, proposed * 4,
+                "A median of {dead_late} of the latents were dead over the end of the run (steps "
+                "{dead_late.start_step} to {dead_late.end_step}; {dead_early} early in the second half) and AuxK is "
+                "off (aux_loss_coefficient {aux_loss_coefficient}). Turn AuxK on: the dead latents then learn the "
+                "residual the live ones leave (raise aux_loss_coefficient -> dead latents get a gradient -> fewer "
+                "stay dead).", {**claims, "aux_loss_coefficient": Claim("aux_loss_coefficient", "config", 0.0, unit="sig")},
+                "Fewer dead latents; the main reconstruction is unchanged at first (AuxK only trains the dead ones)."))
+        else:
+            current = aux if aux else 1.0
+            known = "aux_loss_coefficient" in claims
+            coef_text = "AuxK (aux_loss_coefficient {aux_loss_coefficient})" if known else "AuxK"
+            out.append(_rec(
+                "aux_loss_coefficient", current, current * AUX_FACTOR, current * 2, current * 10,
+                "A median of {dead_late} of the latents were dead over the end of the run (steps "
+                "{dead_late.start_step} to {dead_late.end_step}), no fewer than the {dead_early} early in the second "
+                f"half: {coef_text} is not reviving them. Raise aux_loss_coefficient -> a stronger pull on the dead "
+                "latents toward the residual -> fewer stay dead. If they stay dead even so, the dictionary is larger "
+                "than the data needs (a smaller d_sae).", claims,
+                "Dead latents fall over the next run; reconstruction may improve slightly as they join in."))
+    ev, k = claims.get("ev"), claims.get("k")
+    d_sae = _num(cfg.get("d_sae"))
+    if ev is not None and ev.value is not None and ev.value < EV_ADVICE and k is not None and k.value:
+        cur = int(k.value)
+        proposed = int(round(cur * K_FACTOR))
+        if not d_sae or proposed <= d_sae:
+            out.append(_rec(
+                "k", cur, proposed, float(max(cur + 1, round(cur * 1.25))), float(round(cur * 2)),
+                "Explained variance was a median of {ev} over the second half (steps {ev.start_step} to "
+                "{ev.end_step}) with k {k}: the latents each token may use do not reconstruct it. Raise k -> more "
+                "active latents per token -> better reconstruction (higher explained variance), at a higher L0 "
+                "(L0 = k).", claims,
+                f"Explained variance up; L0 rises to about {proposed} latents per token."))
+    return out
+
+
+def _leaf_keys(cfg: dict) -> list[str]:
+    out: list[str] = []
+    for k, v in cfg.items():
+        out.append(str(k))
+        if isinstance(v, dict):
+            out.extend(_leaf_keys(v))
+    return out
 
 
 def past_run(analysis: Analysis) -> PastRun:

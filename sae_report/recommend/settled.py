@@ -64,8 +64,13 @@ class Settled:
     """Median of the last fifth of the second half (None with too few points)."""
 
 
-def settled_level(steps: np.ndarray, values: np.ndarray) -> Settled | None:
-    """Settled level of a positive metric; None when fewer than ``MIN_POINTS`` usable points."""
+def settled_level(steps: np.ndarray, values: np.ndarray, span: tuple[float, float] | None = None) -> Settled | None:
+    """Settled level of a positive metric; None when fewer than ``MIN_POINTS`` usable points.
+
+    ``span``: the judged steps ``(t0, t1)`` (the log's first step to its last before a divergence),
+    so the second half starts where the analyzer's does (``t0 + (t1 - t0) / 2``) and the settled
+    L0 of ``compare`` is the ``second_half_median`` of ``analyze``; default: the metric's own first
+    and last finite steps."""
     steps = np.asarray(steps, dtype=float)
     values = np.asarray(values, dtype=float)
     ok = np.isfinite(steps) & np.isfinite(values)
@@ -74,8 +79,9 @@ def settled_level(steps: np.ndarray, values: np.ndarray) -> Settled | None:
         return None
     order = np.argsort(steps, kind="stable")
     steps, values = steps[order], values[order]
-    mid = steps[0] + (steps[-1] - steps[0]) / 2
-    half = values[steps >= mid]
+    t0, t1 = span if span is not None else (steps[0], steps[-1])
+    mid = t0 + max(1.0, t1 - t0) / 2 if span is not None else t0 + (t1 - t0) / 2
+    half = values[(steps >= mid) & (steps <= t1)]
     if len(half) < MIN_POINTS:
         return None
     med = float(np.median(half))

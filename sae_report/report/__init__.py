@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..analysis.result import Analysis
-from ..console import DOCUMENT_UNSAFE, printable
+from .printable import DOCUMENT_UNSAFE, printable
 from ..runlog import RunData
 from . import output
-from .series import MAX_POINTS
+from .points import MAX_POINTS
 
 FORMATS = ("md", "html", "json")
 IMAGE_FORMATS = ("svg", "png")
@@ -77,8 +77,6 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
     if "md" not in formats and "html" not in formats:
         return out
     # templates, vl_convert and altair load only when there is a document to render (not for analysis.json)
-    from markupsafe import Markup
-
     from . import render
     from .context import build_context
     from .figures import build_figures
@@ -107,22 +105,12 @@ def render_report(analysis: Analysis, data: RunData, formats: Sequence[str] = FO
         md = render.render("report.md.j2", md_ctx, "md")
         out["report.md"] = printable(md, keep_newlines=True).encode("utf-8")
     if "html" in formats:
-        charts = {fig.id: {"id": fig.id, "title": fig.title, "caption": fig.caption, "zoom": fig.zoom,
-                           "image": render.data_uri(svgs[fig.id]) if fig.id in svgs else "",
-                           "spec_json": Markup(render.script_json(fig.spec))} for fig in figures}
-        assets = render.html_assets()
-        html = render.render("report.html.j2", {**ctx, "charts": charts, "bundle": Markup(_BUNDLE_SLOT),
-                                                "embed": Markup(assets["embed"]), "style": Markup(assets["style"]),
-                                                "csp": Markup(assets["csp"])}, "html")
-        head, slot, tail = printable(html, keep_newlines=True).rpartition(_BUNDLE_SLOT)
-        assert slot, "the template lost its bundle slot"
-        out["report.html"] = (head + assets["bundle"] + tail).encode("utf-8")
+        charts = {fig.id: render.chart_view(fig.id, fig.title, fig.caption, fig.spec, svgs.get(fig.id), fig.zoom)
+                  for fig in figures}
+        html = render.html_page("report.html.j2", {**ctx, "charts": charts},
+                                finish=lambda page: printable(page, keep_newlines=True))
+        out["report.html"] = html.encode("utf-8")
     return out
-
-
-#: Where the Vega bundle goes in report.html: the page is made safe first, then the bundle (not a
-#: run string, and code whose characters must stay as they are) is put in the last occurrence.
-_BUNDLE_SLOT = "@@sae-report:vega-bundle@@"
 
 
 def hidden_characters_note(chars: Sequence[str]) -> str:

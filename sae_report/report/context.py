@@ -18,7 +18,7 @@ from ..analysis.verdict import severity_key
 from ..analysis.claims import claim_from_dict, format_claim, placeholders, provenance
 from ..runlog import to_jsonable
 from . import formatting as fm
-from .proposals import LOWER_L0, RAISE_L0, comparison_table, proposed_yaml, recommendation_rows, with_l1_fit
+from .proposals import comparison_table, lower_l0, proposed_yaml, raise_l0, recommendation_rows, with_l1_fit
 
 MARKS = {"ok": "✅", "warn": "⚠️", "fail": "❌", "info": "ℹ️", "none": ""}
 #: The same marks for HTML, from characters every system font has (no emoji font needed).
@@ -41,7 +41,8 @@ KIND_TITLES = {
 METRIC_NAMES = {
     "l0_frac": "L0", "l0": "L0", "dead_frac": "dead features", "dead": "dead features",
     "loss": "loss", "mse": "MSE", "explained_variance": "explained variance", "lr": "learning rate",
-    "l1_alpha": "l1_alpha", "grad_norm": "gradient norm",
+    "l1_alpha": "l1_alpha", "grad_norm": "gradient norm", "aux_loss": "AuxK loss", "l0_coefficient": "l0_coefficient",
+    "k": "k",
 }
 
 INTERVENTIONS = {
@@ -77,7 +78,7 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
     findings = [_finding(f, i) for i, f in enumerate(by_severity(doc.get("findings") or []))]
     second = summary.get("l0_frac") or {}
     comp = plain(comparison if comparison is not None else doc.get("comparison"))
-    recs = with_l1_fit(list(doc.get("recommendations") or []), comp, config)
+    recs = with_l1_fit(list(doc.get("recommendations") or []), comp, config, doc.get("architecture"))
     recommendations = recommendation_rows(recs)
     results, basis = results_rows(doc)
     ctx: dict[str, Any] = {
@@ -88,6 +89,7 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
             "d_sae": fm.count(d_sae) if d_sae else "",
             "status": str(run_summary.get("status") or ""),
             "recovery": _recovery(run_summary.get("feature_recovery")),
+            "architecture": architecture_text(doc),
         },
         "date": date,
         "verdict": _verdict(doc.get("verdict")),
@@ -98,7 +100,7 @@ def build_context(doc: Mapping[str, Any], *, comparison: Any = None, command: st
         "results": results,
         "results_basis": basis,
         "fidelity_name": fidelity_name(doc),
-        "direction_note": _direction_note(doc.get("targets") or []),
+        "direction_note": _direction_note(doc.get("targets") or [], coefficient(doc)),
         "comparison": comparison_table(comp, str(run["id"])),
         "phases": _phases(doc, d_sae, findings),
         "step_table": _step_lines(doc.get("step_table") or [], d_sae, _ev_short(doc)),
@@ -124,8 +126,9 @@ def by_severity(findings: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 #: The settings a reader looks for first, in this order (the full config is folded away).
-KEY_SETTINGS = ("l1_alpha", "learning_rate", "d_in", "d_sae", "batch_size", "total_steps", "resample_interval",
-                "dead_window", "target_l0", "l1_warmup_steps", "lr_warmup_steps", "lr_schedule", "variant")
+KEY_SETTINGS = ("architecture", "l1_alpha", "l0_coefficient", "k", "aux_loss_coefficient", "learning_rate", "d_in",
+                "d_sae", "batch_size", "total_steps", "resample_interval", "dead_window", "target_l0", "l1_warmup_steps",
+                "lr_warmup_steps", "lr_schedule", "variant")
 
 
 def key_settings(config: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -278,12 +281,15 @@ def headline(doc: Mapping[str, Any], findings: list[dict[str, Any]],
         settled = _target_row(doc, "Settled L0") if basis == "settled" else _target_row(doc, "Final L0")
         ratio = settled.get("percent_of_target") if settled else None
         l0_line = f"{l0['settled']} settled (second-half median), {l0['final']} at the end"
-        if l0["target"] == fm.DASH:
+        arch = doc.get("architecture") if isinstance(doc.get("architecture"), Mapping) else {}
+        if arch.get("fixed_l0"):
+            l0_line += f"; set by k ({arch.get('label') or 'TopK'}: no L0 target)"
+        elif l0["target"] == fm.DASH:
             l0_line += "; no target set (--target-l0)"
         else:
             l0_line += f"; target {l0['target']}"
             if fm.is_num(ratio):
-                side = "" if f"{ratio:.0f}" == "100" else ", undershooting" if ratio < 100 else ", overshooting"
+                side = {"undershoot": ", undershooting", "overshoot": ", overshooting"}.get(fm.target_side(ratio), "")
                 l0_line += f": {ratio:.0f}% of target ({basis}{side})"
     fid = []
     e = summary.get("explained_variance")
@@ -381,17 +387,39 @@ def _target(t: Mapping[str, Any], d_sae: int | None) -> dict[str, str]:
             "mark": MARKS.get(status, ""), "mark_html": MARKS_HTML.get(status, "")}
 
 
-def _direction_note(targets: list[Mapping[str, Any]]) -> str:
-    """The direction to move l1_alpha when L0 misses its target, judged on the settled L0 (the basis
-    of "% of target" in every table), else on the final L0."""
+def coefficient(doc: Mapping[str, Any]) -> str | None:
+    """The run's sparsity coefficient (``l1_alpha``, JumpReLU's ``l0_coefficient``; None: k sets L0)."""
+    arch = doc.get("architecture")
+    if isinstance(arch, Mapping) and "coefficient" in arch:
+        return arch.get("coefficient")
+    return "l1_alpha"
+
+
+def architecture_text(doc: Mapping[str, Any]) -> str:
+    """The architecture as the header names it ("" when the config does not say: read as an L1 SAE)."""
+    arch = doc.get("architecture")
+    if not isinstance(arch, Mapping) or arch.get("name") in (None, "unknown"):
+        return ""
+    label = str(arch.get("label") or arch.get("name"))
+    if arch.get("fixed_l0"):
+        return f"{label}: L0 is set by k (no sparsity coefficient, no L0 target)"
+    return f"{label}: sparsity coefficient {arch.get('coefficient')}"
+
+
+def _direction_note(targets: list[Mapping[str, Any]], coef: str | None = "l1_alpha") -> str:
+    """The direction to move the sparsity coefficient (l1_alpha; JumpReLU's l0_coefficient) when L0
+    misses its target, judged on the settled L0 (the basis of "% of target" in every table), else
+    on the final L0. None for TopK / BatchTopK (k sets L0; no target)."""
+    if coef is None:
+        return ""
     settled = [t for t in targets if t.get("metric") == "Settled L0"]
     basis = "settled" if settled else "final"
     for t in settled or targets:
         ratio = t.get("percent_of_target")
         if _is_l0(str(t.get("metric", ""))) and fm.is_num(ratio) and t.get("status") != "ok":
             if ratio < 100:
-                return f"L0 is below its target ({ratio:.0f}% of target, {basis}). To raise L0: {RAISE_L0}."
-            return f"L0 is above its target ({ratio:.0f}% of target, {basis}). To lower L0: {LOWER_L0}."
+                return f"L0 is below its target ({ratio:.0f}% of target, {basis}). To raise L0: {raise_l0(coef)}."
+            return f"L0 is above its target ({ratio:.0f}% of target, {basis}). To lower L0: {lower_l0(coef)}."
     return ""
 
 

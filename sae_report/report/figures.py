@@ -15,7 +15,7 @@ import numpy as np
 from ..runlog import RunData
 from . import charts
 from .context import fvu_logged
-from .series import MAX_POINTS, minmax_indices, thin
+from .points import MAX_POINTS, minmax_indices, thin
 
 #: Charts over training steps (zoom and pan on the step axis in the HTML report).
 TIME_CHARTS = frozenset({"l0", "dead", "fidelity", "loss", "schedules"})
@@ -122,8 +122,10 @@ def build_figures(doc: Mapping[str, Any], data: RunData, *, n_points: int = MAX_
          charts.fidelity_chart(s("explained_variance"), tl, from_fvu=fvu_logged(doc)))
     _add(figs, "loss", "Loss and MSE over training steps", "Total loss and reconstruction MSE.",
          charts.loss_chart(s("loss"), s("mse"), tl))
-    _add(figs, "schedules", "Schedules", "l1_alpha and learning rate over the same steps.",
-         charts.schedule_chart(s("lr"), s("l1_alpha"), tl))
+    arch = doc.get("architecture") or {}
+    coef = arch.get("coefficient") or ("k" if arch.get("fixed_l0") else "l1_alpha")
+    _add(figs, "schedules", "Schedules", f"{coef} and learning rate over the same steps.",
+         charts.schedule_chart(s("lr"), s(coef), tl, coef))
     _add(figs, "feature_freq", "Feature firing frequency", "How often each feature fired at the end of training "
          "(log10 of the fraction of tokens).", charts.frequency_chart(data.feature_freq))
     dims, mean, absmax = _input_dims(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Mapping
 
 DASH = "-"
 
@@ -106,15 +106,33 @@ def span(start: Any, end: Any) -> str:
     return f"Steps {short_step(start)}-{short_step(end)}"
 
 
+def target_side(ratio: Any) -> str:
+    """``undershoot`` / ``overshoot`` for a percent of target outside the band the analyzer calls on
+    target (``AnalyzerConfig.target_ok_band``, 80% to 125%), else ``""``: the one rule every report,
+    table and headline uses."""
+    if not is_num(ratio):
+        return ""
+    from ..analysis.config import AnalyzerConfig
+
+    low, high = AnalyzerConfig().target_ok_band
+    return "undershoot" if ratio < 100 * low else "overshoot" if ratio > 100 * high else ""
+
+
 def of_target(ratio: Any) -> str:
     """A percent of target as every table shows it: ``44% (undershoot)``, ``226% (overshoot)``,
-    ``100%``; a dash when there is none."""
+    ``97%`` (within the on-target band, see ``target_side``); a dash when there is none."""
     if not is_num(ratio):
         return DASH
     shown = f"{float(ratio):.0f}%"
-    if shown == "100%":
-        return shown
-    return f"{shown} ({'undershoot' if ratio < 100 else 'overshoot'})"
+    side = target_side(ratio)
+    return f"{shown} ({side})" if side else shown
+
+
+def g3(value: Any) -> str:
+    """A hyperparameter value with up to 3 significant digits (``0.005``, ``0.0383``, ``1e-04``)."""
+    if not is_num(value):
+        return sig(value)
+    return f"{float(value):.3g}"
 
 
 def duration(seconds: Any) -> str:
@@ -196,3 +214,44 @@ def code_span(text: str) -> str:
     ticks = "`" * ((max(runs) + 1) if runs else 1)
     pad = " " if s.startswith("`") or s.endswith("`") or ticks != "`" else ""
     return f"{ticks}{pad}{s}{pad}{ticks}"
+
+
+def display_rows(rows: list[Mapping[str, Any]], target_l0: float | None = None) -> list[dict[str, str]]:
+    """Comparison rows (``RunRow`` as dicts) formatted for the comparison and campaign tables and the
+    terminal (``target_l0`` is unused: each row carries its own percent of target)."""
+    out = []
+    for r in rows:
+        ratio = r.get("pct_of_target")  # one basis in every table: the settled L0 (second-half median)
+        out.append({
+            "id": str(r.get("id", "")),
+            "l1_alpha": g3(r.get("l1_alpha") if r.get("l1_alpha") is not None else r.get("k")),
+            "resample": short_step(r.get("resample_interval")) if r.get("resample_interval") is not None else DASH,
+            "final_l0": pct(r.get("final_l0")),
+            "settled_l0": pct(r.get("settled_l0")),
+            "pct_target": of_target(ratio),
+            "second_half": (f"{pct(r.get('second_half_mean_l0'))} ± {pct(r.get('second_half_std_l0'))}"
+                            if is_num(r.get("second_half_std_l0")) else pct(r.get("second_half_mean_l0"))),
+            "dead": whole_pct(r.get("dead_frac")),
+            "loss": sig(r.get("final_loss")),
+            "duration": duration(r.get("duration_s")),
+            "status": ("excluded: " + str(r["excluded"])) if r.get("excluded") else
+                      (str(r.get("status", "")) + (" (L0 unsettled)" if r.get("unstable") else "")),
+        })
+    return out
+
+
+def recommendation_view(rec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An ``L1Recommendation.to_dict()`` formatted for the templates."""
+    if not rec:
+        return None
+    return {
+        "l1_alpha": g3(rec["l1_alpha"]), "low": g3(rec["low"]), "high": g3(rec["high"]),
+        "predicted_l0": pct(rec["predicted_l0"]), "direction": str(rec["direction"]),
+        "reference": str(rec.get("reference", "")), "reference_l1": g3(rec.get("reference_l1_alpha")),
+        "explanation": str(rec["explanation"]), "method": str(rec.get("method", "")),
+        "basis": ", ".join(str(b) for b in rec.get("basis") or []),
+        "candidates": [{"name": str(k), "value": g3(v)} for k, v in (rec.get("candidates") or {}).items()],
+        "warnings": [str(w) for w in rec.get("warnings") or []],
+        "elasticity": sig(rec.get("elasticity"), 3) if rec.get("elasticity") is not None else DASH,
+        "saturated": bool(rec.get("saturated")),
+    }

@@ -3,14 +3,22 @@
 - Templates load from the installed package (``sae_report/templates``, shipped in the wheel) or,
   in a checkout, from ``templates/`` beside the package.
 - HTML templates (``*.html.j2``) autoescape every value. Markdown templates escape every value with
-  ``formatting.md_escape`` through the environment's ``finalize`` hook, except values passed through
-  the ``verbatim`` filter (fenced code, which ``formatting.fence`` keeps closed).
+  ``formatting.md_escape`` through the environment's ``finalize`` hook, except text we generate,
+  passed through the ``verbatim`` (chart paths), ``code`` (a code span no value can close) or
+  ``fenced`` filter (fenced code, which ``formatting.fence`` keeps closed).
 - Chart specs go into ``<script type="application/json">`` with ``<``, ``>`` and ``&`` written as
   ``\\u003c``-style escapes, so no string inside a spec can close the script element.
 - The HTML's Content-Security-Policy allows exactly our inline code: the SHA-256 of the Vega bundle
   script, of the embed script (``templates/html/embed.js``) and of the style sheet
-  (``templates/html/style.css``); no ``'unsafe-inline'``, no ``'unsafe-eval'`` (charts are drawn with
-  Vega's expression interpreter, ``ast: true``, so nothing is compiled with ``Function``).
+  (``templates/html/style.css``; ``templates/compare/style.css`` for the comparison and campaign
+  pages); no ``'unsafe-inline'``, no ``'unsafe-eval'`` (charts are drawn with Vega's expression
+  interpreter, ``ast: true``, so nothing is compiled with ``Function``).
+- Every HTML page (run report, comparison, campaign) is built the same way (``html_page``): the
+  shared partials ``html/head.html.j2``, ``html/chart.html.j2`` (live chart + static SVG in
+  ``<noscript>``) and ``html/scripts.html.j2``, the bundle inlined once per file.
+
+This is the only jinja2 environment of the package: the run report, the comparison, the campaign
+(``tune``) and SAE-Track render through it (SAE-Track's page has no script: ``csp(style)``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jinja2
 import vl_convert as vlc
@@ -138,17 +146,29 @@ def csp_source(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(seen.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-@functools.lru_cache(maxsize=1)
-def html_assets() -> dict[str, str]:
-    """The inline code of ``report.html`` (each element's exact text) and the CSP that allows only it."""
+#: The style sheet of the run report; the comparison and campaign pages use ``COMPARE_STYLE``.
+REPORT_STYLE = "html/style.css"
+COMPARE_STYLE = "compare/style.css"
+
+
+@functools.lru_cache(maxsize=4)
+def html_assets(style_sheet: str = REPORT_STYLE) -> dict[str, str]:
+    """The inline code of an HTML page (each element's exact text: the Vega bundle, the embed script,
+    the style sheet ``style_sheet`` under ``templates/``) and the CSP that allows only it."""
     bundle = "\n" + vega_bundle() + "\n"
     embed = "\n" + template_source("html/embed.js")
-    style = "\n" + template_source("html/style.css")
-    csp = ("default-src 'none'; "
-           f"script-src {csp_source(bundle)} {csp_source(embed)}; "
-           f"style-src {csp_source(style)}; "
-           "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
-    return {"bundle": bundle, "embed": embed, "style": style, "csp": csp}
+    style = "\n" + template_source(style_sheet)
+    return {"bundle": bundle, "embed": embed, "style": style, "csp": csp(style, bundle, embed)}
+
+
+def csp(style: str, *scripts: str) -> str:
+    """The Content-Security-Policy of a page whose only inline code is ``style`` and ``scripts`` (each
+    element's exact text), allowed by hash; no script at all when there is none."""
+    script_src = " ".join(csp_source(s) for s in scripts) if scripts else "'none'"
+    return ("default-src 'none'; "
+            f"script-src {script_src}; "
+            f"style-src {csp_source(style)}; "
+            "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
 
 
 def script_json(obj: Any) -> str:
@@ -169,3 +189,55 @@ def chart_image(spec: dict[str, Any], image_format: str = "svg") -> bytes:
     if image_format == "png":
         return bytes(vlc.vegalite_to_png(spec, vl_version=VL_VERSION, scale=2))
     return vlc.vegalite_to_svg(spec, vl_version=VL_VERSION).encode("utf-8")
+
+
+def chart_spec(chart: Any) -> dict[str, Any]:
+    """A chart's Vega-Lite dict as the comparison and campaign pages embed it (no ``$schema``, a white
+    background, plain JSON types)."""
+    from ..runlog import to_jsonable
+
+    spec = to_jsonable(chart.to_dict(validate=False) if hasattr(chart, "to_dict") else chart)
+    spec.pop("$schema", None)
+    spec.setdefault("config", {}).update({"background": "white"})
+    return spec
+
+
+def chart_svg(spec: dict[str, Any]) -> bytes | None:
+    """``chart_image`` to SVG, or None when it cannot be rendered (best effort: the HTML page still
+    carries the live chart)."""
+    try:
+        return chart_image(spec, "svg")
+    except Exception:  # vl_convert raises plain Exceptions; one chart must not sink the report
+        return None
+
+
+def chart_view(id_: str, title: str, caption: str, spec: dict[str, Any], svg: bytes | None,
+               zoom: bool = False) -> dict[str, Any]:
+    """What ``html/chart.html.j2`` draws: the spec as inert JSON, the static SVG as a ``data:`` image."""
+    from markupsafe import Markup
+
+    return {"id": id_, "title": title, "caption": caption, "zoom": zoom,
+            "image": data_uri(svg) if svg else "", "spec_json": Markup(script_json(spec))}
+
+
+#: Where the Vega bundle goes in an HTML page: the page is rendered (and made safe) first, then the
+#: bundle (not a run string, and code whose characters must stay as they are) replaces the last
+#: occurrence.
+BUNDLE_SLOT = "@@sae-report:vega-bundle@@"
+
+
+def html_page(template: str, context: Mapping[str, Any], *, style_sheet: str = REPORT_STYLE,
+              finish: Callable[[str], str] | None = None) -> str:
+    """Render an HTML page with the inline assets of ``html_assets(style_sheet)``: the CSP, the style
+    sheet, the embed script and the Vega bundle (once). ``finish`` post-processes the rendered page
+    before the bundle goes in (the run report makes control characters visible)."""
+    from markupsafe import Markup
+
+    assets = html_assets(style_sheet)
+    page = render(template, {**context, "csp": Markup(assets["csp"]), "style": Markup(assets["style"]),
+                             "embed": Markup(assets["embed"]), "bundle": Markup(BUNDLE_SLOT)}, "html")
+    if finish is not None:
+        page = finish(page)
+    head, slot, tail = page.rpartition(BUNDLE_SLOT)
+    assert slot, f"{template} lost its bundle slot"
+    return head + assets["bundle"] + tail

@@ -803,7 +803,7 @@ def read_run(path: Path) -> RunData:
     if not config:
         notes.append(f"{CONFIG_FILE} missing: targets and intervals come from flags only")
     if config:
-        from ..ingest.aliases import canonical_config  # (at call time: ingest builds on this module)
+        from .aliases import canonical_config  # (at call time: aliases builds on this module)
 
         canonical_config(config, notes)  # only for its notes: counts the analyzer cannot use
     version = config.get("schema_version", SCHEMA_VERSION)

@@ -8,7 +8,7 @@ initialised from the previous one. Numpy only (checkpoints read with ``safetenso
 
 from .drift import Drift, DriftPhase, DriftStats, Lifecycle, compute_drift, lifecycle, segment_levels
 from .matching import Matching, cosine_matrix, match_by_assignment, match_by_index
-from .series import SeriesEntry, SeriesManifest, read_manifest, write_manifest
+from ..runlog.track_manifest import SeriesEntry, SeriesManifest, read_manifest, write_manifest
 from .speedup import SpeedUp, measure_speedup, tokens_to_reach
 from .study import CheckpointSummary, PairMatch, TrackAnalysis, analyze_series, write_track_json
 from .weights import SAEWeights, load_weights

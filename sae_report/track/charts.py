@@ -1,7 +1,8 @@
 """Altair charts of a track analysis; each function takes ``TrackAnalysis`` and returns a chart (no I/O).
 
 Field names never contain a dot (Vega-Lite reads a dot as nested access) and no NaN reaches a
-spec: missing values are left out of the rows.
+spec: missing values are left out of the rows. Colours are the reports' shared ones
+(``sae_report.report.charts.style``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import altair as alt
 import numpy as np
 
+from ..report.charts.style import BASELINE_COLOR, RUN_COLOR, SECOND_COLOR, THIRD_COLOR
 from .study import TrackAnalysis
 
 WIDTH, HEIGHT = 520, 220
@@ -73,9 +75,9 @@ def drift_chart(t: TrackAnalysis) -> alt.Chart:
     base = alt.Chart(alt.Data(values=rows)).encode(x=_x(t))
     low = min(r["q10"] for r in rows)
     y = alt.Scale(domain=[max(-1.0, np.floor(low * 10) / 10 - 0.05), 1.0], zero=False)
-    band90 = base.mark_area(opacity=0.2, color="#4c78a8").encode(
+    band90 = base.mark_area(opacity=0.2, color=RUN_COLOR).encode(
         y=alt.Y("q10:Q", scale=y, title="cosine to final decoder direction"), y2="q90:Q")
-    band50 = base.mark_area(opacity=0.35, color="#4c78a8").encode(y=alt.Y("q25:Q", scale=y), y2="q75:Q")
+    band50 = base.mark_area(opacity=0.35, color=RUN_COLOR).encode(y=alt.Y("q25:Q", scale=y), y2="q75:Q")
     line = base.mark_line(point=True, color="#1f3f6e").encode(
         y=alt.Y("q50:Q", scale=y), tooltip=["checkpoint:N", "q10:Q", "q50:Q", "q90:Q"])
     layers = [band90, band50, line]
@@ -105,7 +107,7 @@ def matched_chart(t: TrackAnalysis) -> alt.Chart:
               title=f"features matched (cos >= {t.threshold:g})")
     color = alt.Color("method:N", legend=alt.Legend(orient="bottom", title=None),
                       scale=alt.Scale(domain=["by index (vs previous)", "by assignment (vs previous)",
-                                              "fresh SAE vs series (assignment)"], range=["#4c78a8", "#f58518", "#e45756"]))
+                                              "fresh SAE vs series (assignment)"], range=[RUN_COLOR, SECOND_COLOR, THIRD_COLOR]))
     tooltip = ["checkpoint:N", "method:N", alt.Tooltip("fraction:Q", format=".1%")]
     rows = _with_step(t, rows)
     series = [r for r in rows if not r["method"].startswith("fresh")]
@@ -125,10 +127,10 @@ def l0_dead_chart(t: TrackAnalysis) -> alt.HConcatChart:
     rows_dead = _with_step(t, [{"checkpoint": c.label, "dead": round(c.dead_frac, 6)} for c in t.checkpoints
                                if _ok(c.dead_frac)])
     half = WIDTH // 2 - 20
-    l0 = alt.Chart(alt.Data(values=rows_l0)).mark_line(point=True, color="#4c78a8").encode(
+    l0 = alt.Chart(alt.Data(values=rows_l0)).mark_line(point=True, color=RUN_COLOR).encode(
         x=_x(t), y=alt.Y("l0:Q", title="L0 (features per token)"), tooltip=["checkpoint:N", "l0:Q"]
     ).properties(width=half, height=HEIGHT, title="L0 per checkpoint")
-    dead = alt.Chart(alt.Data(values=rows_dead)).mark_line(point=True, color="#e45756").encode(
+    dead = alt.Chart(alt.Data(values=rows_dead)).mark_line(point=True, color=THIRD_COLOR).encode(
         x=_x(t), y=alt.Y("dead:Q", title="dead features", axis=alt.Axis(format="%")),
         tooltip=["checkpoint:N", alt.Tooltip("dead:Q", format=".2%")]
     ).properties(width=half, height=HEIGHT, title="Dead features per checkpoint")
@@ -149,7 +151,7 @@ def speedup_chart(t: TrackAnalysis) -> alt.Chart:
                      "reached": "yes" if s.recurrent_tokens is not None else "no (whole budget)"})
     return alt.Chart(alt.Data(values=rows)).mark_bar().encode(
         y=alt.Y("init:N", title=None), x=alt.X("tokens:Q", title="tokens to reach the fresh SAE's final level"),
-        color=alt.Color("init:N", legend=None, scale=alt.Scale(domain=["fresh", "recurrent"], range=["#9e9e9e", "#4c78a8"])),
+        color=alt.Color("init:N", legend=None, scale=alt.Scale(domain=["fresh", "recurrent"], range=[BASELINE_COLOR, RUN_COLOR])),
         row=alt.Row("group:N", title=None), opacity=alt.condition("datum.reached == 'yes'", alt.value(1.0), alt.value(0.45)),
         tooltip=["group:N", "init:N", alt.Tooltip("tokens:Q", format=","), "reached:N"],
     ).properties(width=WIDTH - 80, height=44, title="Speed-up of recurrent initialisation")

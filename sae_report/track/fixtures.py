@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runlog import CHECKPOINTS_DIR, STATS_DIR, RunLogWriter
-from .series import MANIFEST_FILE, TRACK_DIR, SeriesEntry, SeriesManifest, write_manifest
+from ..runlog.track_manifest import MANIFEST_FILE, TRACK_DIR, SeriesEntry, SeriesManifest, write_manifest
 
 #: Angle (radians) between each checkpoint's decoder rows and their final direction: steps of
 #: 0.3 (initial drift, checkpoints 0-2), then 0.08 (semantic stabilisation, 2-6), then 0.005

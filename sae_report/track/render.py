@@ -5,7 +5,9 @@ to include); ``write_track_report`` writes ``track.json``, ``report.md``, ``repo
 ``charts/*.svg`` into ``OUT/track/``. Figures are formatted here, so templates only print.
 Templates render through the report package's environment (``sae_report.report.render``): HTML
 autoescaped, every Markdown value escaped unless marked ``verbatim`` (checkpoint labels come from
-file names). Charts are rendered offline with vl-convert; inline SVG needs no JavaScript.
+file names). Charts are rendered offline with vl-convert; inline SVG needs no JavaScript, so the
+page's Content-Security-Policy allows no script at all and its style sheet (``templates/track/style.css``)
+by hash.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from markupsafe import Markup
+
 from .. import __version__
-from ..report.render import Verbatim, chart_image, render
+from ..report.render import Verbatim, chart_image, csp, render, template_source
 from ..runlog import atomic_write_text
 from .charts import CHARTS
 from .study import TRACK_JSON, TrackAnalysis, write_track_json
@@ -127,7 +131,11 @@ def write_track_report(t: TrackAnalysis, out_dir: Path, formats: Sequence[str] =
         if fmt not in formats:
             continue
         section = Verbatim(render_section(t, fmt, charts))
-        text = render(page, {"section": section, "command": command, "version": __version__}, fmt)
+        page_ctx: dict[str, Any] = {"section": section, "command": command, "version": __version__}
+        if fmt == "html":  # no script; the style sheet allowed by its hash
+            style = "\n" + template_source("track/style.css")
+            page_ctx.update(style=Markup(style), csp=Markup(csp(style)))
+        text = render(page, page_ctx, fmt)
         path = out_dir / f"report.{fmt}"
         atomic_write_text(path, text)
         written.append(path)

@@ -18,7 +18,7 @@ from ..runlog import RunLogError, atomic_write_text, read_run, to_jsonable
 from .activations import load_sample
 from .drift import Drift, Lifecycle, compute_drift, lifecycle
 from .matching import match_by_assignment, match_by_index
-from .series import SeriesEntry, SeriesManifest
+from ..runlog.track_manifest import SeriesEntry, SeriesManifest
 from .speedup import SpeedUp, measure_speedup
 from .weights import SAEWeights, load_weights
 

@@ -36,7 +36,7 @@ LENGTHEN_FACTOR = 2
 #: Metrics whose ``not_converged`` finding means the run's L0 has not settled.
 L0_METRICS = ("l0_frac", "l0")
 #: Keys that may differ between the campaign's runs (everything else must match the base config).
-FREE_KEYS = frozenset({"l1_alpha", "l1_alpha_schedule", "run_id", "schema_version", "threads", "device",
+FREE_KEYS = frozenset({"l1_alpha", "l1_alpha_schedule", "l0_coefficient", "run_id", "schema_version", "threads", "device",
                        "flush_every", "flush_secs", "checkpoint_every", "keep_checkpoints", "tf32"})
 
 
@@ -53,7 +53,8 @@ class Iteration:
     run_id: str
     """Run directory name."""
     l1_alpha: float
-    """l1_alpha of the run."""
+    """The run's sparsity coefficient: l1_alpha, or a JumpReLU SAE's l0_coefficient (the campaign's
+    ``coefficient``)."""
     why: str
     """Why this l1_alpha (the recommendation's explanation, or "starting config")."""
     recommendation: dict[str, Any] | None = None
@@ -113,6 +114,9 @@ class Campaign:
     for L0 to settle)."""
     max_steps: int = 0
     """The most steps a run may be lengthened to."""
+    coefficient: str = "l1_alpha"
+    """The coefficient the campaign varies: ``l1_alpha``, or ``l0_coefficient`` for a JumpReLU SAE
+    (the same direction rule: raise it -> lower L0)."""
 
     def best_iteration(self) -> Iteration | None:
         """The iteration of the final choice."""
@@ -128,8 +132,21 @@ class Campaign:
 ProgressFn = Callable[[str, Campaign, "Iteration | None"], None]
 
 
-def _run_name(index: int, l1: float) -> str:
-    return f"iter_{index:02d}_l1_{l1:.3g}"
+def _run_name(index: int, l1: float, coefficient: str = "l1_alpha") -> str:
+    return f"iter_{index:02d}_{'l0' if coefficient == 'l0_coefficient' else 'l1'}_{l1:.3g}"
+
+
+def coefficient_of(base_cfg: Any) -> str:
+    """The coefficient a campaign varies for ``base_cfg``'s variant (TuneError for TopK / BatchTopK,
+    whose L0 is set by k: there is nothing to tune toward a target L0)."""
+    variant = getattr(base_cfg, "sae_variant", "standard")
+    if variant in ("topk", "batchtopk"):
+        k, d_sae = getattr(base_cfg, "k", None), getattr(base_cfg, "d_sae", None)
+        hint = f" (k = target_l0 x d_sae, e.g. {max(1, round(float(base_cfg.target_l0) * d_sae))})" if d_sae else ""
+        raise TuneError(f"sae_variant {variant}: L0 is set by k ({k}), so there is no sparsity coefficient to tune "
+                        f"toward a target L0; set k to the L0 you want{hint} and train once "
+                        "(sae-report analyze then advises on k and AuxK)")
+    return "l0_coefficient" if variant == "jumprelu" else "l1_alpha"
 
 
 def _within(settled: float | None, target: float, tol: float) -> bool:
@@ -194,7 +211,7 @@ def _row_of(run_dir: Path, target: float) -> tuple[dict[str, Any] | None, Any]:
 
 
 def _analyze(data: Any, target: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from ..recommend.advice import analyze_quietly
+    from ..compare.advice import analyze_quietly
     from ..recommend.rules import rules_for
 
     analysis, _ = analyze_quietly(data, target)
@@ -216,6 +233,13 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
     total_steps: never lengthen, stop and say how many steps are needed)."""
     from trainer.config import TrainConfig
 
+    if target_l0 >= 1:  # a count of features: the config's dictionary size makes it a fraction
+        from trainer.train import resolve_config
+
+        d_sae = int(resolve_config(TrainConfig.from_yaml(config_path, list(overrides))).d_sae)  # type: ignore[arg-type]
+        if target_l0 >= d_sae:
+            raise TuneError(f"a target L0 of {target_l0:g} features is not below d_sae ({d_sae})")
+        target_l0 = target_l0 / d_sae
     if not 0 < target_l0 < 1:
         raise TuneError(f"target L0 must be a fraction between 0 and 1, got {target_l0}")
     if not 0 < tolerance < 1:
@@ -225,6 +249,7 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
     if train_fn is None:
         from trainer import train as train_fn  # noqa: PLW0127 - the real trainer
     base_cfg = TrainConfig.from_yaml(config_path, [*overrides, f"target_l0={target_l0}"])
+    coefficient_of(base_cfg)  # TopK / BatchTopK: refused here, before anything is written
     base = base_cfg.to_dict()
     if max_steps is None:
         max_steps = MAX_STEPS_FACTOR * base_cfg.total_steps
@@ -251,7 +276,7 @@ def _tune_locked(out: Path, base_cfg: Any, base: dict[str, Any], target_l0: floa
     state = _load_state(out)
     _check_same_campaign(out, state, base, target_l0)
     camp = Campaign(out_dir=out, target_l0=target_l0, tolerance=tolerance, max_runs=max_runs, base_config=base,
-                    total_steps=int(base_cfg.total_steps), max_steps=int(max_steps))
+                    total_steps=int(base_cfg.total_steps), max_steps=int(max_steps), coefficient=coefficient_of(base_cfg))
     # a campaign that lengthened its runs goes on at that length
     camp.total_steps = max(camp.total_steps, _steps((state or {}).get("total_steps")))
     notify = progress or (lambda *_: None)
@@ -280,7 +305,7 @@ def _tune_locked(out: Path, base_cfg: Any, base: dict[str, Any], target_l0: floa
 
 def _write_report(camp: Campaign) -> str:
     """Write the campaign report; the problem in one line ("" when written)."""
-    from .report import write_campaign_report
+    from ..report.campaign import write_campaign_report
 
     _choose_best(camp)
     try:
@@ -300,7 +325,7 @@ def _restore(camp: Campaign, state: dict[str, Any] | None) -> None:
     for p in sorted(camp.out_dir.iterdir()):
         if p.is_dir() and is_run_dir(p) and p.name not in names and re.match(r"iter_\d+_", p.name):
             try:
-                l1 = float(read_run(p).config.get("l1_alpha"))
+                l1 = float(read_run(p).config.get(camp.coefficient))
             except (RunLogError, TypeError, ValueError):
                 continue
             summary = p / "summary.json"
@@ -325,7 +350,7 @@ def _finish_pending(camp: Campaign, base_cfg: Any, train_fn: Callable[..., Any],
             it.total_steps = camp.total_steps
         while True:
             if it.status in ("planned", "interrupted", "failed", "running", "lengthening"):
-                cfg = config_for(base_cfg, it.l1_alpha, it.total_steps)
+                cfg = config_for(base_cfg, it.l1_alpha, it.total_steps, camp.coefficient)
                 resume = run_dir if run_dir.exists() and any((run_dir / "checkpoints").glob("*")) else None
                 if resume is not None and it.status == "lengthening" and not resumable_longer(cfg):
                     _set_aside(run_dir, "short")  # a schedule tied to total_steps: a longer run starts afresh
@@ -459,20 +484,20 @@ def _decide(camp: Campaign, notify: ProgressFn) -> bool:
         notify("end", camp, None)
         return True
     pts = _points(camp)
-    rec = recommend_l1(pts, camp.target_l0) if pts else None
+    rec = recommend_l1(pts, camp.target_l0, camp.coefficient) if pts else None
     camp.next_recommendation = rec.to_dict() if rec else None
     if len(camp.iterations) >= camp.max_runs:
         camp.status = "budget_spent"
         camp.message = (f"Run budget spent ({camp.max_runs} runs) without a settled L0 within "
                         f"{100 * camp.tolerance:.3g}% of the target"
-                        + (f"; the next run should use l1_alpha {rec.l1_alpha:.3g}." if rec else ".")
+                        + (f"; the next run should use {camp.coefficient} {rec.l1_alpha:.3g}." if rec else ".")
                         + _length_note(camp))
         notify("end", camp, None)
         return True
     if rec is not None and any(math.isclose(rec.l1_alpha, it.l1_alpha, rel_tol=0.005) for it in camp.iterations):
         camp.status = "saturated" if rec.saturated else "stuck"
-        camp.message = (f"The fit recommends l1_alpha {rec.l1_alpha:.3g} again, which was already run: "
-                        + ("L0 no longer responds to l1_alpha. " if rec.saturated else "the runs are too noisy to "
+        camp.message = (f"The fit recommends {camp.coefficient} {rec.l1_alpha:.3g} again, which was already run: "
+                        + (f"L0 no longer responds to {camp.coefficient}. " if rec.saturated else "the runs are too noisy to "
                            "refine further. ") + " ".join(rec.warnings[:1]))
         notify("end", camp, None)
         return True
@@ -493,10 +518,13 @@ def _length_note(camp: Campaign) -> str:
     return ""
 
 
-def config_for(base_cfg: Any, l1: float, total_steps: int | None = None) -> Any:
-    """The base config with ``l1_alpha`` (a piecewise l1 schedule is scaled with it) and, when
-    given, ``total_steps`` set."""
+def config_for(base_cfg: Any, l1: float, total_steps: int | None = None, coefficient: str = "l1_alpha") -> Any:
+    """The base config with ``l1_alpha`` (a piecewise l1 schedule is scaled with it; a JumpReLU
+    SAE's ``l0_coefficient`` with ``coefficient="l0_coefficient"``) and, when given, ``total_steps``
+    set."""
     extra = {"total_steps": int(total_steps)} if total_steps else {}
+    if coefficient != "l1_alpha":
+        return base_cfg.replace(**{coefficient: l1, **extra})
     sched = getattr(base_cfg, "l1_alpha_schedule", None)
     if sched and base_cfg.l1_alpha > 0:
         ratio = l1 / base_cfg.l1_alpha
@@ -508,10 +536,10 @@ def _plan_next(camp: Campaign, base_cfg: Any, notify: ProgressFn) -> None:
     index = len(camp.iterations) + 1
     rec = camp.next_recommendation
     if rec is None:
-        l1, why = float(base_cfg.l1_alpha), "Starting config."
+        l1, why = float(getattr(base_cfg, camp.coefficient)), "Starting config."
     else:
         l1, why = float(rec["l1_alpha"]), str(rec["explanation"])
-    it = Iteration(index=index, run_id=_run_name(index, l1), l1_alpha=l1, why=why, recommendation=rec,
+    it = Iteration(index=index, run_id=_run_name(index, l1, camp.coefficient), l1_alpha=l1, why=why, recommendation=rec,
                    total_steps=camp.total_steps)
     camp.iterations.append(it)
     notify("plan", camp, it)

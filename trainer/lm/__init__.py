@@ -6,6 +6,6 @@ own documentation (``pydoc_data.topics``), with checkpoints and residual-stream 
     series.acts_paths   # one activations.npy per checkpoint, in training order
 """
 
-from .series import LMCheckpoint, LMConfig, LMSeries, build_lm_series, default_cache_dir, load_series
+from .checkpoints import LMCheckpoint, LMConfig, LMSeries, build_lm_series, default_cache_dir, load_series
 
 __all__ = ["LMCheckpoint", "LMConfig", "LMSeries", "build_lm_series", "default_cache_dir", "load_series"]

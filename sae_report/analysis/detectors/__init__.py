@@ -16,10 +16,11 @@ import numpy as np
 
 from ...runlog import Event
 from ..claims import Claim, ClaimMaker, render, used_claims
+from ..architecture import Architecture, architecture
 from ..config import AnalyzerConfig
 from ..interventions import describe
 from ..result import Finding, FindingKind, Intervention, Severity, Skipped
-from ..series import Series
+from ..metric_series import Series
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Context:
     """Detectors append here when their input is missing."""
     cache: dict[str, Any] = field(default_factory=dict)
     """Results shared between detectors and the summary (e.g. the resample records)."""
+    architecture: Architecture = field(default_factory=lambda: architecture(None))
+    """The SAE's architecture (``analysis.architecture``): its sparsity coefficient, or L0 set by k."""
 
     @property
     def span(self) -> int:
@@ -189,6 +192,11 @@ def run_detectors(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for detect in _registry().values():
         findings.extend(detect(ctx))
+    if ctx.architecture.fixed_l0:
+        # TopK / BatchTopK: k sets L0, so its curve's shape (flat, a k schedule) says nothing about the
+        # training; only an SAE that ended broken is reported on it
+        findings = [f for f in findings if f.metric not in ("l0", "l0_frac")
+                    or getattr(f.evidence, "mode", "") == "ended_collapsed"]
     findings = _resolve(findings)
     before = ctx.cfg.coincide_frac * ctx.span
     after = max(ctx.cfg.smooth_frac * ctx.span, 2.0 * ctx.span / max(1, ctx.cfg.bins))
@@ -206,7 +214,7 @@ def link(ctx: Context, f: Finding, iv: Intervention | None) -> Finding:
     """``f`` with ``iv`` as its intervention, named in its explanation with the claims behind it."""
     if iv is None:
         return f
-    text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None)
+    text, claims = describe(iv, ctx.columns.get(iv.source) if iv.inferred else None, ctx.architecture.coefficient)
     if any(k in f.claims for k in claims):
         return replace(f, coincides_with=iv)
     template = f"{f.template} It coincides with {text}."

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import evidence as ev
 from ..claims import Claim
-from ..series import Series
+from ..metric_series import Series
 from ..result import Finding, FindingKind
 from . import Context, cap, finding, label
 

@@ -140,7 +140,7 @@ def resample_thrash(ctx: Context) -> list[Finding]:
     template = ("The dead fraction climbed back at least half-way to its level before the resample, before the next "
                 f"resample{every}, after {{died}} of {{measurable}} resamples: a median of {{median_back}} steps after "
                 f"the resample.{dead_w} Resampling more often only repeats this; whatever kills the features (often "
-                "too strong an l1_alpha) is still acting.")
+                f"too strong an {ctx.architecture.coefficient or 'l1_alpha'}) is still acting.")
     e = ev.ResampleThrashEvidence(resamples=float(len(recs)), measurable=claims["measurable"].value,
                                   died=claims["died"].value, median_back=claims["median_back"].value,
                                   interval=interval.value)

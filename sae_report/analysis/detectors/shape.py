@@ -11,7 +11,7 @@ import numpy as np
 from .. import evidence as ev
 from ..claims import Claim, config_claim, difference, ratio
 from ..result import Finding, FindingKind
-from ..series import Series, robust_std, rolling_median, runs_of
+from ..metric_series import Series, robust_std, rolling_median, runs_of
 from . import Context, cap, finding, label
 
 #: A dead fraction below this is "no dead features to speak of" (a flat zero is healthy, not a plateau).

@@ -12,7 +12,7 @@ import numpy as np
 from .. import evidence as ev
 from ..claims import Claim, ratio
 from ..result import Finding, FindingKind
-from ..series import Series
+from ..metric_series import Series
 from . import Context, finding, window
 
 
@@ -109,8 +109,8 @@ def find_trough(ctx: Context, s: Series) -> Trough | None:
 
 def _find_trough(ctx: Context, s: Series) -> Trough | None:
     cfg = ctx.cfg
-    if len(s.y) < 10 or not s.log:
-        return None
+    if len(s.y) < 10 or not s.log or ctx.architecture.fixed_l0:
+        return None  # (TopK / BatchTopK: k sets L0, which cannot undershoot)
     settled = settled_level(s)
     usable = np.flatnonzero((s.x - s.t0) <= 0.9 * s.span)
     if len(usable) < 5:

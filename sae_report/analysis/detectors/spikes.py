@@ -21,7 +21,7 @@ import numpy as np
 from .. import evidence as ev
 from ..claims import Claim, difference, ratio
 from ..result import Finding, FindingKind
-from ..series import Series
+from ..metric_series import Series
 from . import Context, cap, finding, label
 
 

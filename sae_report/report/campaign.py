@@ -1,7 +1,12 @@
 """The campaign report: the "Hyperparameter Optimization Workflow" document, one section per
 iteration (configuration, results, what changed and why), the l1_alpha/L0 chart as it grew, and
 the final choice. Writes ``campaign.md`` (+ ``charts/iter_NN.svg``), ``campaign.html``,
-``best_config.yaml`` (the chosen run's config, ready for ``sae-report train CONFIG``)."""
+``best_config.yaml`` (the chosen run's config, ready for ``sae-report train CONFIG``).
+
+Rendered by the run report's stack (``report.render``): one jinja environment (Markdown values
+escaped by its ``finalize`` hook, HTML autoescaped), ``campaign.html`` built by ``html_page`` like
+``report.html`` (inline assets allowed by a hash-only Content-Security-Policy, one Vega bundle, each
+chart live and as a static SVG inside ``<noscript>``); the chart is ``report.charts.l1_l0_chart``."""
 
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..recommend.chart import l1_l0_chart
 from ..recommend.fit import L1Recommendation, RunPoint, recommend_l1
-from ..recommend.render import display_rows, g3, recommendation_view, render, spec_json, vega_bundle, write_svg
-from ..report import formatting as fm
-from ..runlog import atomic_write_text, to_jsonable
+from . import formatting as fm
+from . import render as rr
+from .charts import l1_l0_chart
+from .formatting import display_rows, g3, recommendation_view
+from ..runlog import atomic_write_bytes, atomic_write_text, to_jsonable
 
 #: Config keys shown in each iteration's configuration block (the write-up's five, then the shape).
 SHOWN_KEYS = ("l1_alpha", "learning_rate", "resample_interval", "target_l0", "total_steps", "batch_size",
@@ -40,14 +46,20 @@ def _points_upto(camp: Any, k: int) -> list[RunPoint]:
 
 def _rec_after(camp: Any, k: int) -> L1Recommendation | None:
     pts = _points_upto(camp, k)
-    return recommend_l1(pts, camp.target_l0) if pts else None
+    return recommend_l1(pts, camp.target_l0, _coef(camp)) if pts else None
+
+
+def _coef(camp: Any) -> str:
+    return getattr(camp, "coefficient", "l1_alpha") or "l1_alpha"
 
 
 def _config_block(camp: Any, it: Any) -> str:
     cfg = dict(camp.base_config)
     cfg.update({k: v for k, v in ((it.row or {}).get("config") or {}).items() if k in SHOWN_KEYS})
-    cfg["l1_alpha"] = it.l1_alpha
-    shown = {k: cfg[k] for k in SHOWN_KEYS if cfg.get(k) is not None}
+    coef = _coef(camp)
+    cfg[coef] = it.l1_alpha
+    keys = SHOWN_KEYS if coef == "l1_alpha" else (coef, "sae_variant", *SHOWN_KEYS[1:])
+    shown = {k: cfg[k] for k in keys if cfg.get(k) is not None}
     return yaml.safe_dump(to_jsonable(shown), sort_keys=False, width=1000)
 
 
@@ -65,7 +77,8 @@ def _changed(camp: Any, idx: int) -> str:
     word = "lower" if it.l1_alpha < prev.l1_alpha else "raise"
     effect = ("weaker sparsity penalty -> more active features -> higher L0" if word == "lower"
               else "stronger sparsity penalty -> fewer active features -> lower L0")
-    return (f"l1_alpha {g3(prev.l1_alpha)} -> {g3(it.l1_alpha)} ({word} l1_alpha -> {effect})."
+    coef = _coef(camp)
+    return (f"{coef} {g3(prev.l1_alpha)} -> {g3(it.l1_alpha)} ({word} {coef} -> {effect})."
             + (longer or " Nothing else changed."))
 
 
@@ -84,8 +97,8 @@ def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, An
         s = it.row["settled_l0"]
         side = "above" if s > camp.target_l0 else "below"
         verdict = (f"Settled L0 {fm.pct(s)} is {side} the target ({100 * s / camp.target_l0:.0f}%): "
-                   + ("raise l1_alpha next (stronger penalty, fewer active features)." if side == "above"
-                      else "lower l1_alpha next (weaker penalty, more active features)."))
+                   + (f"raise {_coef(camp)} next (stronger penalty, fewer active features)." if side == "above"
+                      else f"lower {_coef(camp)} next (weaker penalty, more active features)."))
     else:
         verdict = "No usable settled L0" + (f": {it.row.get('excluded')}." if it.row and it.row.get("excluded") else ".")
     return {
@@ -101,7 +114,7 @@ def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, An
                       "explanation": str(f.get("explanation", ""))} for f in it.findings],
         "advice": [{"parameter": str(a.get("parameter")), "current": fm.sig(a.get("current")),
                     "proposed": fm.sig(a.get("proposed")), "reason": str(a.get("reason", ""))} for a in it.advice],
-        "next": (f"Next: iteration {nxt.index} at l1_alpha {g3(nxt.l1_alpha)}." if nxt else ""),
+        "next": (f"Next: iteration {nxt.index} at {_coef(camp)} {g3(nxt.l1_alpha)}." if nxt else ""),
         "rec_after": recommendation_view(rec_after.to_dict()) if rec_after and not it.within and nxt is None else None,
         "chart_file": chart_file,
         "train_time": fm.duration(it.train_seconds) if it.train_seconds is not None else "reused from disk",
@@ -112,11 +125,11 @@ def _chart(camp: Any, k: int) -> Any:
     pts = _points_upto(camp, k)
     rec = _rec_after(camp, k) if not any(it.within for it in camp.iterations[:k]) else None
     labels = {it.run_id: f"#{it.index}" for it in camp.iterations}
-    return l1_l0_chart(pts, rec, camp.target_l0, labels=labels,
-                       title=f"After iteration {k}: L0 against l1_alpha (log-log)", width=460, height=280)
+    return l1_l0_chart(pts, rec, camp.target_l0, labels=labels, coefficient=_coef(camp),
+                       title=f"After iteration {k}: L0 against {_coef(camp)} (log-log)", width=460, height=280)
 
 
-def context(camp: Any, chart_files: list[str | None]) -> dict[str, Any]:
+def context(camp: Any, chart_files: list[str | None], charts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Display-ready data for the campaign templates."""
     best = camp.best_iteration()
     rows = display_rows([dict(it.row, id=f"#{it.index} {it.run_id}") for it in camp.iterations if it.row],
@@ -128,6 +141,7 @@ def context(camp: Any, chart_files: list[str | None]) -> dict[str, Any]:
         "target": fm.pct(camp.target_l0), "tolerance": f"{100 * camp.tolerance:.3g}%",
         "runs": len(camp.iterations), "max_runs": camp.max_runs, "folder": str(camp.out_dir),
         "rows": rows,
+        "coef": _coef(camp),
         "iterations": [_iteration_view(camp, i, chart_files[i] if i < len(chart_files) else None)
                        for i in range(len(camp.iterations))],
         "best": ({"run_id": best.run_id, "index": best.index, "l1_alpha": g3(best.l1_alpha),
@@ -135,6 +149,7 @@ def context(camp: Any, chart_files: list[str | None]) -> dict[str, Any]:
                   "pct": f"{100 * (best.row or {}).get('settled_l0', 0) / camp.target_l0:.0f}%",
                   "config": _config_block(camp, best)} if best else None),
         "next": recommendation_view(camp.next_recommendation) if camp.status not in ("reached",) else None,
+        "charts": charts or [],
     }
 
 
@@ -142,27 +157,22 @@ def write_campaign_report(camp: Any) -> list[Path]:
     """Write campaign.md (+ SVG charts), campaign.html and best_config.yaml into the campaign folder."""
     out = Path(camp.out_dir)
     written: list[Path] = []
-    charts = [_chart(camp, k) for k in range(1, len(camp.iterations) + 1)]
+    specs = [rr.chart_spec(_chart(camp, k)) for k in range(1, len(camp.iterations) + 1)]
     files: list[str | None] = []
-    for k, ch in enumerate(charts, start=1):
-        svg_path = out / "charts" / f"iter_{k:02d}.svg"
-        spec_path = svg_path.with_suffix(".vl.json")
-        spec = spec_json(ch)
-        if svg_path.exists() and spec_path.exists() and spec_path.read_text() == spec:
-            svg = svg_path  # the chart after iteration k only depends on runs 1..k: already drawn
-        else:
-            svg = write_svg(ch, svg_path)
-            if svg is not None:
-                atomic_write_text(spec_path, spec)
-        files.append(f"charts/{svg.name}" if svg else None)
-    ctx = context(camp, files)
+    views: list[dict[str, Any]] = []
+    for k, spec in enumerate(specs, start=1):
+        svg = _iteration_svg(out / "charts" / f"iter_{k:02d}.svg", spec)
+        files.append(rr.Verbatim(f"charts/iter_{k:02d}.svg") if svg is not None else None)
+        views.append(rr.chart_view(f"iter-{k}", f"L0 against {_coef(camp)} after iteration {k}",
+                                   f"The runs up to iteration {k}: settled L0 against {_coef(camp)}, the target and, "
+                                   f"while the target is not reached, the fitted curve and the next {_coef(camp)}.",
+                                   spec, svg))
     md = out / "campaign.md"
-    atomic_write_text(md, render("campaign/campaign.md.j2", ctx))
+    atomic_write_text(md, rr.render("campaign/campaign.md.j2", context(camp, files), "md"))
     written.append(md)
-    html_ctx = context(camp, [None] * len(charts))
-    html_ctx.update(vega=vega_bundle(), specs=[spec_json(c) for c in charts])
     html = out / "campaign.html"
-    atomic_write_text(html, render("campaign/campaign.html.j2", html_ctx))
+    atomic_write_text(html, rr.html_page("campaign/campaign.html.j2", context(camp, [None] * len(specs), views),
+                                         style_sheet=rr.COMPARE_STYLE))
     written.append(html)
     best = camp.best_iteration()
     if best is None:
@@ -177,6 +187,24 @@ def write_campaign_report(camp: Any) -> list[Path]:
         atomic_write_text(out / "best_config.yaml", text + yaml.safe_dump(to_jsonable(nxt.config), sort_keys=False))
         written.append(out / "best_config.yaml")
     return written
+
+
+def _iteration_svg(svg_path: Path, spec: dict[str, Any]) -> bytes | None:
+    """The chart after an iteration as SVG, written to ``svg_path`` for the Markdown; drawn again only
+    when its spec changed (it depends on runs 1..k only), the spec kept beside it as ``.vl.json``."""
+    spec_path = svg_path.with_suffix(".vl.json")
+    text = rr.script_json(spec)
+    try:
+        if spec_path.read_text(encoding="utf-8") == text:
+            return svg_path.read_bytes()  # already drawn
+    except OSError:
+        pass
+    svg = rr.chart_svg(spec)
+    if svg is not None:
+        svg_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(svg_path, svg)
+        atomic_write_text(spec_path, text)
+    return svg
 
 
 def _drop_stale_best(path: Path) -> None:

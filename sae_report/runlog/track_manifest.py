@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..runlog import RunLogError, atomic_write_text, to_jsonable
+from .schema import RunLogError, atomic_write_text, to_jsonable
 
 MANIFEST_SCHEMA = 1
 TRACK_DIR = "track"

@@ -7,11 +7,13 @@ dead-feature and loss curves overlaid on one step axis (``overlay_l0``, ``overla
 ``overlay_loss``). Fidelity and curves are read from each run's log (the comparison rows carry only
 L0); a run whose log cannot be read again is left out of those charts with a note.
 
-``comparison.html`` is one self-contained offline file, built like ``report.html``: the Vega bundle
-and the shared embed script (``templates/html/embed.js``: vega's expression interpreter, no
-``eval``) inlined once, chart specs as inert JSON, a Content-Security-Policy of hashes only (no
+``comparison.html`` is one self-contained offline file, built like ``report.html`` by the same code
+(``report.render.html_page``, the report's jinja environment and partials): the Vega bundle and the
+shared embed script (``templates/html/embed.js``: vega's expression interpreter, no ``eval``)
+inlined once, chart specs as inert JSON, a Content-Security-Policy of hashes only (no
 ``'unsafe-inline'`` / ``'unsafe-eval'``), time charts that zoom and pan on the step axis, and each
-chart also as a static SVG image inside ``<noscript>`` for readers with JavaScript off.
+chart also as a static SVG image inside ``<noscript>`` for readers with JavaScript off. Markdown
+values are escaped by the environment's ``finalize`` hook, HTML values autoescaped.
 """
 
 from __future__ import annotations
@@ -26,18 +28,18 @@ from typing import Any, Sequence
 import altair as alt
 
 from .. import __version__
-from ..recommend.chart import l1_l0_chart
 from ..recommend.fit import RunPoint
-from ..recommend.render import display_rows, recommendation_view, render
-from ..report import formatting as fm
-from ..report.charts import TARGET_COLOR, zoom
+from . import formatting as fm
+from . import render as rr
+from .charts import l1_l0_chart
+from .charts import runs as run_charts
+from .formatting import display_rows, recommendation_view
 from ..runlog import atomic_write_bytes, atomic_write_text, to_jsonable
-from .comparison import Comparison, fmt_target
+from ..compare.comparison import Comparison, fmt_target
 
 FORMATS = ("md", "html", "json")
-#: Points drawn per run in the overlaid curves (each keeps its minima and maxima; see report.series).
+#: Points drawn per run in the overlaid curves (each keeps its minima and maxima; see report.points).
 OVERLAY_POINTS = 600
-WIDTH, HEIGHT = 640, 230
 
 
 @dataclass
@@ -64,8 +66,8 @@ def run_fidelity(comp: Comparison) -> list[RunFidelity]:
     and thinned curves of each compared run, read again from its log."""
     from ..analysis import analyze
     from ..ingest import load_run
-    from ..report.context import fvu_logged
-    from ..report.series import thin
+    from .context import fvu_logged
+    from .points import thin
     from ..runlog import RunLogError
 
     out = []
@@ -122,7 +124,7 @@ def pareto_front(points: Sequence[tuple[str, float, float]]) -> list[str]:
 
 def fidelity_chart(comp: Comparison, fids: Sequence[RunFidelity]) -> alt.LayerChart | None:
     """Settled L0 (log axis) against settled explained variance, one point per run, the Pareto
-    frontier as a step line, the target L0 as a vertical rule (the target colour)."""
+    frontier drawn (``report.charts.frontier_chart``); None when no run has both."""
     by_id = {f.id: f for f in fids}
     pts = [(r.id, r.settled_l0, by_id[r.id].ev_settled) for r in comp.rows
            if r.id in by_id and _num(r.settled_l0) and r.settled_l0 > 0 and by_id[r.id].ev_settled is not None]
@@ -131,73 +133,24 @@ def fidelity_chart(comp: Comparison, fids: Sequence[RunFidelity]) -> alt.LayerCh
     front = set(pareto_front(pts))
     rows = [{"run": rid, "l0_pct": fm_round(100 * l0), "ev_pct": fm_round(100 * ev),
              "front": "on the frontier" if rid in front else "dominated"} for rid, l0, ev in pts]
-    frontier = sorted((r for r in rows if r["front"] == "on the frontier"), key=lambda r: r["l0_pct"])
-    fvu = any(by_id[r["run"]].fvu for r in rows)
-    ytitle = "settled explained variance = 1 - FVU (%)" if fvu else "settled explained variance (%)"
-    x = alt.X("l0_pct:Q", title="settled L0, % of features (log)", scale=alt.Scale(type="log", nice=False, padding=20))
-    y = alt.Y("ev_pct:Q", title=ytitle, scale=alt.Scale(zero=False, nice=True, padding=20))
-    layers: list[Any] = []
-    if len(frontier) >= 2:
-        layers.append(alt.Chart(alt.Data(values=frontier)).mark_line(interpolate="step-after", color="#4c78a8",
-                                                                       strokeWidth=1.5).encode(x=x, y=y))
-    if comp.target_l0:
-        tv = 100 * comp.target_l0
-        layers.append(alt.Chart(alt.Data(values=[{"l0_pct": tv, "what": f"target L0 {tv:.3g}%"}])).mark_rule(
-            color=TARGET_COLOR, strokeDash=[6, 4], strokeWidth=1.5).encode(x=x, tooltip=[alt.Tooltip("what:N")]))
-    base = alt.Chart(alt.Data(values=rows))
-    tip = [alt.Tooltip("run:N"), alt.Tooltip("l0_pct:Q", title="settled L0 %", format=".3g"),
-           alt.Tooltip("ev_pct:Q", title="settled explained variance %", format=".4g"), alt.Tooltip("front:N")]
-    layers.append(base.mark_circle(size=90).encode(
-        x=x, y=y, tooltip=tip,
-        color=alt.Color("front:N", title=None, scale=alt.Scale(domain=["on the frontier", "dominated"],
-                                                                range=["#4c78a8", "#bbbbbb"]),
-                        legend=alt.Legend(orient="bottom"))))
-    layers.append(base.mark_text(dx=8, dy=-8, align="left", fontSize=10).encode(x=x, y=y, text="run:N"))
-    sub = "one point per run (second-half medians); the line is the Pareto frontier: sparser and more faithful is better"
-    return alt.layer(*layers).properties(width=WIDTH - 120, height=300, title=alt.TitleParams(
-        "Sparsity against fidelity", subtitle=sub, anchor="start"))
+    return run_charts.frontier_chart(rows, comp.target_l0, fvu=any(by_id[r["run"]].fvu for r in rows))
 
 
 def fm_round(v: float) -> float:
     return float(f"{v:.6g}")
 
 
-OVERLAYS = {"l0": ("L0 (% of features active, log axis)", "log"), "dead": ("dead features (% of dictionary)", "linear"),
-            "loss": ("loss", "log")}
-
-
 def overlay_chart(kind: str, fids: Sequence[RunFidelity], target_l0: float | None = None) -> alt.LayerChart | None:
-    """One metric of every run over the training steps, a colour per run, zoom and pan on the step axis."""
-    rows = [row for f in fids for row in f.curves.get(kind, [])]
-    if not rows:
-        return None
-    title, scale = OVERLAYS[kind]
-    if scale == "log" and not all(r["value"] > 0 for r in rows):
-        scale = "linear"
-    runs = list(dict.fromkeys(r["run"] for r in rows))
-    x = alt.X("step:Q", title="Training step", scale=alt.Scale(nice=False, zero=False),
-              axis=alt.Axis(labelExpr="datum.value == 0 ? '0' : format(datum.value, '~s')", labelOverlap=True))
-    y = alt.Y("value:Q", title=title, scale=alt.Scale(type=scale) if scale == "log" else alt.Scale(zero=True))
-    line = alt.Chart(alt.Data(values=rows)).mark_line(strokeWidth=1.3, clip=True).encode(
-        x=x, y=y, color=alt.Color("run:N", title="run", sort=runs, legend=alt.Legend(orient="bottom")),
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("step:Q", format=","), alt.Tooltip("value:Q", format=".4~g")],
-    ).properties(name=f"zoom_{kind}_view").add_params(zoom(f"zoom_{kind}"))
-    layers: list[Any] = [line]
-    if kind == "l0" and target_l0:
-        tv = 100 * target_l0
-        layers.append(alt.Chart(alt.Data(values=[{"target": tv, "what": f"target L0 {tv:.3g}%"}])).mark_rule(
-            color=TARGET_COLOR, strokeWidth=1.5).encode(y="target:Q", tooltip=[alt.Tooltip("what:N")]))
-    names = {"l0": "L0", "dead": "Dead features", "loss": "Loss"}
-    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=alt.TitleParams(
-        f"{names[kind]} of every run over training steps", anchor="start",
-        subtitle="green rule: target L0" if kind == "l0" and target_l0 else alt.Undefined))
+    """One metric of every run over the training steps (``report.charts.overlay_chart``)."""
+    return run_charts.overlay_chart(kind, [row for f in fids for row in f.curves.get(kind, [])], target_l0)
 
 
 def comparison_chart(comp: Comparison) -> Any:
     """The l1_alpha/L0 chart of a comparison (excluded runs greyed when they have a settled L0)."""
     excluded = [RunPoint(r.id, r.l1_alpha, r.settled_l0) for r in comp.excluded
                 if r.l1_alpha and r.settled_l0 and r.l1_alpha > 0 and r.settled_l0 > 0]
-    return l1_l0_chart(comp.points(), comp.recommendation, comp.target_l0, excluded=excluded)
+    return l1_l0_chart(comp.points(), comp.recommendation, comp.target_l0, excluded=excluded,
+                       coefficient=comp.coefficient)
 
 
 @dataclass
@@ -207,40 +160,25 @@ class _Chart:
     caption: str
     spec: dict[str, Any]
     zoom: bool = False
-    svg: str | None = None
+    svg: bytes | None = None
 
 
 def _charts(comp: Comparison, fids: Sequence[RunFidelity]) -> list[_Chart]:
-    out = [_Chart("l1_l0", "L0 against l1_alpha (log-log)", "Settled L0 of each run against its l1_alpha, the fitted "
-                  "curve, the target and the recommended l1_alpha with its interval.", _spec(comparison_chart(comp)))]
+    c = comp.coefficient
+    out = [] if c == "k" else [
+        _Chart("l1_l0", f"L0 against {c} (log-log)", f"Settled L0 of each run against its {c}, the fitted curve, the "
+               f"target and the recommended {c} with its interval.", rr.chart_spec(comparison_chart(comp)))]
     chart = fidelity_chart(comp, fids)
     if chart is not None:
         out.append(_Chart("fidelity", "Sparsity against fidelity", "The view SAE papers compare by: settled L0 "
                           "against settled explained variance; runs on the line are not beaten on both at once.",
-                          _spec(chart)))
+                          rr.chart_spec(chart)))
     for kind, title in (("l0", "L0 of every run"), ("dead", "Dead features of every run"), ("loss", "Loss of every run")):
         chart = overlay_chart(kind, fids, comp.target_l0)
         if chart is not None:
-            out.append(_Chart(f"overlay_{kind}", title, "One colour per run, on one step axis.", _spec(chart), zoom=True))
+            out.append(_Chart(f"overlay_{kind}", title, "One colour per run, on one step axis.", rr.chart_spec(chart),
+                              zoom=True))
     return out
-
-
-def _spec(chart: Any) -> dict[str, Any]:
-    spec = to_jsonable(chart.to_dict(validate=False) if hasattr(chart, "to_dict") else chart)
-    spec.pop("$schema", None)
-    spec.setdefault("config", {}).update({"background": "white"})
-    return spec
-
-
-def _svg(spec: dict[str, Any]) -> str | None:
-    try:
-        from ..report.render import VL_VERSION
-
-        import vl_convert
-
-        return vl_convert.vegalite_to_svg(spec, vl_version=VL_VERSION)
-    except Exception:  # rendering is best effort: the HTML report carries the live chart
-        return None
 
 
 def _fidelity_cells(fids: Sequence[RunFidelity]) -> dict[str, dict[str, str]]:
@@ -264,6 +202,7 @@ def context(comp: Comparison, *, command: str = "", chart_file: str | None = Non
         "target": fmt_target(comp.target_l0),
         "target_source": comp.target_source,
         "rows": rows,
+        "coef": comp.coefficient,
         "fvu": any(f.fvu for f in fids),
         "key_finding": comp.key_finding,
         "rec": recommendation_view(doc["recommendation"]),
@@ -291,26 +230,8 @@ def fidelity_doc(fids: Sequence[RunFidelity], comp: Comparison) -> dict[str, Any
 
 def html_page(ctx: dict[str, Any], charts: Sequence[_Chart]) -> str:
     """``comparison.html``: the page rendered with its inline code allowed by hash only."""
-    from markupsafe import Markup
-
-    from ..report import render as rr
-
-    bundle = rr.html_assets()["bundle"]
-    embed = rr.html_assets()["embed"]
-    style = "\n" + rr.template_source("compare/style.css")
-    csp = ("default-src 'none'; "
-           f"script-src {rr.csp_source(bundle)} {rr.csp_source(embed)}; "
-           f"style-src {rr.csp_source(style)}; "
-           "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
-    views = [{"id": c.id, "title": c.title, "caption": c.caption, "zoom": c.zoom,
-              "image": rr.data_uri(c.svg.encode("utf-8")) if c.svg else "",
-              "spec_json": Markup(rr.script_json(c.spec))} for c in charts]
-    slot = "@@sae-report:vega-bundle@@"
-    page = render("compare/comparison.html.j2", {**ctx, "charts": views, "csp": Markup(csp), "style": Markup(style),
-                                                 "embed": Markup(embed), "bundle": Markup(slot)})
-    head, found, tail = page.rpartition(slot)
-    assert found, "the comparison template lost its bundle slot"
-    return head + bundle + tail
+    views = [rr.chart_view(c.id, c.title, c.caption, c.spec, c.svg, c.zoom) for c in charts]
+    return rr.html_page("compare/comparison.html.j2", {**ctx, "charts": views}, style_sheet=rr.COMPARE_STYLE)
 
 
 def write_comparison(comp: Comparison, out_dir: Path, formats: Sequence[str] = FORMATS,
@@ -330,20 +251,20 @@ def write_comparison(comp: Comparison, out_dir: Path, formats: Sequence[str] = F
         return written
     charts = _charts(comp, fids)
     for c in charts:
-        c.svg = _svg(c.spec)
+        c.svg = rr.chart_svg(c.spec)
     if "md" in formats:
         files = []
         for c in charts:
             if c.svg is None:
                 continue
             path = out_dir / f"{c.id}.svg"
-            atomic_write_bytes(path, c.svg.encode("utf-8"))
+            atomic_write_bytes(path, c.svg)
             written.append(path)
-            files.append({"id": c.id, "title": c.title, "caption": c.caption, "file": path.name})
+            files.append({"id": c.id, "title": c.title, "caption": c.caption, "file": rr.Verbatim(path.name)})
         l1 = next((f["file"] for f in files if f["id"] == "l1_l0"), None)
         path = out_dir / "comparison.md"
-        atomic_write_text(path, render("compare/comparison.md.j2", context(
-            comp, command=command, chart_file=l1, fids=fids, charts=[f for f in files if f["id"] != "l1_l0"])))
+        atomic_write_text(path, rr.render("compare/comparison.md.j2", context(
+            comp, command=command, chart_file=l1, fids=fids, charts=[f for f in files if f["id"] != "l1_l0"]), "md"))
         written.append(path)
     if "html" in formats:
         path = out_dir / "comparison.html"

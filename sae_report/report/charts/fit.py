@@ -1,5 +1,5 @@
-"""The l1_alpha-vs-L0 chart (log-log): runs, the fitted monotone curve, the target, the
-recommended point with its interval. Returns an altair chart; no I/O."""
+"""The l1_alpha-vs-L0 chart (log-log) of the comparison and campaign reports: runs, the fitted
+monotone curve, the target, the recommended point with its interval. Returns an altair chart; no I/O."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any, Sequence
 
 import altair as alt
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
-from ..report.charts import TARGET_COLOR
-from .curve import pchip_slopes
-from .fit import L1Recommendation, RunPoint
+from ...recommend.fit import L1Recommendation, RunPoint
+from .style import ALERT_COLOR, MUTED_COLOR, RUN_COLOR, TARGET_COLOR
 
 
 def _finite(v: Any) -> bool:
@@ -21,26 +21,27 @@ def _finite(v: Any) -> bool:
 def smooth_curve(points: Sequence[tuple[float, float]], per_segment: int = 16) -> list[dict[str, float]]:
     """The fitted monotone curve through (l1_alpha, L0 fraction) points, sampled along the
     monotone cubic (PCHIP) in log-log space, as chart rows (``l1_alpha``, ``l0_pct``)."""
-    pts = sorted(points)
+    pts: list[tuple[float, float]] = []
+    for p in sorted(points):  # one point per l1_alpha (a repeated one would stop the interpolation)
+        if not pts or p[0] != pts[-1][0]:
+            pts.append(p)
     if len(pts) < 2:
         return [{"l1_alpha": x, "l0_pct": 100 * y} for x, y in pts]
     x = np.log([p[0] for p in pts])
-    y = np.log([p[1] for p in pts])
-    d = pchip_slopes(x, y)
+    curve = PchipInterpolator(x, np.log([p[1] for p in pts]))
     rows = []
     for i in range(len(x) - 1):
         h = x[i + 1] - x[i]
         for t in np.linspace(0.0, 1.0, per_segment, endpoint=i == len(x) - 2):
-            yy = ((2 * t**3 - 3 * t**2 + 1) * y[i] + (t**3 - 2 * t**2 + t) * h * d[i]
-                  + (-2 * t**3 + 3 * t**2) * y[i + 1] + (t**3 - t**2) * h * d[i + 1])
-            rows.append({"l1_alpha": float(math.exp(x[i] + t * h)), "l0_pct": float(100 * math.exp(yy))})
+            xx = x[i] + t * h
+            rows.append({"l1_alpha": float(math.exp(xx)), "l0_pct": float(100 * math.exp(float(curve(xx))))})
     return rows
 
 
 def l1_l0_chart(points: Sequence[RunPoint], recommendation: L1Recommendation | None = None,
                 target_l0: float | None = None, *, excluded: Sequence[RunPoint] = (),
-                labels: dict[str, str] | None = None, title: str = "L0 against l1_alpha (log-log)",
-                width: int = 520, height: int = 320) -> alt.LayerChart:
+                labels: dict[str, str] | None = None, title: str | None = None,
+                width: int = 520, height: int = 320, coefficient: str = "l1_alpha") -> alt.LayerChart:
     """Runs as points (settled L0 in percent), excluded runs greyed, the fitted curve through the
     runs, the target as a horizontal rule and the recommended l1_alpha as a diamond with its
     interval. ``labels`` maps run id -> point label (default: the id)."""
@@ -60,13 +61,15 @@ def l1_l0_chart(points: Sequence[RunPoint], recommendation: L1Recommendation | N
     ys = [v for v in ys if _finite(v)] or [1.0, 10.0]
     xdom = [min(xs) / 1.4, max(xs) * 1.4]
     ydom = [min(ys) / 1.4, max(ys) * 1.4]
-    x = alt.X("l1_alpha:Q", title="l1_alpha (log)", scale=alt.Scale(type="log", domain=xdom))
+    coef = getattr(recommendation, "coefficient", None) or coefficient
+    title = title or f"L0 against {coef} (log-log)"
+    x = alt.X("l1_alpha:Q", title=f"{coef} (log)", scale=alt.Scale(type="log", domain=xdom))
     y = alt.Y("l0_pct:Q", title="settled L0, % of features (log)", scale=alt.Scale(type="log", domain=ydom))
     layers: list[alt.Chart] = []
     if recommendation is not None and len(recommendation.curve) >= 2:
         curve = smooth_curve([(c["l1_alpha"], c["l0"]) for c in recommendation.curve
                               if _finite(c["l1_alpha"]) and _finite(c["l0"])])
-        layers.append(alt.Chart(alt.Data(values=curve)).mark_line(color="#4c78a8", strokeWidth=2)
+        layers.append(alt.Chart(alt.Data(values=curve)).mark_line(color=RUN_COLOR, strokeWidth=2)
                       .encode(x=x, y=y))
     if target_l0:
         layers.append(alt.Chart(alt.Data(values=[{"l0_pct": 100 * target_l0, "what": f"target {100 * target_l0:.3g}%"}]))
@@ -76,7 +79,7 @@ def l1_l0_chart(points: Sequence[RunPoint], recommendation: L1Recommendation | N
         layers.append(base.mark_circle(size=90).encode(
             x=x, y=y,
             color=alt.Color("used:N", title=None,
-                            scale=alt.Scale(domain=["used in fit", "excluded"], range=["#4c78a8", "#bbbbbb"])),
+                            scale=alt.Scale(domain=["used in fit", "excluded"], range=[RUN_COLOR, MUTED_COLOR])),
             tooltip=[alt.Tooltip("run:N"), alt.Tooltip("l1_alpha:Q", format=".3g"),
                      alt.Tooltip("l0_pct:Q", title="settled L0 %", format=".3g")]))
         layers.append(base.mark_text(dx=8, dy=-8, align="left", fontSize=10).encode(x=x, y=y, text="label:N"))
@@ -85,11 +88,11 @@ def l1_l0_chart(points: Sequence[RunPoint], recommendation: L1Recommendation | N
                "l0_pct": 100 * recommendation.predicted_l0,
                "what": f"recommended {recommendation.l1_alpha:.3g} ({recommendation.low:.3g}-{recommendation.high:.3g})"}
         rb = alt.Chart(alt.Data(values=[rec]))
-        layers.append(rb.mark_rule(color="#d62728", strokeWidth=2).encode(
+        layers.append(rb.mark_rule(color=ALERT_COLOR, strokeWidth=2).encode(
             x=alt.X("low:Q", scale=alt.Scale(type="log", domain=xdom)), x2="high:Q", y=y))
-        layers.append(rb.mark_point(shape="diamond", size=160, filled=True, color="#d62728").encode(
+        layers.append(rb.mark_point(shape="diamond", size=160, filled=True, color=ALERT_COLOR).encode(
             x=x, y=y, tooltip=[alt.Tooltip("what:N"), alt.Tooltip("l0_pct:Q", title="predicted L0 %", format=".3g")]))
-        layers.append(rb.mark_text(dx=8, dy=12, align="left", fontSize=10, color="#d62728").encode(
+        layers.append(rb.mark_text(dx=8, dy=12, align="left", fontSize=10, color=ALERT_COLOR).encode(
             x=x, y=y, text="what:N"))
     if not layers:
         layers.append(alt.Chart(alt.Data(values=[{"l1_alpha": 0.01, "l0_pct": 1.0}])).mark_point(opacity=0).encode(x=x, y=y))

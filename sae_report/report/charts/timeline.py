@@ -1,4 +1,5 @@
-"""The report's charts: each function returns an altair chart (or None when the run lacks the data). No I/O.
+"""The run report's time charts (and its two per-run charts): each function returns an altair chart
+(or None when the run lacks the data). No I/O.
 
 Time charts share one x domain (so they line up when stacked) and carry the same markers: resample
 events, schedule changes (l1_alpha / learning-rate) and findings, with the run's phases shaded.
@@ -14,7 +15,8 @@ from typing import Any
 import altair as alt
 import numpy as np
 
-from .series import Series, _round, histogram_log10
+from ..points import Series, _round, histogram_log10
+from .style import LINE, TARGET_COLOR, zoom
 
 WIDTH = 760
 HEIGHT = 230
@@ -26,10 +28,6 @@ MARKER_KINDS = ["resample", "l1_alpha change", "lr change", "resume", "finding",
 MARKER_COLORS = ["#9e9e9e", "#8e44ad", "#e67e22", "#16a085", "#d62728", "#54aeff"]
 """``finding``: a finding worth acting on (warn / fail); ``note``: one for the record (info: normal
 sparsification, a dormant start while the dead window fills, a plateau), drawn in a calm blue."""
-LINE = "#1f77b4"
-#: The colour of a target, in every chart of every report (L0 target rule, the l1_alpha/L0 chart's
-#: target, the sparsity-fidelity chart): never the red of a finding.
-TARGET_COLOR = "#2ca02c"
 #: Labels drawn over finding markers: most per chart, rows they stack in at the bottom of the plot.
 MAX_MARKER_LABELS = 24
 LABEL_ROWS = 2
@@ -86,12 +84,6 @@ def _x(tl: Timeline, title: str | None = "Training step", field: str = "step") -
     return alt.X(f"{field}:Q", title=title, scale=alt.Scale(domain=list(tl.x_domain), nice=False, zero=False),
                  axis=alt.Axis(labelExpr="datum.value == 0 ? '0' : format(datum.value, '~s')", labelFlush=True,
                                labelOverlap=True))
-
-
-def zoom(name: str) -> Any:
-    """Zoom and pan on the step axis: an interval selection bound to the x scale (wheel to zoom, drag
-    to pan, double-click to reset in the HTML report; the static images show the whole run)."""
-    return alt.selection_interval(name=name, bind="scales", encodings=["x"])
 
 
 def _limit_markers(markers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -278,11 +270,12 @@ def fidelity_chart(ev: Series | None, tl: Timeline, *, from_fvu: bool = False) -
                    "Explained variance over training steps", sub)
 
 
-def schedule_chart(lr: Series | None, l1: Series | None, tl: Timeline) -> alt.VConcatChart | None:
-    """Learning-rate and l1_alpha schedules as small strips aligned with the time charts."""
+def schedule_chart(lr: Series | None, l1: Series | None, tl: Timeline, coefficient: str = "l1_alpha") -> alt.VConcatChart | None:
+    """Learning-rate and sparsity-coefficient schedules (``coefficient``: l1_alpha, l0_coefficient or
+    k, the series ``l1``) as small strips aligned with the time charts."""
     strips = []
     ds: dict[str, list] = {}
-    present = [(s, label, color) for s, label, color in ((l1, "l1_alpha", "#8e44ad"), (lr, "learning rate", "#e67e22"))
+    present = [(s, label, color) for s, label, color in ((l1, coefficient, "#8e44ad"), (lr, "learning rate", "#e67e22"))
                if s is not None]
     for i, (s, label, color) in enumerate(present):
         y = alt.Y("value:Q", title=label, scale=alt.Scale(zero=False), axis=alt.Axis(format=".2~g", tickCount=3))
@@ -296,7 +289,7 @@ def schedule_chart(lr: Series | None, l1: Series | None, tl: Timeline) -> alt.VC
         strips.append(strip)
     if not strips:
         return None
-    t = alt.TitleParams("Schedules: l1_alpha and learning rate", anchor="start", fontSize=14)
+    t = alt.TitleParams("Schedules: " + " and ".join(label for _, label, _ in present), anchor="start", fontSize=14)
     return _attach(alt.vconcat(*strips, spacing=8).properties(title=t), ds)
 
 

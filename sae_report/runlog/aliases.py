@@ -39,9 +39,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import polars as pl
 
-from ..runlog import METRIC_COLUMNS, RunLogError
-from ..runlog import finite_float as _number
-from ..runlog.reader import check_whole_steps
+from .reader import check_whole_steps
+from .schema import METRIC_COLUMNS, RunLogError
+from .schema import finite_float as _number
 
 # Canonical name -> (raw alias, unit) pairs. Units: "same", "percent" (divide by 100),
 # "one_minus" (canonical = 1 - raw), "auto_frac" (a fraction; kept as is).
@@ -75,6 +75,12 @@ _ALIASES: dict[str, tuple[tuple[str, str], ...]] = {
     "explained_variance": (("explained_variance", "same"), ("metrics/explained_variance", "same"),
                            ("frac_variance_explained", "same"), ("fve", "same"),
                            ("variance_explained", "same"), ("fvu", "one_minus")),
+    "aux_loss": (("aux_loss", "same"), ("auxk_loss", "same"), ("auxk", "same"), ("aux_k_loss", "same"),
+                 ("auxiliary_reconstruction_loss", "same"), ("losses/auxiliary_reconstruction_loss", "same"),
+                 ("losses/auxk_loss", "same")),
+    "l0_coefficient": (("l0_coefficient", "same"), ("details/l0_coefficient", "same"),
+                       ("details/current_l0_coefficient", "same"), ("current_l0_coefficient", "same")),
+    "k": (("k", "same"), ("current_k", "same"), ("details/k", "same")),
     "grad_norm": (("grad_norm", "same"), ("gradient_norm", "same"), ("details/grad_norm", "same"),
                   ("train/grad_norm", "same")),
     "elapsed_s": (("elapsed_s", "same"), ("elapsed", "same"), ("_runtime", "same"), ("runtime", "same"),
@@ -88,6 +94,7 @@ _HOOKED: dict[str, tuple[str, str]] = {
     "l0/": ("l0", "same"),
     "lr/": ("lr", "same"),
     "explained_variance/": ("explained_variance", "same"),
+    "auxk/": ("aux_loss", "same"),
 }
 
 _LOOKUP: dict[str, tuple[str, str]] = {alias: (canon, unit) for canon, pairs in _ALIASES.items()
@@ -118,6 +125,17 @@ CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
     # sparsify's dead_feature_threshold counts TOKENS (10M by default), not steps (SAELens' own
     # dead_feature_threshold is a firing frequency below 1, never a window: not a count, ignored)
     "dead_window_tokens": ("dead_window_tokens", "dead_feature_threshold"),
+    # the architecture (SAELens' cfg.json / W&B ``architecture``; read by ``architecture_of``)
+    "sae_variant": ("sae_variant", "architecture"),
+    # TopK / BatchTopK: SAELens 6 and sparsify name k alike; sparsify's and dictionary_learning's
+    # auxk_alpha is SAELens' aux_loss_coefficient
+    "k": ("k", "top_k", "topk_k"),
+    "k_decay_steps": ("k_decay_steps",),
+    "aux_loss_coefficient": ("aux_loss_coefficient", "auxk_alpha", "auxk_coefficient", "aux_coefficient"),
+    "aux_k": ("aux_k", "k_aux", "auxk_k"),
+    # JumpReLU (SAELens 6)
+    "l0_coefficient": ("l0_coefficient", "l0_coeff", "l0_lambda"),
+    "l0_warmup_steps": ("l0_warmup_steps", "l0_warm_up_steps"),
 }
 _CONFIG_ALIASES = CONFIG_ALIASES  # the name earlier versions used
 #: Keys counted in tokens -> the key in steps they give (divided by the tokens per step).
@@ -305,7 +323,13 @@ def canonical_config(raw: Mapping[str, Any] | None, notes: list[str] | None = No
     entries, nested sections). Keys already canonical win; other keys are kept as they were. Counts
     in tokens (``training_tokens``, ``dead_window_tokens``, sparsify's ``dead_feature_threshold``)
     become steps through ``tokens_per_step`` (``notes`` says so). A count outside ``COUNT_RANGES``
-    becomes null (``notes``, when given, says so)."""
+    becomes null (``notes``, when given, says so).
+
+    ``architecture`` is filled in (``sae_report.analysis.architecture.architecture_of``: our
+    ``sae_variant``, SAELens' ``architecture``, sparsify's ``k``, dictionary_learning's trainer
+    names), with ``k`` and ``l0_coefficient``. A TopK / BatchTopK / JumpReLU run has no
+    ``l1_alpha``: a JumpReLU config that names its L0 coefficient as an L1 one (older SAELens'
+    ``l1_coefficient``, dictionary_learning's ``sparsity_penalty``) gives ``l0_coefficient``."""
     raw = dict(raw or {})
     flat = _flatten(raw)
     by_leaf: dict[str, Any] = {}
@@ -361,6 +385,18 @@ def canonical_config(raw: Mapping[str, Any] | None, notes: list[str] | None = No
     target = _number(out.get("target_l0"))
     if target is not None and target > 1 and _number(out.get("d_sae")):
         out["target_l0"] = target / float(out["d_sae"])  # a count target -> fraction
+    from .architecture import architecture_of
+
+    arch = architecture_of(raw)
+    if arch is not None:
+        out["architecture"] = arch
+        if arch in ("topk", "batchtopk", "jumprelu"):
+            l1 = out.pop("l1_alpha", None)
+            if arch == "jumprelu" and _number(out.get("l0_coefficient")) is None and _number(l1) is not None:
+                out["l0_coefficient"] = l1
+                if notes is not None:
+                    notes.append(f"config: a JumpReLU SAE's sparsity coefficient {l1!r} (named as an L1 one) read "
+                                 "as l0_coefficient")
     return out
 
 
@@ -476,8 +512,8 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
             out = out.rename({"l0": "l0_frac"})
             mapping = {k: ("l0_frac" if v == "l0" else v) for k, v in mapping.items()}
             notes.append("l0 values are all <= 1: read as a fraction of the dictionary (l0_frac)")
-    d_sae = _infer_d_sae(out, cfg, notes)
-    out = _fill_pairs(out, d_sae, notes)
+    d_sae = infer_d_sae(out, cfg, notes)
+    out = fill_pairs(out, d_sae, notes)
     order = [c for c in METRIC_COLUMNS if c in out.columns]
     if ignored:
         shown = ", ".join(ignored[:8]) + (f" and {len(ignored) - 8} more" if len(ignored) > 8 else "")
@@ -485,31 +521,40 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
     return Canonical(frame=out.select(order), notes=notes, d_sae=d_sae, mapping=mapping)
 
 
-def _infer_d_sae(frame: pl.DataFrame, cfg: Mapping[str, Any], notes: list[str]) -> int | None:
+def infer_d_sae(frame: pl.DataFrame, cfg: Mapping[str, Any], notes: list[str] | None = None) -> int | None:
+    """The dictionary size: the config's ``d_sae``, else the median of ``count / fraction`` over the
+    rows where a pair (``dead``/``dead_frac``, ``l0``/``l0_frac``) is logged, from the rows whose
+    fraction is above 1% when there are any (a rounded tiny fraction makes a poor ratio), else from
+    every row with both positive. The one rule of the reader and the analyzer."""
     n = _number(cfg.get("d_sae"))
     if n and n > 0:
         return int(n)
     for count, frac in (("dead", "dead_frac"), ("l0", "l0_frac")):
         if count in frame.columns and frac in frame.columns:
-            ratio = (frame.get_column(count) / frame.get_column(frac)).filter(
-                frame.get_column(frac) > 0.01)
-            ratio = ratio.filter(ratio.is_finite())
-            if ratio.len():
-                d = int(round(float(ratio.median())))
-                if d > 0:
-                    notes.append(f"d_sae = {d}, inferred from {count} / {frac}")
-                    return d
+            c, f = frame.get_column(count).cast(pl.Float64), frame.get_column(frac).cast(pl.Float64)
+            ok = c.is_finite() & f.is_finite() & (c > 0) & (f > 0)
+            for keep in (ok & (f > 0.01), ok):
+                ratio = (c / f).filter(keep)
+                if ratio.len():
+                    d = int(round(float(ratio.median())))
+                    if d > 0:
+                        if notes is not None:
+                            notes.append(f"d_sae = {d}, inferred from {count} / {frac}")
+                        return d
     return None
 
 
-def _fill_pairs(frame: pl.DataFrame, d_sae: int | None, notes: list[str]) -> pl.DataFrame:
+def fill_pairs(frame: pl.DataFrame, d_sae: int | None, notes: list[str] | None = None) -> pl.DataFrame:
+    """``l0_frac`` from ``l0`` (and back), ``dead_frac`` from ``dead`` (and back), given d_sae."""
     if not d_sae:
         return frame
     for count, frac in (("l0", "l0_frac"), ("dead", "dead_frac")):
         if count in frame.columns and frac not in frame.columns:
             frame = frame.with_columns((pl.col(count) / d_sae).alias(frac))
-            notes.append(f"{frac} = {count} / d_sae ({d_sae})")
+            if notes is not None:
+                notes.append(f"{frac} = {count} / d_sae ({d_sae})")
         elif frac in frame.columns and count not in frame.columns:
             frame = frame.with_columns((pl.col(frac) * d_sae).alias(count))
-            notes.append(f"{count} = {frac} x d_sae ({d_sae})")
+            if notes is not None:
+                notes.append(f"{count} = {frac} x d_sae ({d_sae})")
     return frame

@@ -9,9 +9,9 @@ from typing import Any, Sequence
 
 from ..analysis.result import Analysis, Recommendation
 from ..runlog import RunData, to_jsonable
-from .fit import L1Recommendation
-from .nextconfig import NextConfig, SourceChanges, next_config, source_changes
-from .rules import PastRun, past_run, rules_for
+from ..recommend.fit import L1Recommendation
+from ..recommend.nextconfig import NextConfig, SourceChanges, next_config, source_changes
+from ..recommend.rules import PastRun, past_run, rules_for
 
 
 @dataclass
@@ -39,7 +39,8 @@ class Advice:
         explanation) plus rules, exclusions, warnings and the next config."""
         out: dict[str, Any] = dict(self.l1.to_dict()) if self.l1 else {
             "l1_alpha": None, "low": None, "high": None, "predicted_l0": None, "basis": [], "direction": None,
-            "explanation": self.comparison.no_recommendation_reason}
+            "explanation": self.comparison.no_recommendation_reason,
+            "coefficient": getattr(self.comparison, "coefficient", "l1_alpha")}
         out["rules"] = [asdict(r) for r in self.rules]
         out["excluded"] = [{"id": r.id, "reason": r.excluded} for r in self.comparison.excluded]
         out["comparison_warnings"] = list(self.comparison.warnings)
@@ -81,7 +82,7 @@ def advise(paths: Sequence[str | Path] | None = None, target_l0: float | None = 
            column_map: Any = None) -> Advice:
     """Compare the runs, fit l1_alpha, analyze the base run (default: the latest usable one) for the
     rules, and build the next config. ``column_map``: metric names the aliases do not know."""
-    from ..compare import compare_runs, load_runs
+    from .comparison import compare_runs, load_runs
 
     if runs is None:
         runs, _bad = load_runs(list(paths or []), column_map=column_map)
@@ -127,14 +128,20 @@ def advise(paths: Sequence[str | Path] | None = None, target_l0: float | None = 
 
 
 def l1_recommendation(analysis: Analysis, comparison: Any = None, *, tolerance: float = 0.1) -> Recommendation | None:
-    """The l1_alpha change for ``analyze``'s report: from the sibling comparison's fit when there is
-    one, else from this run alone (default elasticity). None when the settled L0 is already within
-    ``tolerance`` of the target, or when l1_alpha / the target / the settled L0 are unknown."""
-    from .fit import RunPoint, recommend_l1
+    """The sparsity coefficient's change for ``analyze``'s report (``l1_alpha``, or a JumpReLU SAE's
+    ``l0_coefficient``): from the sibling comparison's fit when there is one, else from this run
+    alone (default elasticity). None when the settled L0 is already within ``tolerance`` of the
+    target, when the coefficient / the target / the settled L0 are unknown, and for TopK / BatchTopK
+    (k sets L0: no coefficient)."""
+    from ..analysis.architecture import architecture
+    from ..recommend.fit import RunPoint, recommend_l1
 
     cfg = analysis.run.config
+    coef = architecture(cfg).coefficient
+    if coef is None:
+        return None
     try:
-        l1 = float(cfg.get("l1_alpha"))
+        l1 = float(cfg.get(coef))
         target = float(cfg.get("target_l0"))
     except (TypeError, ValueError):
         return None
@@ -145,10 +152,10 @@ def l1_recommendation(analysis: Analysis, comparison: Any = None, *, tolerance: 
     if abs(settled / target - 1) <= tolerance:
         return None
     rec = getattr(comparison, "recommendation", None)
-    if rec is None or getattr(comparison, "target_l0", None) != target:
-        rec = recommend_l1([RunPoint(analysis.run.id, l1, float(settled))], target)
+    if rec is None or getattr(comparison, "target_l0", None) != target or getattr(rec, "coefficient", coef) != coef:
+        rec = recommend_l1([RunPoint(analysis.run.id, l1, float(settled))], target, coef)
     return Recommendation(
-        parameter="l1_alpha", current=l1, proposed=rec.l1_alpha, low=rec.low, high=rec.high,
+        parameter=coef, current=l1, proposed=rec.l1_alpha, low=rec.low, high=rec.high,
         reason=rec.explanation, predicted_effect=f"Settled L0 about {100 * rec.predicted_l0:.3g}% "
                                                  f"(target {100 * target:.3g}%).")
 
