@@ -57,7 +57,13 @@ def test_unusable_input_is_one_line_naming_the_path(tmp_path: Path) -> None:
     assert str(err.value).startswith(str(tmp_path / "nope")) and "\n" not in str(err.value)
 
 
-def test_importing_and_analyzing_needs_no_torch_import() -> None:
-    code = "import sys, sae_report; print('torch' in sys.modules)"
+def test_importing_and_analyzing_needs_no_torch_import(tmp_path: Path) -> None:
+    """Reading, analyzing and comparing with the runs beside it (which reads the trainer's config
+    keys) never loads torch: ``analyze`` works without the training extra and starts fast."""
+    for name in ("jumprelu", "jumprelu_low"):
+        write_run(tmp_path, name, steps=20_000, rows=500)
+    run = next(tmp_path.glob("*jumprelu"))
+    code = (f"import sys, sae_report; a = sae_report.analyze({str(run)!r}); "
+            "print(a.comparison is not None, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["True", "False"]

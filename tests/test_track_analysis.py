@@ -172,7 +172,7 @@ def test_cli_bad_activation_file_exits_2_naming_it(tmp_path):
     pytest.importorskip("torch")
     res = CliRunner().invoke(main, ["track", str(good), str(bad), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2, res.output
-    assert res.output.strip().splitlines()[-1].startswith(f"Error: {bad}: not a readable activation file")
+    assert res.output.strip().splitlines()[-1].startswith(f"Error: {bad}: cannot read activations (")
     assert not (tmp_path / "o").exists()
 
 
@@ -188,7 +188,7 @@ def test_activation_sample_reads_shards_in_order(tmp_path):
     empty.mkdir()
     with pytest.raises(RunLogError, match=f"^{empty}: no activation shards"):
         load_sample(empty, 4)
-    with pytest.raises(RunLogError, match="no such activation file or directory"):
+    with pytest.raises(RunLogError, match="missing: no such file or directory"):
         load_sample(tmp_path / "missing", 4)
 
 

@@ -12,14 +12,13 @@ on a sample of the data (Anthropic, April 2024). The factor is recorded in ``con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-SHARD_SUFFIXES = (".npy", ".safetensors", ".pt", ".pth")
+from sae_report.runlog.activations import ActivationError, open_source
 
 
 class DataError(ValueError):
@@ -108,59 +107,6 @@ class SyntheticData:
         }
 
 
-@dataclass
-class _Shard:
-    path: Path
-    n: int
-    d_in: int
-    reader: Any  # callable (start, stop) -> np.ndarray | torch.Tensor
-
-
-def _open_shard(path: Path) -> _Shard:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            shape, ok = arr.shape, np.issubdtype(arr.dtype, np.floating)
-            reader = lambda a, b, arr=arr: np.array(arr[a:b], dtype=np.float32)  # noqa: E731
-        elif suffix == ".safetensors":
-            from safetensors import safe_open
-
-            fh = safe_open(str(path), framework="pt")
-            names = list(fh.keys())
-            name = names[0] if len(names) == 1 else ("activations" if "activations" in names else None)
-            if name is None:
-                raise DataError(f"{path}: holds tensors {names}; name the activations tensor 'activations'")
-            sl = fh.get_slice(name)
-            shape = tuple(sl.get_shape())
-            ok = sl.get_dtype() in ("F16", "BF16", "F32", "F64")
-            reader = lambda a, b, sl=sl: sl[a:b].to(torch.float32)  # noqa: E731
-        else:
-            obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            if isinstance(obj, dict):
-                tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-                if len(tensors) == 1:
-                    obj = next(iter(tensors.values()))
-                elif "activations" in tensors:
-                    obj = tensors["activations"]
-                else:
-                    raise DataError(f"{path}: holds {sorted(tensors)}; name the activations tensor 'activations'")
-            if not isinstance(obj, torch.Tensor):
-                raise DataError(f"{path}: expected a tensor [n_tokens, d_in], got {type(obj).__name__}")
-            shape, ok = tuple(obj.shape), obj.is_floating_point()
-            reader = lambda a, b, t=obj: t[a:b].to(torch.float32)  # noqa: E731
-    except DataError:
-        raise
-    except Exception as exc:  # numpy/safetensors/torch raise many types; one line is what matters
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read activations ({msg})") from None
-    if len(shape) != 2 or not ok:
-        raise DataError(f"{path}: expected a 2-D float array [n_tokens, d_in], got shape {list(shape)}")
-    if shape[0] == 0:
-        raise DataError(f"{path}: holds no tokens")
-    return _Shard(path, int(shape[0]), int(shape[1]), reader)
-
-
 class FileData:
     """Cached activations from one file or a directory of shards, shuffled through a buffer.
 
@@ -175,23 +121,12 @@ class FileData:
     def __init__(self, path: str | Path, *, seed: int, batch_size: int, buffer_tokens: int, block_tokens: int,
                  device: torch.device) -> None:
         root = Path(path)
-        if not root.exists():
-            raise DataError(f"{root}: no such file or directory")
-        if root.is_dir():
-            files = sorted(p for p in root.iterdir() if p.suffix.lower() in SHARD_SUFFIXES and p.is_file())
-            if not files:
-                raise DataError(f"{root}: no activation shards ({', '.join(SHARD_SUFFIXES)})")
-        elif root.suffix.lower() in SHARD_SUFFIXES:
-            files = [root]
-        else:
-            raise DataError(f"{root}: not an activation file ({', '.join(SHARD_SUFFIXES)}) or directory")
+        try:  # the run format's one reader of activation files (sae_report.runlog.activations)
+            self.shards = open_source(root, framework="pt")
+        except ActivationError as exc:
+            raise DataError(str(exc)) from None
         self.root = root
-        self.shards = [_open_shard(p) for p in files]
-        widths = {s.d_in for s in self.shards}
-        if len(widths) > 1:
-            detail = ", ".join(f"{s.path.name}: {s.d_in}" for s in self.shards[:4])
-            raise DataError(f"{root}: shards have different widths ({detail})")
-        self.d_in = widths.pop()
+        self.d_in = self.shards[0].d_in
         self.n_tokens = sum(s.n for s in self.shards)
         self.seed, self.batch_size, self.device = seed, batch_size, device
         self.blocks = [(i, a, min(a + block_tokens, s.n)) for i, s in enumerate(self.shards) for a in range(0, s.n, block_tokens)]
@@ -211,7 +146,7 @@ class FileData:
     def _buffer(self, epoch: int, index: int) -> torch.Tensor:
         if self._buffer_cache is None or self._buffer_cache[0] != (epoch, index):
             groups, _ = self._epoch(epoch)
-            parts = [torch.as_tensor(self.shards[s].reader(a, b)) for s, a, b in (self.blocks[k] for k in groups[index])]
+            parts = [torch.as_tensor(self.shards[s].read(a, b)) for s, a, b in (self.blocks[k] for k in groups[index])]
             buf = torch.cat(parts) if len(parts) > 1 else parts[0]
             perm = torch.from_numpy(np.random.default_rng(_seed(self.seed, 5, epoch, index)).permutation(len(buf)))
             # The shuffled buffer moves to the device once; batches are then slices of it.

@@ -40,13 +40,17 @@ def training_keys() -> frozenset[str]:
 
 
 def _trainer_fields() -> list[str]:
-    """``TrainConfig``'s field names; read from ``trainer/config.py`` itself when the trainer package
-    cannot be imported (it needs torch; its config module does not)."""
+    """``TrainConfig``'s field names; read from ``trainer/config.py`` itself unless the trainer package
+    is loaded already (the package needs torch; its config module does not), so ``analyze`` never
+    imports torch."""
+    import sys
+
     try:
+        if "trainer" not in sys.modules:  # the package imports torch (~1 s): read its config module alone
+            raise ImportError
         from trainer.config import TrainConfig
-    except Exception:  # torch missing: load trainer/config.py alone
+    except Exception:  # torch missing or not loaded yet: load trainer/config.py alone
         import importlib.util
-        import sys
 
         spec = importlib.util.find_spec("trainer")
         where = [Path(p) / "config.py" for p in (spec.submodule_search_locations or [])] if spec else []
