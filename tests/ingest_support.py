@@ -31,6 +31,8 @@ CANON = {
     "details/n_training_tokens": "tokens",
     "sparsity/dead_features": "dead",
 }
+#: SAELens keys that count features where the canonical column is a share of the dictionary.
+PER_D_SAE = {"sparsity/below_1e-5": "density_below_1e-5", "sparsity/below_1e-6": "density_below_1e-6"}
 
 
 def expected(points, d_sae: int | None = mk.D_SAE) -> dict[int, dict[str, float]]:
@@ -41,6 +43,8 @@ def expected(points, d_sae: int | None = mk.D_SAE) -> dict[int, dict[str, float]
         for key, value in row.items():
             if key in CANON:
                 cells[CANON[key]] = value
+            elif key in PER_D_SAE and d_sae:
+                cells[PER_D_SAE[key]] = value / d_sae
         if d_sae:
             if "l0" in cells:
                 cells["l0_frac"] = cells["l0"] / d_sae

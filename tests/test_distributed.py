@@ -32,7 +32,8 @@ from trainer.train import _check_distributed  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 50
 CONFIG = {"d_in": 32, "d_sae": 128, "batch_size": 256, "total_steps": STEPS, "log_every": 1, "checkpoint_every": 10,
-          "threads": 1, "device": "cpu", "seed": 3, "l1_alpha": 0.5, "resample_interval": 20, "dead_window": 5}
+          "threads": 1, "device": "cpu", "seed": 3, "l1_alpha": 0.5, "resample_interval": 20, "dead_window": 5,
+          "density_every": 15}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -92,7 +93,8 @@ def _assert_same(run: Path, ref: Path) -> None:
     ma = ma.unique("step", keep="last").sort("step")
     mb = mb.unique("step", keep="last").sort("step")
     assert ma["step"].to_list() == mb["step"].to_list() == list(range(1, STEPS + 1))
-    for col in ("tokens", "loss", "mse", "l1", "l0", "dead", "explained_variance", "grad_norm", "lr", "l1_alpha"):
+    for col in ("tokens", "loss", "mse", "l1", "l0", "dead", "explained_variance", "grad_norm", "lr", "l1_alpha",
+                "l2_ratio", "density_below_1e-5", "density_below_1e-6", "mean_log10_density", "dense_features"):
         np.testing.assert_allclose(ma[col].to_numpy(), mb[col].to_numpy(), atol=1e-5, rtol=1e-5, err_msg=col)
 
 

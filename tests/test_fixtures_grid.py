@@ -25,7 +25,7 @@ K = FindingKind
 def test_quick_grid_has_every_scenario_twice_with_unique_ids() -> None:
     cases = grid("quick")
     per = Counter(c.scenario for c in cases)
-    assert set(per) == set(SCENARIOS) and min(per.values()) >= 2 and len(cases) <= 60
+    assert set(per) == set(SCENARIOS) and min(per.values()) >= 2 and len(cases) <= 70
     assert len({c.id for c in cases}) == len(cases)
     assert {c.seed for c in cases} == {0, 1} and {c.noise for c in cases} <= set(NOISES)
     assert GridCase("writeup", 100_000, 2000, 0, 1.0).id == "writeup-100K-r2000-s0-n1"

@@ -356,7 +356,7 @@ def test_harvest_writes_shards_that_files_training_reads(models, corpus, tmp_pat
     # the shards hold the stream training would read, in the same order
     cfg = model_config(models["llama"], corpus, hookpoint="model.layers.1", d_sae=128, dead_window=20)
     want = ModelData(cfg, seed=0, batch_size=64, device=torch.device("cpu"), prefetch=False).rows(0, 2500)
-    got = torch.cat([files.shards[i].reader(0, files.shards[i].n) for i in range(3)])
+    got = torch.cat([files.shards[i].read(0, files.shards[i].n) for i in range(3)])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     # a second call with the same settings continues (nothing to do); other settings are refused
     res = CliRunner().invoke(main, args, catch_exceptions=False)

@@ -26,7 +26,7 @@ def test_committed_stores(store):
     assert math.isnan(data.metrics.filter(data.metrics["step"] == mk.NAN_STEP)["loss"][0])
     assert data.config["d_sae"] == 64 and data.config["l1_alpha"] == 5.0 and data.config["learning_rate"] == 3e-4
     assert data.config["model_name"] == "tiny-stories-1M"
-    assert "(saelens-style), 333 metric point(s); 41 rows, steps 0-2000, 9 of 10 logged metric(s) used" in data.notes[0]
+    assert "(saelens-style), 333 metric point(s); 41 rows, steps 0-2000, 10 of 10 logged metric(s) used" in data.notes[0]
 
 
 def _db_copy(tmp_path):

@@ -25,7 +25,7 @@ def test_offline_run_committed_fixture():
     assert_matches(data, mk.truth(**mk.FIXTURE))
     assert data.config["d_sae"] == 64 and data.config["l1_alpha"] == 5.0 and data.config["learning_rate"] == 3e-4
     assert data.notes[0] == (f"source: W&B run {RUN_ID} (saelens-style), 41 history record(s) from {RUN_FILE.name}; "
-                             "41 rows, steps 0-2000, 9 of 10 logged metric(s) used; full history, not sampled")
+                             "41 rows, steps 0-2000, 10 of 10 logged metric(s) used; full history, not sampled")
     assert ("metrics logged at different cadences (every 50, every 1000, every 2000 steps), joined on step; "
             "a metric is null on the steps it was not logged at (never forward-filled)") in data.notes
     # the same run through the file, the run directory and the wandb/ directory

@@ -74,7 +74,9 @@ def test_a_sweep_of_three_values_two_at_a_time_writes_three_runs_and_a_compariso
     # two at a time: the first two started together, the third once one of them had finished
     assert lines[0].startswith("[1/3] l1_alpha_0.01: training") and lines[1].startswith("[2/3] l1_alpha_0.02: training")
     third = lines.index(next(ln for ln in lines if ln.startswith("[3/3] l1_alpha_0.04: training")))
-    assert ": completed in " in lines[2] and third == 3
+    first_done = next(i for i, ln in enumerate(lines) if ": completed in " in ln)
+    # (on a loaded machine both may finish within one poll: the third still waits for a free slot)
+    assert first_done == 2 and 3 <= third <= 4 and all(": completed in " in ln for ln in lines[2:third])
 
 
 def test_a_restarted_sweep_trains_only_what_was_unfinished(swept, tmp_path) -> None:

@@ -217,6 +217,21 @@ class TrainConfig:
     """Rows of input activations saved to stats/input_sample.npy."""
     outlier_factor: float = 5.0
     """stats/input_dims.csv marks a dimension as outlier when its RMS exceeds this x the median RMS."""
+    density_every: int = 1000
+    """Every this many steps, the feature-density summary of the tokens since the last one (columns
+    density_below_1e-5, density_below_1e-6, mean_log10_density, dense_features) and the per-feature
+    density in stats/feature_density/step_NNNNNNNN.npy (0, or log_every 0 = off). The thresholds resolve a density
+    only when an interval holds more tokens than 1 / threshold (density_every * batch_size)."""
+    eval_every: int = 1000
+    """data_source model, causal LMs: every this many steps and at the last step, the language
+    model's loss on eval_tokens tokens clean, with the SAE's reconstruction spliced in at the
+    hookpoint, and with the hookpoint zero-ablated (ce_loss_* columns; docs/trainer.md,
+    Diagnostics). 0 = off. Encoders have no LM loss: skipped, with a note in config.yaml."""
+    eval_tokens: int = 8192
+    """data_source model: tokens of text (whole rows of context_size) the spliced-in loss is measured on."""
+    eval_dataset: str | None = None
+    """data_source model: the text of that evaluation, in the forms dataset takes. None: the first
+    rows of dataset (which the SAE also trains on; give other text to hold it out)."""
 
     # --- device ---
     device: str = "auto"
@@ -243,13 +258,14 @@ class TrainConfig:
                 raise _bad(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
 
         for key in ("learning_rate", "total_steps", "batch_size", "expansion_factor", "dead_window",
-                    "resample_tokens", "flush_every", "flush_secs", "shuffle_buffer_tokens", "shuffle_block_tokens",
+                    "resample_tokens", "flush_every", "flush_secs", "eval_tokens", "shuffle_buffer_tokens", "shuffle_block_tokens",
                     "synth_active", "outlier_factor", "stats_sample", "d_in", "d_sae", "synth_features"):
             positive(key)
         for key in ("l1_alpha", "resample_interval", "l1_warmup_steps", "lr_warmup_steps", "log_every", "checkpoint_every",
                     "keep_checkpoints", "synth_noise", "synth_mean_norm", "synth_magnitude_sigma", "synth_outlier_dims", "synth_outlier_scale", "threads",
                     "synth_power", "resample_encoder_scale", "lr_min_ratio", "lr_decay_steps", "k_decay_steps",
-                    "aux_loss_coefficient", "l0_coefficient", "l0_warmup_steps", "jumprelu_init_threshold"):
+                    "aux_loss_coefficient", "l0_coefficient", "l0_warmup_steps", "jumprelu_init_threshold",
+                    "density_every", "eval_every"):
             positive(key, allow_zero=True)
         for key in ("k", "aux_k", "aux_dead_window", "jumprelu_bandwidth"):
             positive(key)
@@ -272,7 +288,7 @@ class TrainConfig:
         for key in ("model", "hookpoint", "dataset"):
             if self.data_source == "model" and not getattr(self, key):
                 raise _bad(key, "is required when data_source is model")
-        for key in ("model", "model_revision", "hookpoint", "dataset"):
+        for key in ("model", "model_revision", "hookpoint", "dataset", "eval_dataset"):
             if self.data_source != "model" and getattr(self, key):
                 raise _bad(key, "is only used with data_source: model")
         for key in ("context_size", "model_batch_size"):

@@ -13,7 +13,8 @@ The design, kept exact (N ranks reproduce one process with the same global batch
 - Each rank's hand-written step fills ``.grad`` with the gradient of the mean over its own tokens.
   The gradients live in one flat buffer (``Bucket``): one ``all_reduce`` (sum) per step reduces
   them, and in the same buffer the fire counts (summed, so every rank agrees which features are
-  dead), the sums the logged metrics need (loss, sse, l1 / aux_loss; on logged steps also sum x
+  dead), the sums the logged metrics need (loss, sse, l1 / aux_loss, the sum of the per-token
+  ratios ||x_hat|| / ||x|| for ``l2_ratio``; on logged steps also sum x
   and sum ||x||^2 for the explained variance) and two control flags (a signal seen by any rank, a
   log flush due on rank 0's clock), so every rank stops and flushes at the same step. Gradients are
   then divided by N: every rank takes the same Adam step.
@@ -240,11 +241,13 @@ class Reduced:
     explained_variance: torch.Tensor | None
     stop: bool
     flush_due: bool
+    l2_ratio: torch.Tensor | None = None
+    """Mean over the global batch of ||x_hat|| / ||x|| (when the step computed it)."""
 
 
 class Bucket:
     """One flat fp32 buffer: the parameters' ``.grad`` are views into its head (so the step writes
-    them in place, nothing is copied), then 2 flags, ``d_sae`` fire counts, 3 metric sums, and
+    them in place, nothing is copied), then 2 flags, ``d_sae`` fire counts, 4 metric sums, and
     ``d_in + 1`` sums for the explained variance. A step reduces the prefix it needs (the last
     ``d_in + 1`` entries on logged steps only)."""
 
@@ -256,7 +259,7 @@ class Bucket:
         self.i_flags = self.n_grad
         self.i_fire = self.i_flags + 2
         self.i_sums = self.i_fire + self.d_sae
-        self.i_ev = self.i_sums + 3
+        self.i_ev = self.i_sums + 4
         total = self.i_ev + self.d_in + 1
         p0 = params[0]
         self.flat = torch.zeros(total, device=p0.device, dtype=torch.float32)
@@ -281,8 +284,9 @@ class Bucket:
             f[self.i_fire:self.i_sums].zero_()
         third = stats.l1 if stats.l1 is not None else stats.aux_loss
         zero = torch.zeros((), device=f.device, dtype=f.dtype)
-        torch.stack([stats.loss.float(), stats.sse.float(), third.float() if third is not None else zero],
-                    out=f[self.i_sums:self.i_ev])
+        ratio = getattr(stats, "l2_ratio_sum", None)
+        torch.stack([stats.loss.float(), stats.sse.float(), third.float() if third is not None else zero,
+                     ratio.float() if ratio is not None else zero], out=f[self.i_sums:self.i_ev])
         end = self.i_ev
         if with_ev:
             ones = torch.ones(x.shape[0], device=x.device, dtype=x.dtype)
@@ -304,6 +308,7 @@ class Bucket:
         sse = sums[1]
         mse = sse / (self.B * self.d_in)
         third_out = sums[2] / world if third is not None else None
+        ratio_out = sums[3] / self.B if ratio is not None else None
         ev = None
         if with_ev:
             m = f[self.i_ev:self.i_ev + self.d_in] / self.B
@@ -311,7 +316,7 @@ class Bucket:
             ev = 1.0 - sse / total.clamp_min(1e-30)
         fire = f[self.i_fire:self.i_sums].clone() if stats.fire_count is not None else None
         return Reduced(loss=loss, mse=mse, third=third_out, sse=sse, fire_count=fire, explained_variance=ev,
-                       stop=flags[0] > 0, flush_due=flags[1] > 0)
+                       stop=flags[0] > 0, flush_due=flags[1] > 0, l2_ratio=ratio_out)
 
 
 __all__ = ["Bucket", "Distributed", "FollowerExit", "PeerLostError", "Reduced", "Single", "context", "env_world",

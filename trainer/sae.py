@@ -59,6 +59,13 @@ class StepStats:
     """Per-feature count of tokens with f > 0 in this batch (float [d_sae], whole numbers); None when not asked."""
     aux_loss: torch.Tensor | None = None
     """topk / batchtopk: the AuxK term before multiplying by aux_loss_coefficient (0 without dead latents)."""
+    l2_ratio_sum: torch.Tensor | None = None
+    """Sum over the batch of ||x_hat_b|| / ||x_b|| (shrinkage; on the normalised inputs); None when not asked."""
+
+
+def l2_ratio_sum(err: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sum over the rows of ||x_hat|| / ||x|| with ``err = x_hat - x`` (a zero input counts ||x|| as 1e-12)."""
+    return (torch.linalg.vector_norm(err + x, dim=1) / torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)).sum()
 
 
 #: Variants whose decoder rows are kept at unit norm (the gradient along each row removed, rows renormalised).
@@ -163,16 +170,18 @@ class SparseAutoencoder(torch.nn.Module):
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def forward_backward(self, x: torch.Tensor, l1_alpha: float, *, count_fires: bool, k: int | None = None,
-                         dead: torch.Tensor | None = None) -> StepStats:
+                         dead: torch.Tensor | None = None, l2_ratio: bool = False) -> StepStats:
         """Compute the loss on ``x`` [B, d_in] and write the gradients into each ``.grad``.
 
         ``l1_alpha`` is the variant's coefficient: l1_alpha (standard, april2024), l0_coefficient
         (jumprelu), aux_loss_coefficient (topk, batchtopk: ``k`` active latents per token, and
-        ``dead``, bool [d_sae], the latents AuxK revives)."""
+        ``dead``, bool [d_sae], the latents AuxK revives). ``l2_ratio``: also return the sum over the
+        batch of ||x_hat|| / ||x|| (``StepStats.l2_ratio_sum``, on the device)."""
         if self.variant not in ("standard", "april2024"):
             from . import variants
 
-            return variants.forward_backward(self, x, l1_alpha, count_fires=count_fires, k=k, dead=dead)
+            return variants.forward_backward(self, x, l1_alpha, count_fires=count_fires, k=k, dead=dead,
+                                             l2_ratio=l2_ratio)
         B, d = x.shape
         s = self.d_sae
         W_enc, b_enc, W_dec, b_dec = self.W_enc, self.b_enc, self.W_dec, self.b_dec
@@ -189,6 +198,7 @@ class SparseAutoencoder(torch.nn.Module):
         err.sub_(x)  # err = x_hat - x
         sse = torch.dot(err.view(-1), err.view(-1))
         mse = sse / (B * d)
+        ratio = l2_ratio_sum(err, x) if l2_ratio else None
 
         # Column sums over the batch as matrix-vector products with a ones vector: on CPU this is
         # several times faster than .sum(dim=0) (and count_nonzero(dim=0) is slower still).
@@ -222,7 +232,7 @@ class SparseAutoencoder(torch.nn.Module):
             # d/dW_dec of l1_alpha * sum_i (col_sum_i / B) ||W_dec[i]||
             scale = (col_sum * (l1_alpha / B)) / norms.clamp_min(1e-12)
             W_dec.grad.addcmul_(W_dec, scale[:, None])
-        return StepStats(loss=loss, mse=mse, l1=l1, sse=sse, fire_count=fire_count)
+        return StepStats(loss=loss, mse=mse, l1=l1, sse=sse, fire_count=fire_count, l2_ratio_sum=ratio)
 
     @torch.no_grad()
     def project_decoder_grad(self) -> None:

@@ -51,18 +51,20 @@ from .progress import make_display
 from .resample import resample_dead
 from .sae import SparseAutoencoder, explained_variance
 from .schedules import KSchedule, L1Schedule, LRSchedule
-from .stats import feature_recovery, write_feature_freq, write_input_stats
+from .stats import density_summary, feature_recovery, write_feature_density, write_feature_freq, write_input_stats
 from .threads import LONG_RUN_S, CpuSampler, Pace, ThreadChoice, choose_threads, fmt_long, note_run_end
 
 #: Metric columns kept on the device, in buffer order (the host adds step, tokens, l1_alpha, lr, elapsed_s).
-DEVICE_COLUMNS = ("loss", "mse", "l1", "l0", "dead", "explained_variance", "grad_norm")
+DEVICE_COLUMNS = ("loss", "mse", "l1", "l0", "dead", "explained_variance", "grad_norm", "l2_ratio")
 #: The same for the variants without an L1 term: topk/batchtopk log the AuxK term (the host adds k),
 #: jumprelu none (its penalty is l0_coefficient * l0; the host adds l0_coefficient).
 VARIANT_DEVICE_COLUMNS = {
-    "topk": ("loss", "mse", "aux_loss", "l0", "dead", "explained_variance", "grad_norm"),
-    "batchtopk": ("loss", "mse", "aux_loss", "l0", "dead", "explained_variance", "grad_norm"),
-    "jumprelu": ("loss", "mse", "l0", "dead", "explained_variance", "grad_norm"),
+    "topk": ("loss", "mse", "aux_loss", "l0", "dead", "explained_variance", "grad_norm", "l2_ratio"),
+    "batchtopk": ("loss", "mse", "aux_loss", "l0", "dead", "explained_variance", "grad_norm", "l2_ratio"),
+    "jumprelu": ("loss", "mse", "l0", "dead", "explained_variance", "grad_norm", "l2_ratio"),
 }
+#: Columns of the feature-density summary, logged every ``density_every`` steps (``_density_summary``).
+DENSITY_COLUMNS = ("density_below_1e-5", "density_below_1e-6", "mean_log10_density", "dense_features")
 #: The host column holding each variant's coefficient in force (topk/batchtopk: k; their AuxK
 #: coefficient is constant and in config.yaml).
 COEFFICIENT_COLUMN = {"standard": "l1_alpha", "april2024": "l1_alpha", "jumprelu": "l0_coefficient",
@@ -383,15 +385,31 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     if ckpt is not None and data.kind == "model":  # the same model and text, wherever they are now
         data.check_resume(_recorded_data(run_dir), changes)
 
+    # ---- the spliced-in LM loss (data_source model, causal LMs; trainer/evaluate.py) ------------
+    evaluator = None
+    ce_eval: dict[str, Any] | None = None
+    if data.kind == "model" and config.eval_every and not finished:
+        from .evaluate import SpliceEval, skipped_note
+
+        if data.loaded.causal:
+            evaluator = SpliceEval(config, data)
+            ce_eval = evaluator.describe()
+        else:
+            ce_eval = skipped_note(data)
+
     # ---- trainer state: when each feature last fired, and firing counts per dead window -------
     # (AuxK needs to know which latents are dead at every step, logged or not)
     auxk = config.sae_variant in ("topk", "batchtopk") and bool(config.aux_loss_coefficient)
     aux_window = config.aux_dead_window or config.dead_window
+    density_every = config.density_every if config.log_every > 0 else 0  # the summary goes on logged rows
     track = config.log_every > 0 or config.resample_interval > 0 or auxk
     last_fired = torch.zeros(d_sae, dtype=torch.int64, device=device)
     fire_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
     prev_fire_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
     window_tokens, prev_window_tokens = 0, 0
+    # fire counts since the last feature-density summary (density_every)
+    density_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
+    density_tokens = 0
     if ckpt is not None and ckpt.state:
         for name in ("last_fired", "fire_count", "prev_fire_count"):
             t = ckpt.state.get(name)
@@ -403,6 +421,10 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         prev_fire_count.copy_(ckpt.state["prev_fire_count"])
         window_tokens = int(ckpt.meta.get("window_tokens", 0))
         prev_window_tokens = int(ckpt.meta.get("prev_window_tokens", 0))
+        t = ckpt.state.get("density_count")  # absent in older checkpoints: the interval restarts
+        if t is not None and tuple(t.shape) == (d_sae,) and not t.is_floating_point():
+            density_count.copy_(t)
+            density_tokens = int(ckpt.meta.get("density_tokens", 0))
     elif start_step:
         last_fired.fill_(start_step)
 
@@ -455,6 +477,9 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
     B = config.batch_size
     buf = torch.zeros(config.flush_every, len(device_columns), dtype=torch.float32, device=device)
     host_cols: dict[str, list[float]] = {"step": [], "tokens": [], coef_column: [], "lr": [], "elapsed_s": []}
+    # Columns logged on some rows only (density summary, spliced-in loss): one dict per buffered row.
+    host_extra: list[dict[str, float]] = []
+    pending_extra: dict[str, float] = {}  # computed at a step that was not logged: goes on the next logged row
     last_row: dict[str, float] = {}
     info = None
     if threads is not None:
@@ -491,16 +516,32 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
             cols[name] = rows[:, j]
         cols["l0_frac"] = cols["l0"] / d_sae
         cols["dead_frac"] = cols["dead"] / d_sae
+        extras = list(host_extra)
         bad = np.flatnonzero(~np.isfinite(cols["loss"]))
         if bad.size:  # keep the first non-finite row (it is the signal), drop what came after it
             cut = int(bad[0]) + 1
             cols = {k: v[:cut] for k, v in cols.items()}
+            extras = extras[:cut]
             nonfinite_step = int(cols["step"][-1])
-        writer.log_metrics(cols)
+        # Runs of rows with the same extra columns go in one write each (a column a row lacks is null).
+        a = 0
+        n_rows = len(cols["step"])
+        while a < n_rows:
+            keys = sorted(extras[a])
+            b = a + 1
+            while b < n_rows and sorted(extras[b]) == keys:
+                b += 1
+            part = {k: v[a:b] for k, v in cols.items()}
+            part.update({k: np.asarray([e[k] for e in extras[a:b]], dtype=np.float64) for k in keys})
+            writer.log_metrics(part)
+            a = b
         last_row.clear()
         last_row.update({k: float(v[-1]) for k, v in cols.items()})
+        if extras:
+            last_row.update(extras[-1])
         for v in host_cols.values():
             v.clear()
+        host_extra.clear()
         if nonfinite_step is not None:
             which = [k for k in device_columns if not math.isfinite(last_row[k])]
             writer.log_event("nonfinite", nonfinite_step, metrics=which, loss=last_row["loss"])
@@ -523,7 +564,9 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                 "world_size": ctx.world, "batch_size_per_rank": B // ctx.world}
         if data.kind == "model":  # where the model batches of the next step start
             meta["data_state"] = data.resume_state(step)
-        state = {"last_fired": last_fired, "fire_count": fire_count, "prev_fire_count": prev_fire_count}
+        meta["density_tokens"] = density_tokens
+        state = {"last_fired": last_fired, "fire_count": fire_count, "prev_fire_count": prev_fire_count,
+                 "density_count": density_count}
         ckpt_config = {**resolved, "input_scale": scale, "step": step, "tokens": step * B}
         path = save_checkpoint(run_dir, step, sae, optimizer, state, ckpt_config, meta, final=final,
                                keep=config.keep_checkpoints)
@@ -543,6 +586,7 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                 "data": data.describe(),
                 "init_from_step": init.step if init is not None else None,
                 "world_size": ctx.world, "batch_size_per_rank": B // ctx.world,
+                **({"ce_eval": ce_eval} if ce_eval is not None else {}),
             })
             writer.log_event("start", 0, device=str(device), d_in=d_in, d_sae=d_sae, input_scale=scale,
                              init_from=config.init_from, threads=threads.threads if threads else None,
@@ -586,8 +630,8 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                 k_now = k_at(step)
                 # AuxK's dead latents: none fired in the aux_dead_window steps before this one
                 aux_dead = (step - 1 - last_fired >= aux_window) if auxk else None
-                stats = sae.forward_backward(x, alpha, count_fires=track, k=k_now, dead=aux_dead)
                 log_now = config.log_every > 0 and step % config.log_every == 0
+                stats = sae.forward_backward(x, alpha, count_fires=track, k=k_now, dead=aux_dead, l2_ratio=log_now)
                 reduced = None
                 if bucket is not None:  # several ranks: one all_reduce of grads, fire counts, sums, flags
                     flush_due = main and log_now and time.monotonic() - last_flush >= config.flush_secs
@@ -609,6 +653,18 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                         prev_fire_count.copy_(fire_count)
                         fire_count.zero_()
                         prev_window_tokens, window_tokens = window_tokens, 0
+                    if density_every:
+                        density_count += counts.long()
+                        density_tokens += B
+                        if step % density_every == 0:  # one host copy per interval
+                            pending_extra.update(_density_summary(run_dir if main else None, step, density_count,
+                                                                  density_tokens))
+                            density_count.zero_()
+                            density_tokens = 0
+                if evaluator is not None and (step % config.eval_every == 0 or step == config.total_steps):
+                    t_pause = time.monotonic()
+                    pending_extra.update(evaluator.losses(sae, scale, k_now))
+                    paused[0] += time.monotonic() - t_pause
                 if log_now:
                     i = len(host_cols["step"])
                     dead = (step - last_fired >= config.dead_window).sum()
@@ -618,11 +674,16 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                         third = (stats.l1,) if stats.aux_loss is None and coef_column == "l1_alpha" else \
                             (stats.aux_loss,) if stats.aux_loss is not None else ()
                         loss_now, mse_now = stats.loss, stats.mse
+                        ratio_now = stats.l2_ratio_sum / x.shape[0]
                     else:  # the global batch's metrics, from the reduced sums
                         ev = reduced.explained_variance
-                        third = (reduced.third,) if reduced.third is not None and len(device_columns) == 7 else ()
-                        loss_now, mse_now = reduced.loss, reduced.mse
-                    torch.stack([loss_now, mse_now, *third, l0.float(), dead.float(), ev, grad_norm], out=buf[i])
+                        third = (reduced.third,) if reduced.third is not None and device_columns[2] in ("l1", "aux_loss") \
+                            else ()
+                        loss_now, mse_now, ratio_now = reduced.loss, reduced.mse, reduced.l2_ratio
+                    torch.stack([loss_now, mse_now, *third, l0.float(), dead.float(), ev, grad_norm, ratio_now.float()],
+                                out=buf[i])
+                    host_extra.append(dict(pending_extra))
+                    pending_extra.clear()
                     host_cols["step"].append(step)
                     host_cols["tokens"].append(step * B)
                     host_cols[coef_column].append(k_now if coef_column == "k" else alpha)
@@ -739,6 +800,15 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
         writer.abandon()
         display.close()
         raise
+
+
+def _density_summary(run_dir: Path | None, step: int, counts: torch.Tensor, tokens: int) -> dict[str, float]:
+    """The feature-density columns of the interval ending at ``step`` (``stats.density_summary``);
+    with ``run_dir`` (rank 0) the per-feature density goes to stats/feature_density/step_N.npy."""
+    freq = counts.double().cpu().numpy() / max(tokens, 1)
+    if run_dir is not None:
+        write_feature_density(run_dir, step, freq)
+    return density_summary(freq)
 
 
 def _watch_pace(pace: Pace, step: int, now: float, display: Any, threads: ThreadChoice | None,

@@ -46,13 +46,14 @@ if TYPE_CHECKING:
 
 
 def forward_backward(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, *, count_fires: bool,
-                     k: int | None, dead: torch.Tensor | None) -> "StepStats":
-    """The step of ``sae.variant`` (topk, batchtopk, jumprelu): loss on ``x``, gradients in ``.grad``."""
+                     k: int | None, dead: torch.Tensor | None, l2_ratio: bool = False) -> "StepStats":
+    """The step of ``sae.variant`` (topk, batchtopk, jumprelu): loss on ``x``, gradients in ``.grad``
+    (``l2_ratio``: also the sum over the batch of ||x_hat|| / ||x||)."""
     if sae.variant == "jumprelu":
-        return _jumprelu(sae, x, float(coef), count_fires)
+        return _jumprelu(sae, x, float(coef), count_fires, l2_ratio)
     if k is None or k < 1:
         raise ValueError(f"{sae.variant}: k must be a positive number of latents, got {k}")
-    return _topk(sae, x, float(coef), int(k), dead)
+    return _topk(sae, x, float(coef), int(k), dead, l2_ratio)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,8 +116,9 @@ def select_batchtopk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
 DENSE_BELOW = 1 << 26
 
 
-def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: torch.Tensor | None) -> "StepStats":
-    from .sae import StepStats
+def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: torch.Tensor | None,
+          l2_ratio: bool = False) -> "StepStats":
+    from .sae import StepStats, l2_ratio_sum
 
     B, d = x.shape
     s = sae.d_sae
@@ -150,6 +152,7 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
         sae._mm(err, f, W_dec, bias=b_dec)                              # GEMM 2
         err.sub_(x)
         sse = torch.dot(err.view(-1), err.view(-1))
+        ratio = l2_ratio_sum(err, x) if l2_ratio else None
         mask = torch.gt(f, 0, out=sae._buffer("mask", (B, s)))
         fire_count = torch.mv(mask.t(), ones)
         sae._mm(W_dec.grad, f.t(), err, alpha=c)                        # GEMM 3
@@ -164,6 +167,7 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
         active = val > 0
         err = fs.decode(W_dec).add_(b_dec).sub_(x)
         sse = torch.dot(err.view(-1), err.view(-1))
+        ratio = l2_ratio_sum(err, x) if l2_ratio else None
         fire_count = torch.bincount(col[active], minlength=s).to(x.dtype)
         g = err * c
         W_dec.grad.copy_(fs.t_matmul(val, g))                           # f^T @ g, sparse
@@ -212,7 +216,8 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
                 b_enc.grad.index_add_(0, acol, dav)
             loss = mse + coef * aux
     b_dec.grad.addmv_(W_enc, b_enc.grad, alpha=-1.0)
-    return StepStats(loss=loss, mse=mse, l1=None, sse=sse, fire_count=fire_count, aux_loss=aux)  # type: ignore[arg-type]
+    return StepStats(loss=loss, mse=mse, l1=None, sse=sse, fire_count=fire_count, aux_loss=aux,  # type: ignore[arg-type]
+                     l2_ratio_sum=ratio)
 
 
 def _rows(crow: torch.Tensor, B: int) -> torch.Tensor:
@@ -255,8 +260,9 @@ class _Csr:
 # ------------------------------------------------------------------------------------------------
 
 
-def _jumprelu(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, count_fires: bool) -> "StepStats":
-    from .sae import StepStats
+def _jumprelu(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, count_fires: bool,
+              l2_ratio: bool = False) -> "StepStats":
+    from .sae import StepStats, l2_ratio_sum
 
     B, d = x.shape
     s = sae.d_sae
@@ -277,6 +283,7 @@ def _jumprelu(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, count_fire
     err.sub_(x)
     sse = torch.dot(err.view(-1), err.view(-1))
     mse = sse / (B * d)
+    ratio = l2_ratio_sum(err, x) if l2_ratio else None
     ones = sae._ones(B, x)
     fire_count = torch.mv(gate.t(), ones)               # tokens each latent fired on
     l0 = fire_count.sum() / B
@@ -297,4 +304,4 @@ def _jumprelu(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, count_fire
     torch.mv(df.t(), ones, out=b_enc.grad)
     b_dec.grad.addmv_(W_enc, b_enc.grad, alpha=-1.0)
     return StepStats(loss=loss, mse=mse, l1=None, sse=sse,  # type: ignore[arg-type]
-                     fire_count=fire_count if count_fires else None)
+                     fire_count=fire_count if count_fires else None, l2_ratio_sum=ratio)

@@ -81,7 +81,7 @@ class Claim:
 
 Claims = dict[str, Claim]
 
-_FRACTION_METRICS = ("explained_variance",)
+_FRACTION_METRICS = ("explained_variance", "density_below_1e-5", "density_below_1e-6")
 
 
 def display_unit(c: Claim) -> str:
@@ -97,7 +97,7 @@ def display_unit(c: Claim) -> str:
     m = c.metric
     if m.endswith("_frac") or m in _FRACTION_METRICS:
         return "points" if c.stat == "difference" else "pct"
-    if m == "dead":
+    if m in ("dead", "dense_features"):
         return "count"
     if m == "l0":
         return "features"

@@ -121,6 +121,37 @@ class AnalyzerConfig:
     """An intervention (resample, lr/l1 change, resume) at most this fraction of the run before a
     finding's start is named in ``coincides_with``."""
 
+    dense_report: float = 1.0
+    """Dense latents: a run ending with at least this many features firing on more than 10% of
+    tokens (``dense_features``) gets a finding (info) ..."""
+    dense_warn: float = 10.0
+    """... a warning from this many on."""
+    dense_onset_share: float = 0.5
+    """"Since when": the first step, after the count's low point, with the count above this share of
+    its final value."""
+    dense_growth: float = 1.25
+    """Growing: the median count over the last quarter of the judged span is at least this factor
+    above the median over the first quarter of its second half (and at least one feature more)."""
+
+    ultra_low_share: float = 0.1
+    """Ultra-low density: at least this share of the dictionary fires on fewer than 1e-5 of tokens
+    (``density_below_1e-5``; ``density_below_1e-6`` when only that is logged) at the end."""
+    ultra_low_jump: float = 0.01
+    """Resampling feeds the cluster when the share rises by at least this much (median over the
+    resamples) from the last value logged before a resample to the first one logged after it."""
+
+    shrinkage_max: float = 0.9
+    """Shrinkage: the median ``l2_ratio`` (||x_hat|| / ||x||) over the second half is below this."""
+    shrinkage_track_min: float = 0.01
+    """l2_ratio "tracks" an l1_alpha change when its median moves by at least this much across the
+    change, in the opposite direction to l1_alpha."""
+    shrinkage_track_window: float = 0.1
+    """Window each side of an l1_alpha change the two medians are taken over (fraction of the run)."""
+
+    spliced_min: float = 0.85
+    """Poor spliced-in loss: the median ``ce_loss_score`` over the second half (the last logged value
+    when none falls there) is below this share of the loss gap recovered."""
+
     target_ok_band: tuple[float, float] = (0.8, 1.25)
     """L0 result / target within this band: ok."""
     target_warn_band: tuple[float, float] = (0.4, 2.5)
@@ -142,7 +173,7 @@ class AnalyzerConfig:
             raise ValueError("AnalyzerConfig.bins must be at least 20")
         for name in ("late_frac", "spike_baseline", "spike_max_span", "converge_window", "plateau_min_span",
                      "osc_window", "osc_min_span", "coincide_frac", "dormancy_min_span", "smooth_frac",
-                     "broken_tail"):
+                     "broken_tail", "dense_onset_share", "ultra_low_share", "shrinkage_track_window"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"AnalyzerConfig.{name} must be a fraction of the run in (0, 1)")
         lo, hi = self.target_ok_band

@@ -178,3 +178,68 @@ class ResampleThrashEvidence:
     """Median steps until half the drop was undone."""
     interval: float | None
     """Resample interval (config)."""
+
+
+@dataclass(frozen=True)
+class DenseLatentsEvidence:
+    final: float | None
+    """Features firing on more than 10% of tokens at the last logged step."""
+    low: float | None
+    """The count's lowest value (after the dense start of training)."""
+    since: float | None
+    """First step after the low point with the count above ``dense_onset_share`` x final."""
+    early: float | None
+    """Median count over the first quarter of the second half."""
+    late: float | None
+    """Median count over the last quarter of the judged span."""
+    growing: bool
+    """True when ``late`` is at least ``dense_growth`` x ``early`` (and one feature more)."""
+    d_sae: float | None
+    """Dictionary size (config), when known."""
+
+
+@dataclass(frozen=True)
+class UltraLowDensityEvidence:
+    final: float | None
+    """Share of the dictionary below the density threshold at the last logged step."""
+    threshold: float
+    """The density threshold (1e-5, or 1e-6 when only that column is logged)."""
+    resamples: float | None
+    """Resamples whose effect on the share could be measured."""
+    jump: float | None
+    """Median rise of the share from just before to just after a resample."""
+    fed: bool
+    """True when resampling feeds the cluster (``jump`` at least ``ultra_low_jump``)."""
+
+
+@dataclass(frozen=True)
+class ShrinkageEvidence:
+    median: float | None
+    """Median l2_ratio over the second half."""
+    l1_alpha: float | None
+    """l1_alpha over the second half when it is constant (None when it changes or is not known)."""
+    before: float | None
+    """Median l2_ratio before the l1_alpha change compared across (None without one)."""
+    after: float | None
+    """Median l2_ratio after it."""
+    tracks: bool | None
+    """True when l2_ratio moved against l1_alpha across the change, False when not, None without a
+    change to compare across."""
+    l1_penalty: bool
+    """False for TopK / BatchTopK / JumpReLU: no L1 penalty shrinks the activations."""
+
+
+@dataclass(frozen=True)
+class PoorSplicedLossEvidence:
+    score: float | None
+    """Median ce_loss_score over the second half (or the last logged value)."""
+    clean: float | None
+    """LM loss without the SAE at the last eval."""
+    with_sae: float | None
+    """LM loss with the SAE spliced in at the last eval."""
+    ablated: float | None
+    """LM loss with the hookpoint zero-ablated at the last eval."""
+    l0: float | None
+    """Median L0 over the second half."""
+    l0_on_target: bool | None
+    """True when L0 is within the target's ok band, False when not, None without a target."""

@@ -47,6 +47,20 @@ class FindingKind(str, Enum):
     """Loss blows up or turns non-finite."""
     RESAMPLE_THRASH = "resample_thrash"
     """Features revived by resampling die again before the next resample."""
+    DENSE_LATENTS = "dense_latents"
+    """Features firing on more than 10% of tokens (``dense_features``) at the end of the run: how
+    many, since when, and whether their number is still growing over the second half."""
+    ULTRA_LOW_DENSITY = "ultra_low_density"
+    """A large share of the dictionary fires on fewer than 1e-5 (or 1e-6) of tokens at the end (a
+    dead-ish cluster below the healthy bulk), and whether resampling feeds it (the share jumps right
+    after resamples)."""
+    SHRINKAGE = "shrinkage"
+    """``l2_ratio`` (||x_hat|| / ||x||) well below 1 over the second half: the L1 penalty shrinks the
+    reconstructions; whether it tracks l1_alpha across a schedule change (or that l1_alpha is
+    constant). Reported for the record only (info) when no L1 penalty sets L0 (TopK, JumpReLU)."""
+    POOR_SPLICED_LOSS = "poor_spliced_loss"
+    """The language model's loss with the SAE spliced in recovers little of the zero-ablation gap
+    (``ce_loss_score`` low), with L0 beside it (on target or not)."""
 
 
 @dataclass(frozen=True)

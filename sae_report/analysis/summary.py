@@ -18,10 +18,12 @@ from .detectors import Context
 from .result import Finding, FindingKind, MetricSummary, StepRow, Target
 
 #: Metrics summarised, in report order.
-SUMMARY_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "l1", "explained_variance", "grad_norm",
-                   "l1_alpha", "lr")
-#: Metrics whose second half and best value are summarised (the others: their final value).
-SETTLED_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "explained_variance")
+SUMMARY_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "l1", "explained_variance", "ce_loss_score",
+                   "l2_ratio", "dense_features", "density_below_1e-5", "density_below_1e-6", "mean_log10_density",
+                   "grad_norm", "l1_alpha", "lr")
+#: Metrics whose second half (and for some the best value) are summarised (the others: their final value).
+SETTLED_METRICS = ("l0_frac", "l0", "dead_frac", "dead", "loss", "mse", "explained_variance", "ce_loss_score",
+                   "l2_ratio")
 #: Metrics shown in the step table.
 TABLE_METRICS = ("l0_frac", "l0", "dead", "dead_frac", "loss", "mse", "explained_variance")
 #: Lower is better for these; higher for explained variance.
@@ -198,7 +200,7 @@ def targets_table(ctx: Context, data: RunData, summary: dict[str, MetricSummary]
                 out.append(Target(label, val, None, None, "none", "no target (--target-l0)", claim))
     d = summary.get("dead_frac")
     if d is not None and d.final is not None and math.isfinite(d.final):
-        r = round(d.final * 100) / 100
+        r = round(d.final * 100) / 100 if abs(d.final) < 1e6 else d.final  # (a corrupt 1e308 is no percentage)
         st = "ok" if r < cfg.dead_target else "warn" if r < cfg.dead_target + cfg.dead_warn_margin else "fail"
         out.append(Target("Dead features", d.final, cfg.dead_target, d.final / cfg.dead_target * 100, st,  # type: ignore[arg-type]
                           f"<{cfg.dead_target * 100:.0f}%", d.claims["final"]))

@@ -24,7 +24,8 @@ class InputError(click.ClickException):
         return self.message
 
 
-def resolve_comparison(runs: tuple[str, ...], target_l0: float | None, maps: tuple[str, ...] = ()):
+def resolve_comparison(runs: tuple[str, ...], target_l0: float | None, maps: tuple[str, ...] = (),
+                       min_ce_loss_score: float | None = None):
     """Compare ``runs`` or raise ``InputError`` when none can be read."""
     from ..compare import compare_runs, expand_paths
 
@@ -32,7 +33,7 @@ def resolve_comparison(runs: tuple[str, ...], target_l0: float | None, maps: tup
     if not paths:
         raise InputError(f"{runs[0]}: no runs found (give run directories, globs, or a folder of runs)")
     try:
-        comp = compare_runs(paths, target_l0, column_map=maps)
+        comp = compare_runs(paths, target_l0, column_map=maps, min_ce_loss_score=min_ce_loss_score)
     except ValueError as exc:
         raise click.UsageError(f"--target-l0: {exc}") from None
     if not comp.rows:
@@ -148,9 +149,11 @@ def print_comparison(comp) -> None:  # noqa: ANN001 - Comparison
               help="Write comparison.md, comparison.html, comparison.json and l1_l0.svg here "
                    "(default: a 'comparison' folder beside the runs).")
 @click.option("--no-files", is_flag=True, help="Only print; write no report files.")
+@click.option("--min-ce-loss-score", type=click.FloatRange(0, 1), default=None, metavar="X",
+              help="Also name the sparsest run whose spliced-in loss score (ce_loss_score) stays at or above X.")
 @map_option
 def compare(runs: tuple[str, ...], target_l0: float | None, as_json: bool, out_dir: Path | None,
-            no_files: bool, maps: tuple[str, ...]) -> None:
+            no_files: bool, min_ce_loss_score: float | None, maps: tuple[str, ...]) -> None:
     """Compare runs: the table, the key finding, confounders and the next l1_alpha.
 
     RUN may be a run directory, a metrics log, a glob, or a folder of runs.
@@ -160,7 +163,7 @@ def compare(runs: tuple[str, ...], target_l0: float | None, as_json: bool, out_d
       sae-report compare runs/ --target-l0 0.05
       sae-report compare 'runs/train_*' --target-l0 5% --json
     """
-    comp = resolve_comparison(runs, target_l0, maps)
+    comp = resolve_comparison(runs, target_l0, maps, min_ce_loss_score)
     files: list[Path] = []
     if not no_files:
         from ..report.comparison import write_comparison

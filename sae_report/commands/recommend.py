@@ -23,9 +23,11 @@ from .options import map_option
 @click.option("--base", default=None, metavar="RUN",
               help="Run whose config the next run starts from (default: the most recent run with a config and the common d_in/d_sae).")
 @click.option("--no-rules", is_flag=True, help="Only the l1_alpha fit; skip analyzing runs for other rules.")
+@click.option("--min-ce-loss-score", type=click.FloatRange(0, 1), default=None, metavar="X",
+              help="Also name the sparsest run whose spliced-in loss score (ce_loss_score) stays at or above X.")
 @map_option
 def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, write_config: Path | None,
-              base: str | None, no_rules: bool, maps: tuple[str, ...]) -> None:
+              base: str | None, no_rules: bool, min_ce_loss_score: float | None, maps: tuple[str, ...]) -> None:
     """Recommend the next config from one or more runs.
 
     Achieved L0 per run is the second-half median (not the last point); l1_alpha comes from a
@@ -45,7 +47,8 @@ def recommend(runs: tuple[str, ...], target_l0: float | None, as_json: bool, wri
     if not paths:
         raise InputError(f"{runs[0]}: no runs found (give run directories, globs, or a folder of runs)")
     try:
-        advice = advise(paths, target_l0, base=base, with_rules=not no_rules, column_map=maps)
+        advice = advise(paths, target_l0, base=base, with_rules=not no_rules, column_map=maps,
+                        min_ce_loss_score=min_ce_loss_score)
     except NextConfigError as exc:
         raise click.ClickException(f"next config is not valid: {exc}") from None
     except ValueError as exc:
@@ -97,6 +100,8 @@ def _print(advice, write_config: Path | None, source_file: Path | None = None) -
         click.echo(l1.explanation)
         for w in l1.warnings:
             click.secho(f"warning: {w}", fg="yellow")
+    if advice.comparison.faithful is not None:  # --min-ce-loss-score: the sparsest run that keeps the model's loss
+        click.echo(advice.comparison.faithful.text)
     for r in advice.comparison.excluded:
         click.secho(f"excluded: {r.id}: {r.excluded}", fg="yellow")
     for w in advice.comparison.warnings:

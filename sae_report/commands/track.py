@@ -28,7 +28,7 @@ class InputError(click.ClickException):
 @click.option("--batch-size", type=int, default=None, help="Tokens per step. Built-in: 1024.")
 @click.option("--d-sae", type=int, default=None, help="SAE features (default: expansion_factor x d_in).")
 @click.option("--l1-alpha", type=float, default=None, help="L1 coefficient (same for every SAE of the series).")
-@click.option("--lr", "learning_rate", type=float, default=None, help="Adam learning rate.")
+@click.option("--learning-rate", "learning_rate", type=float, default=None, help="Adam learning rate.")
 @click.option("--control", "controls", type=int, multiple=True,
               help="Checkpoint index that also gets a from-scratch control (repeatable; default: the last).")
 @click.option("--probe-fraction", type=float, default=0.25, show_default=True,

@@ -79,18 +79,18 @@ def analyze_quietly(data: RunData, target_l0: float | None) -> tuple[Analysis | 
 
 def advise(paths: Sequence[str | Path] | None = None, target_l0: float | None = None, *,
            runs: Sequence[RunData] | None = None, base: str | None = None, with_rules: bool = True,
-           column_map: Any = None) -> Advice:
+           column_map: Any = None, min_ce_loss_score: float | None = None) -> Advice:
     """Compare the runs, fit l1_alpha, analyze the base run (default: the latest usable one) for the
     rules, and build the next config. ``column_map``: metric names the aliases do not know."""
     from .comparison import compare_runs, load_runs
 
     if runs is None:
         runs, _bad = load_runs(list(paths or []), column_map=column_map)
-        comp = compare_runs(runs=runs, target_l0=target_l0)
+        comp = compare_runs(runs=runs, target_l0=target_l0, min_ce_loss_score=min_ce_loss_score)
         comp.unreadable = _bad
         comp.warnings.extend(f"{b['reason']} (not compared)" for b in _bad)
     else:
-        comp = compare_runs(runs=runs, target_l0=target_l0)
+        comp = compare_runs(runs=runs, target_l0=target_l0, min_ce_loss_score=min_ce_loss_score)
     by_path = {str(d.path): d for d in runs}  # ids may have been told apart by compare_runs; paths are unique
     by_id = {r.id: by_path[r.path] for r in comp.rows if r.path in by_path}
     notes: list[str] = []

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 from ..recommend.fit import L1Recommendation, RunPoint, recommend_l1
 from ..runlog import RunData, RunLogError, to_jsonable
+from .fidelity import FaithfulChoice
+from .fidelity import choose as choose_faithful
 from .runs import RunRow, expand_paths, run_row
 
 #: Config keys that say nothing about training dynamics: never confounders.
@@ -106,6 +108,9 @@ class Comparison:
     """Comparison-level warnings (confounders, unstable runs, exclusions)."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
     """Paths that could not be read: ``{"path", "reason"}``."""
+    faithful: FaithfulChoice | None = None
+    """With a floor on the spliced-in loss score (``min_ce_loss_score``): the sparsest run that keeps
+    it (``compare.fidelity``)."""
     coefficient: str = "l1_alpha"
     """The sparsity coefficient the runs are compared and fitted on: ``l1_alpha``, or
     ``l0_coefficient`` when they are JumpReLU SAEs (each row's ``l1_alpha`` holds its value). Runs of
@@ -146,6 +151,7 @@ class Comparison:
             "warnings": self.warnings,
             "unreadable": self.unreadable,
             "coefficient": self.coefficient,
+            "faithful": asdict(self.faithful) if self.faithful else None,
         })
 
 
@@ -166,11 +172,13 @@ def load_runs(paths: Sequence[str | Path], *, column_map: Any = None) -> tuple[l
 
 
 def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | None = None, *,
-                 runs: Sequence[RunData] | None = None, column_map: Any = None) -> Comparison:
+                 runs: Sequence[RunData] | None = None, column_map: Any = None,
+                 min_ce_loss_score: float | None = None) -> Comparison:
     """Compare runs given as paths (or already read, ``runs=``) against ``target_l0`` (a fraction,
     or a count of features of 1 or more, converted with the runs' common d_sae: ``ValueError`` when
     they have none or several); ``column_map`` names metrics the aliases do not know (see
-    ``load_runs``)."""
+    ``load_runs``). ``min_ce_loss_score``: also name the sparsest run whose spliced-in loss score
+    stays at or above it (``Comparison.faithful``)."""
     datas, bad = (list(runs), []) if runs is not None else load_runs(paths or [], column_map=column_map)
     if target_l0 and target_l0 >= 1:
         target_l0 = target_l0 / _common_d_sae(datas, target_l0)
@@ -206,7 +214,11 @@ def compare_runs(paths: Sequence[str | Path] | None = None, target_l0: float | N
         comp.no_recommendation_reason = "no run is usable for the fit (see the exclusions)"
     else:
         comp.recommendation = recommend_l1(comp.points(), target_l0, coefficient)
+    if min_ce_loss_score is not None:
+        comp.faithful = choose_faithful(comp.rows, min_ce_loss_score)
     comp.key_finding = key_finding(comp)
+    if comp.faithful is not None:
+        comp.key_finding += " " + comp.faithful.text
     return comp
 
 

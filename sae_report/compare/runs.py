@@ -42,6 +42,9 @@ class RunRow:
     (L0 set by k)."""
     k: float | None = None
     """TopK / BatchTopK: k (active latents per token), from the config."""
+    ce_loss_score: float | None = None
+    """Second-half median of the model's spliced-in loss score (``ce_loss_score``) over the judged
+    span, when logged (None otherwise)."""
     resample_interval: int | None = None
     """Steps between resamples (None: not set / no resampling)."""
     d_in: int | None = None
@@ -213,6 +216,11 @@ def run_row(data: RunData, target_l0: float | None) -> RunRow:
     judged = all_steps[all_steps < cut] if cut is not None else all_steps
     span = (float(judged.min()), float(judged.max())) if len(judged) else None
     settled: Settled | None = settled_level(*l0, span=span) if l0 is not None else None
+    score = _col(data.metrics, "ce_loss_score")
+    if score is not None and span is not None:
+        half = span[0] + max(1.0, span[1] - span[0]) / 2
+        keep = (score[0] >= half) & (score[0] <= span[1]) & np.isfinite(score[1])
+        row.ce_loss_score = float(np.median(score[1][keep])) if keep.any() else None
     _diverged(row, data, loss)
     if settled is not None:
         row.final_l0 = settled.final

@@ -36,13 +36,18 @@ KIND_TITLES = {
     "not_converged": "Not converged",
     "diverged": "Diverged",
     "resample_thrash": "Resampling thrash",
+    "dense_latents": "Dense latents",
+    "ultra_low_density": "Ultra-low-density cluster",
+    "shrinkage": "Shrinkage",
+    "poor_spliced_loss": "Poor spliced-in loss",
 }
 
 METRIC_NAMES = {
     "l0_frac": "L0", "l0": "L0", "dead_frac": "dead features", "dead": "dead features",
     "loss": "loss", "mse": "MSE", "explained_variance": "explained variance", "lr": "learning rate",
     "l1_alpha": "l1_alpha", "grad_norm": "gradient norm", "aux_loss": "AuxK loss", "l0_coefficient": "l0_coefficient",
-    "k": "k",
+    "k": "k", "l2_ratio": "l2_ratio", "dense_features": "dense latents", "density_below_1e-5": "feature density",
+    "density_below_1e-6": "feature density", "ce_loss_score": "spliced-in LM loss",
 }
 
 INTERVENTIONS = {
@@ -241,6 +246,16 @@ def results_rows(doc: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
                      "target": str(t.get("comparison") or fm.DASH) if t and t.get("status") != "none" else fm.DASH,
                      "pct": fm.DASH,
                      **_status_cell(t, {"ok": "met", "warn": "close", "fail": "reconstructs almost nothing"})})
+    ce = summary.get("ce_loss_score")
+    if ce:
+        rows.append({"metric": "Spliced-in LM loss (ce_loss_score)", "final": _claim_text(ce, "final", "sig"),
+                     "settled": _claim_text(ce, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
+                     **_status_cell(None, {})})
+    l2 = summary.get("l2_ratio")
+    if l2:
+        rows.append({"metric": "Shrinkage (l2_ratio)", "final": _claim_text(l2, "final", "sig"),
+                     "settled": _claim_text(l2, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
+                     **_status_cell(None, {})})
     m = summary.get("mse")
     if m:
         rows.append({"metric": "MSE", "final": _claim_text(m, "final", "sig"),
@@ -296,6 +311,10 @@ def headline(doc: Mapping[str, Any], findings: list[dict[str, Any]],
     if e:
         fid.append(f"{fidelity_name(doc)} {_claim_text(e, 'final', 'pct')} at the end "
                    f"({_claim_text(e, 'second_half_median', 'pct')} second-half median)")
+    ce = summary.get("ce_loss_score")
+    if ce:
+        fid.append(f"spliced-in LM loss (ce_loss_score) {_claim_text(ce, 'final', 'sig')} at the end "
+                   f"({_claim_text(ce, 'second_half_median', 'sig')} second-half median)")
     m = summary.get("mse")
     if m:
         fid.append(f"MSE {_claim_text(m, 'final', 'sig')} at the end ({_claim_text(m, 'second_half_median', 'sig')} second-half median)")
@@ -455,6 +474,12 @@ def _finding(f: Mapping[str, Any], index: int) -> dict[str, Any]:
         "coincides": coincides,
         "mode": str(evidence.get("mode", "")) if isinstance(evidence, Mapping) else "",
         "recovered": bool(evidence.get("recovered")) if isinstance(evidence, Mapping) else False,
+        # the diagnostics' flags (dense_latents: growing; ultra_low_density: fed by resampling;
+        # shrinkage: an L1 penalty to blame; poor_spliced_loss: L0 on target)
+        "growing": bool(evidence.get("growing")) if isinstance(evidence, Mapping) else False,
+        "fed": bool(evidence.get("fed")) if isinstance(evidence, Mapping) else False,
+        "l1_penalty": bool(evidence.get("l1_penalty")) if isinstance(evidence, Mapping) else False,
+        "l0_on_target": evidence.get("l0_on_target") if isinstance(evidence, Mapping) else None,
     }
 
 

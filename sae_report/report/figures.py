@@ -18,7 +18,7 @@ from .context import fvu_logged
 from .points import MAX_POINTS, minmax_indices, thin
 
 #: Charts over training steps (zoom and pan on the step axis in the HTML report).
-TIME_CHARTS = frozenset({"l0", "dead", "fidelity", "loss", "schedules"})
+TIME_CHARTS = frozenset({"l0", "dead", "fidelity", "loss", "schedules", "shrinkage", "density", "dense"})
 EVENT_MARKERS = {"resample": "resample", "l1_change": "l1_alpha change", "lr_change": "lr change", "resume": "resume"}
 
 
@@ -116,18 +116,32 @@ def build_figures(doc: Mapping[str, Any], data: RunData, *, n_points: int = MAX_
         else charts.dead_chart(s("dead"), tl, as_fraction=False, window=wtxt)
     _add(figs, "dead", "Dead features over training steps", "Linear axis: the dead count starts at 0 until the "
          "dead window has filled.", c)
-    _add(figs, "fidelity", "Explained variance over training steps",
+    ce = s("ce_loss_score")
+    _add(figs, "fidelity", "Explained variance over training steps" if ce is None else
+         "Explained variance and spliced-in LM loss over training steps",
          ("Reconstruction fidelity: explained variance = 1 - FVU, read from the log's FVU." if fvu_logged(doc)
-          else "Reconstruction fidelity: the share of the input's variance the SAE reconstructs."),
-         charts.fidelity_chart(s("explained_variance"), tl, from_fvu=fvu_logged(doc)))
+          else "Reconstruction fidelity: the share of the input's variance the SAE reconstructs.")
+         + ("" if ce is None else " Beside it, ce_loss_score: the share of the LM's loss gap (zero-ablated vs clean) "
+            "recovered with the SAE spliced in."),
+         charts.fidelity_chart(s("explained_variance"), tl, from_fvu=fvu_logged(doc), ce_score=ce))
     _add(figs, "loss", "Loss and MSE over training steps", "Total loss and reconstruction MSE.",
          charts.loss_chart(s("loss"), s("mse"), tl))
     arch = doc.get("architecture") or {}
     coef = arch.get("coefficient") or ("k" if arch.get("fixed_l0") else "l1_alpha")
     _add(figs, "schedules", "Schedules", f"{coef} and learning rate over the same steps.",
          charts.schedule_chart(s("lr"), s(coef), tl, coef))
+    _add(figs, "shrinkage", "Shrinkage over training steps", "l2_ratio = ||x_hat|| / ||x||: below 1 the "
+         "reconstructions are smaller than the inputs (the L1 penalty's shrinkage).", charts.shrinkage_chart(s("l2_ratio"), tl))
+    _add(figs, "density", "Feature density over training steps", "Share of the dictionary firing on fewer than "
+         "1e-5 / 1e-6 of the tokens: an ultra-low-density cluster below the healthy bulk.",
+         charts.density_chart(s("density_below_1e-5"), s("density_below_1e-6"), tl))
+    _add(figs, "dense", "Dense latents over training steps", "Features firing on more than 10% of the tokens.",
+         charts.dense_chart(s("dense_features"), tl))
     _add(figs, "feature_freq", "Feature firing frequency", "How often each feature fired at the end of training "
          "(log10 of the fraction of tokens).", charts.frequency_chart(data.feature_freq))
+    _add(figs, "density_hist", "Feature density over training", "Histograms of log10 firing frequency at a few "
+         "recorded steps: how the healthy bulk, an ultra-low-density cluster and dense latents moved.",
+         charts.density_change_chart(getattr(data, "feature_density", None) or {}))
     dims, mean, absmax = _input_dims(data)
     outliers = list(doc.get("input_outliers") or [])
     if not outliers and data.input_dims is not None and "outlier" in data.input_dims.columns and absmax is not None:

@@ -16,9 +16,16 @@ Names covered (case-insensitive; ``<hook>`` is any hookpoint suffix):
 - SAELens: ``losses/overall_loss``, ``losses/mse_loss``, ``losses/l1_loss``,
   ``metrics/explained_variance``, ``metrics/l0`` (a count), ``sparsity/dead_features`` (a count),
   ``details/current_learning_rate``, ``details/l1_coefficient``,
-  ``details/current_l1_coefficient``, ``details/n_training_tokens``, ``details/n_training_samples``.
+  ``details/current_l1_coefficient``, ``details/n_training_tokens``, ``details/n_training_samples``;
+  shrinkage, density and the spliced-in loss: ``metrics/l2_ratio``, ``sparsity/below_1e-5`` and
+  ``sparsity/below_1e-6`` (COUNTS of features: divided by d_sae), ``metrics/mean_log10_feature_sparsity``,
+  ``metrics/ce_loss_score``, ``metrics/ce_loss_with_sae``, ``metrics/ce_loss_without_sae`` (clean),
+  ``metrics/ce_loss_with_ablation``, and SAELens 6's nested eval keys (``shrinkage/l2_ratio``,
+  ``model_performance_preservation/ce_loss_score``, ... with ``/`` or ``.``). SAELens logs no
+  dense-latent count; ``dense_latents`` / ``sparsity/dense_latents`` are read when a tool logs one.
 - sparsify: ``fvu/<hook>`` (explained_variance = 1 - fvu), ``dead_pct/<hook>`` (a FRACTION despite
-  its name: sparsify logs ``mask.mean()``), ``l0/<hook>``, ``lr/<hook>``.
+  its name: sparsify logs ``mask.mean()``), ``l0/<hook>``, ``lr/<hook>``; it logs no feature-density
+  summary, shrinkage or spliced-in loss to map.
 - dictionary_learning: ``l0`` (a count), ``frac_variance_explained``, ``mse_loss``,
   ``sparsity_loss``, ``loss``.
 
@@ -44,7 +51,8 @@ from .schema import METRIC_COLUMNS, RunLogError
 from .schema import finite_float as _number
 
 # Canonical name -> (raw alias, unit) pairs. Units: "same", "percent" (divide by 100),
-# "one_minus" (canonical = 1 - raw), "auto_frac" (a fraction; kept as is).
+# "one_minus" (canonical = 1 - raw), "auto_frac" (a fraction; kept as is), "per_d_sae" (a count of
+# features: divided by d_sae; not used when d_sae is unknown).
 _ALIASES: dict[str, tuple[tuple[str, str], ...]] = {
     "step": (("step", "same"), ("_step", "same"), ("global_step", "same"), ("steps", "same"),
              ("iteration", "same"), ("iter", "same"), ("trainer/global_step", "same"),
@@ -81,6 +89,29 @@ _ALIASES: dict[str, tuple[tuple[str, str], ...]] = {
     "l0_coefficient": (("l0_coefficient", "same"), ("details/l0_coefficient", "same"),
                        ("details/current_l0_coefficient", "same"), ("current_l0_coefficient", "same")),
     "k": (("k", "same"), ("current_k", "same"), ("details/k", "same")),
+    # shrinkage, feature density and the spliced-in LM loss (SAELens: ``metrics/l2_ratio`` and the
+    # ``metrics/ce_loss_*`` keys of its older evals; SAELens 6 nests its eval dict, which W&B
+    # flattens as ``shrinkage/l2_ratio`` or ``model_performance_preservation.ce_loss_score``)
+    "l2_ratio": (("l2_ratio", "same"), ("shrinkage/l2_ratio", "same"), ("shrinkage.l2_ratio", "same"),
+                 ("l2_norm_ratio", "same")),
+    "density_below_1e-5": (("density_below_1e-5", "same"), ("frac_below_1e-5", "same"),
+                           ("sparsity/below_1e-5", "per_d_sae")),
+    "density_below_1e-6": (("density_below_1e-6", "same"), ("frac_below_1e-6", "same"),
+                           ("sparsity/below_1e-6", "per_d_sae")),
+    "mean_log10_density": (("mean_log10_density", "same"), ("mean_log10_feature_sparsity", "same"),
+                           ("sparsity/mean_log10_feature_sparsity", "same"), ("mean_log_density", "same")),
+    "dense_features": (("dense_features", "same"), ("dense_latents", "same"), ("sparsity/dense_latents", "same"),
+                       ("sparsity/dense_features", "same"), ("n_dense", "same"), ("num_dense", "same")),
+    "ce_loss_clean": (("ce_loss_clean", "same"), ("ce_loss_without_sae", "same"),
+                      ("model_performance_preservation/ce_loss_without_sae", "same"),
+                      ("model_performance_preservation.ce_loss_without_sae", "same")),
+    "ce_loss_with_sae": (("ce_loss_with_sae", "same"), ("model_performance_preservation/ce_loss_with_sae", "same"),
+                         ("model_performance_preservation.ce_loss_with_sae", "same")),
+    "ce_loss_ablated": (("ce_loss_ablated", "same"), ("ce_loss_with_ablation", "same"),
+                        ("model_performance_preservation/ce_loss_with_ablation", "same"),
+                        ("model_performance_preservation.ce_loss_with_ablation", "same")),
+    "ce_loss_score": (("ce_loss_score", "same"), ("model_performance_preservation/ce_loss_score", "same"),
+                      ("model_performance_preservation.ce_loss_score", "same")),
     "grad_norm": (("grad_norm", "same"), ("gradient_norm", "same"), ("details/grad_norm", "same"),
                   ("train/grad_norm", "same")),
     "elapsed_s": (("elapsed_s", "same"), ("elapsed", "same"), ("_runtime", "same"), ("runtime", "same"),
@@ -459,12 +490,17 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
         shown = ", ".join(frame.columns[:6]) + (", ..." if len(frame.columns) > 6 else "")
         raise RunLogError(f"no known metric column (found: {shown}); {MAP_HINT}")
     cols: dict[str, pl.Series] = {}
+    per_d_sae: dict[str, list[pl.Series]] = {}
     for canon, sources in chosen.items():
         # The user's --map first, then the exact canonical name; other aliases fill the steps left empty.
         sources.sort(key=lambda cu: 0 if _norm(cu[0]) in user else (1 if _norm(cu[0]) == canon else 2))
         parts = []
         for col, unit in sources:
             s = _to_float(frame.get_column(col))
+            if unit == "per_d_sae":  # a count of features: a fraction once d_sae is known
+                mapping[col] = canon
+                per_d_sae.setdefault(canon, []).append(s.alias(canon))
+                continue
             if _norm(col) in user:
                 notes.append(f"{col} -> {canon} (--map)" + (" as a percent" if unit == "percent" else
                                                              (" as 1 - value" if unit == "one_minus" else "")))
@@ -482,6 +518,8 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
                 notes.append(f"{col} -> {canon}")
             mapping[col] = canon
             parts.append(s.alias(canon))
+        if not parts:
+            continue
         if len(parts) == 1:
             cols[canon] = parts[0]
         else:
@@ -514,11 +552,41 @@ def canonicalize(frame: pl.DataFrame, config: Mapping[str, Any] | None = None) -
             notes.append("l0 values are all <= 1: read as a fraction of the dictionary (l0_frac)")
     d_sae = infer_d_sae(out, cfg, notes)
     out = fill_pairs(out, d_sae, notes)
+    out = _counts_to_fractions(out, steps_int, per_d_sae, mapping, d_sae, notes)
     order = [c for c in METRIC_COLUMNS if c in out.columns]
     if ignored:
         shown = ", ".join(ignored[:8]) + (f" and {len(ignored) - 8} more" if len(ignored) > 8 else "")
         notes.append(f"columns not used: {shown}")
     return Canonical(frame=out.select(order), notes=notes, d_sae=d_sae, mapping=mapping)
+
+
+def _counts_to_fractions(out: pl.DataFrame, steps_int: pl.Series, per_d_sae: dict[str, list[pl.Series]],
+                         mapping: dict[str, str], d_sae: int | None, notes: list[str]) -> pl.DataFrame:
+    """Feature counts logged where a share of the dictionary is canonical (SAELens'
+    ``sparsity/below_1e-5``): divided by ``d_sae`` and joined on step (the later write wins, as for
+    every column); left out with a note when d_sae is unknown."""
+    if not per_d_sae:
+        return out
+    raws = {canon: [c for c, v in mapping.items() if v == canon] for canon in per_d_sae}
+    if not d_sae:
+        for canon in per_d_sae:
+            notes.append(f"{', '.join(raws[canon])} count(s) features: without d_sae (--d-sae) no share of the "
+                         f"dictionary ({canon}); not used")
+            for c in raws[canon]:
+                mapping.pop(c, None)
+        return out
+    for canon, parts in per_d_sae.items():
+        s = parts[0] if len(parts) == 1 else pl.select(pl.coalesce(parts)).to_series().alias(canon)
+        extra = pl.DataFrame({"step": steps_int, "_v": s / float(d_sae)}).filter(
+            pl.col("step").is_not_null() & pl.col("_v").is_not_null())
+        extra = extra.group_by("step", maintain_order=True).agg(pl.col("_v").last())
+        notes.append(f"{', '.join(raws[canon])}: a count of features -> {canon} = count / d_sae ({d_sae})")
+        if canon in out.columns:
+            joined = out.join(extra, on="step", how="left")
+            out = joined.with_columns(pl.coalesce([pl.col(canon), pl.col("_v")]).alias(canon)).drop("_v")
+        else:
+            out = out.join(extra.rename({"_v": canon}), on="step", how="left")
+    return out.with_columns(pl.col("step").set_sorted())
 
 
 def infer_d_sae(frame: pl.DataFrame, cfg: Mapping[str, Any], notes: list[str] | None = None) -> int | None:
@@ -535,6 +603,7 @@ def infer_d_sae(frame: pl.DataFrame, cfg: Mapping[str, Any], notes: list[str] | 
             ok = c.is_finite() & f.is_finite() & (c > 0) & (f > 0)
             for keep in (ok & (f > 0.01), ok):
                 ratio = (c / f).filter(keep)
+                ratio = ratio.filter(ratio.is_finite() & (ratio < 2**40))  # 1e308 / 0.5 is no dictionary
                 if ratio.len():
                     d = int(round(float(ratio.median())))
                     if d > 0:

@@ -6,6 +6,7 @@ import io
 import json
 import mmap
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -97,6 +98,10 @@ class RunData:
     """Per-input-dimension statistics (``dim, mean, std, absmax, outlier``), when recorded."""
     input_sample: np.ndarray | None = None
     """A sample of input activations ``[n, d_in]``, when recorded."""
+    feature_density: dict[int, np.ndarray] = field(default_factory=dict)
+    """Per-feature firing frequency (fraction of tokens) over training, by step
+    (``stats/feature_density/step_NNNNNNNN.npy``): at most ``DENSITY_SNAPSHOTS`` of them, evenly
+    spread over the recorded steps, the last one always included."""
 
 
 def _csv_snapshot(path: Path) -> tuple[bytes, bool]:
@@ -822,6 +827,7 @@ def read_run(path: Path) -> RunData:
     feature_freq = _load_npy(stats / "feature_freq.npy", notes, ndim=1)
     input_sample = _load_npy(stats / "input_sample.npy", notes, ndim=2)
     input_dims = _read_input_dims(stats / "input_dims.csv", notes)
+    feature_density = _read_feature_density(stats / "feature_density", notes)
     # A run written by `sae-report import` keeps where its data came from (ingest/convert.py).
     imported = config.get("imported_from") if isinstance(config.get("imported_from"), dict) else {}
     carried = imported.get("notes") if isinstance(imported.get("notes"), list) else []
@@ -842,7 +848,31 @@ def read_run(path: Path) -> RunData:
         feature_freq=feature_freq,
         input_dims=input_dims,
         input_sample=input_sample,
+        feature_density=feature_density,
     )
+
+
+#: Most per-feature density snapshots read (``RunData.feature_density``).
+DENSITY_SNAPSHOTS = 4
+_DENSITY_FILE = re.compile(r"^step_(\d{1,18})\.npy$")
+
+
+def _read_feature_density(folder: Path, notes: list[str]) -> dict[int, np.ndarray]:
+    """Up to ``DENSITY_SNAPSHOTS`` per-feature densities by step from ``folder``, evenly spread over
+    the steps recorded (the last one always among them); unusable files are left out with a note."""
+    if not folder.is_dir():
+        return {}
+    steps = sorted(int(m.group(1)) for f in os.listdir(folder) if (m := _DENSITY_FILE.match(f)))
+    if not steps:
+        return {}
+    pick = sorted({steps[int(round(i))] for i in np.linspace(0, len(steps) - 1, min(DENSITY_SNAPSHOTS, len(steps)))})
+    out: dict[int, np.ndarray] = {}
+    for step in pick:
+        name = next(f for f in os.listdir(folder) if (m := _DENSITY_FILE.match(f)) and int(m.group(1)) == step)
+        arr = _load_npy(folder / name, notes, ndim=1)
+        if arr is not None:
+            out[step] = arr
+    return out
 
 
 def in_progress_note(path: Path, config: Mapping[str, Any], metrics: pl.DataFrame,

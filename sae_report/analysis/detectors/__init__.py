@@ -104,7 +104,9 @@ class Context:
 
 LABELS = {"l0_frac": "L0", "l0": "L0", "dead_frac": "the dead fraction", "dead": "the dead count", "loss": "the loss",
           "mse": "the MSE", "l1": "the L1 term", "explained_variance": "explained variance",
-          "grad_norm": "the gradient norm"}
+          "grad_norm": "the gradient norm", "dense_features": "the dense-latent count",
+          "l2_ratio": "l2_ratio", "ce_loss_score": "ce_loss_score", "density_below_1e-5": "the ultra-low-density share",
+          "density_below_1e-6": "the ultra-low-density share"}
 
 
 def label(metric: str) -> str:
@@ -170,7 +172,7 @@ Detector = Callable[[Context], list[Finding]]
 
 
 def _registry() -> dict[FindingKind, Detector]:
-    from . import divergence, resampling, shape, sparsity, spikes
+    from . import diagnostics, divergence, resampling, shape, sparsity, spikes
 
     return {
         FindingKind.SPARSIFICATION: sparsity.sparsification,
@@ -184,6 +186,10 @@ def _registry() -> dict[FindingKind, Detector]:
         FindingKind.LATE_SPIKE: spikes.late_spike,
         FindingKind.DIVERGED: divergence.diverged,
         FindingKind.RESAMPLE_THRASH: resampling.resample_thrash,
+        FindingKind.DENSE_LATENTS: diagnostics.dense_latents,
+        FindingKind.ULTRA_LOW_DENSITY: diagnostics.ultra_low_density,
+        FindingKind.SHRINKAGE: diagnostics.shrinkage,
+        FindingKind.POOR_SPLICED_LOSS: diagnostics.poor_spliced_loss,
     }
 
 

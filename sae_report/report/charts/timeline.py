@@ -250,24 +250,88 @@ def loss_chart(loss: Series | None, mse: Series | None, tl: Timeline) -> alt.Lay
     return _finish(_decorations(tl, ds) + [_line(_data(ds, "loss", records), tl, y, color)], ds, "Loss and MSE over training steps", sub)
 
 
-def fidelity_chart(ev: Series | None, tl: Timeline, *, from_fvu: bool = False) -> alt.LayerChart | None:
+def fidelity_chart(ev: Series | None, tl: Timeline, *, from_fvu: bool = False,
+                   ce_score: Series | None = None) -> alt.LayerChart | None:
     """Explained variance (reconstruction fidelity) over steps on a linear percent axis; when the
-    log had FVU (sparsify) it is drawn as 1 - FVU, and the subtitle says so."""
-    if ev is None:
+    log had FVU (sparsify) it is drawn as 1 - FVU, and the subtitle says so. ``ce_score``: the
+    spliced-in LM loss (``ce_loss_score``, the share of the zero-ablation loss gap recovered) drawn
+    beside it, on the same percent axis."""
+    name = "1 - FVU" if from_fvu else "explained variance"
+    records = ev.records(scale=100.0, series=name) if ev is not None else []
+    ce_records = ce_score.records(scale=100.0, series="ce_loss_score") if ce_score is not None else []
+    if not records and not ce_records:
         return None
-    records = ev.records(scale=100.0, series="1 - FVU" if from_fvu else "explained variance")
-    if not records:
-        return None
-    y = alt.Y("value:Q", title="explained variance (%)" if not from_fvu else "1 - FVU (%)",
-              scale=alt.Scale(zero=False, nice=True))
     ds: dict[str, list] = {}
     tl = tl.for_metric("explained_variance", "loss", "mse")
-    sub = ("explained variance = 1 - FVU (the log has FVU); " if from_fvu else "") + "linear axis; 100% = perfect reconstruction"
-    dropped = ev.dropped_nonfinite
-    if dropped:
-        sub += f"; {dropped:,} non-finite values not drawn"
-    return _finish(_decorations(tl, ds) + [_line(_data(ds, "ev", records), tl, y, "#17becf")], ds,
-                   "Explained variance over training steps", sub)
+    if not ce_records:
+        y = alt.Y("value:Q", title="explained variance (%)" if not from_fvu else "1 - FVU (%)",
+                  scale=alt.Scale(zero=False, nice=True))
+        sub = ("explained variance = 1 - FVU (the log has FVU); " if from_fvu else "") + "linear axis; 100% = perfect reconstruction"
+        dropped = ev.dropped_nonfinite if ev is not None else 0
+        if dropped:
+            sub += f"; {dropped:,} non-finite values not drawn"
+        return _finish(_decorations(tl, ds) + [_line(_data(ds, "ev", records), tl, y, "#17becf")], ds,
+                       "Explained variance over training steps", sub)
+    y = alt.Y("value:Q", title="fidelity (%)", scale=alt.Scale(zero=False, nice=True))
+    domain = ([name] if records else []) + ["ce_loss_score"]
+    color = alt.Color("series:N", title=None, scale=alt.Scale(domain=domain, range=(["#17becf"] if records else []) + ["#d62728"]),
+                      legend=alt.Legend(orient="bottom-right"))
+    sub = ("linear axis; ce_loss_score = share of the loss gap between zero-ablating the hookpoint and the clean "
+           "model that the LM recovers with the SAE spliced in; 100% = perfect")
+    return _finish(_decorations(tl, ds) + [_line(_data(ds, "ev", records + ce_records), tl, y, color)], ds,
+                   "Explained variance and spliced-in LM loss over training steps", sub)
+
+
+def shrinkage_chart(l2: Series | None, tl: Timeline) -> alt.LayerChart | None:
+    """``l2_ratio`` (||x_hat|| / ||x||) over steps on a linear axis, with a rule at 1 (no shrinkage)."""
+    if l2 is None:
+        return None
+    records = l2.records(series="l2_ratio")
+    if not records:
+        return None
+    ds: dict[str, list] = {}
+    y = alt.Y("value:Q", title="||x_hat|| / ||x||", scale=alt.Scale(zero=False, nice=True))
+    one = _data(ds, "one", [{"one": 1.0, "label": "no shrinkage (1)"}])
+    layers = _decorations(tl.for_metric("l2_ratio", "loss"), ds) + [
+        _line(_data(ds, "l2_ratio", records), tl, y, "#8c564b"),
+        alt.Chart(one).mark_rule(color=TARGET_COLOR, strokeWidth=1.5).encode(
+            y=alt.Y("one:Q", title="||x_hat|| / ||x||"), tooltip=[alt.Tooltip("label:N", title="reference")])]
+    return _finish(layers, ds, "Shrinkage (l2_ratio) over training steps",
+                   "linear axis; green rule: 1, a reconstruction as large as its input; below it the L1 penalty "
+                   "shrinks the reconstructions")
+
+
+def density_chart(below5: Series | None, below6: Series | None, tl: Timeline) -> alt.LayerChart | None:
+    """The feature-density summary over steps: the share of the dictionary firing on fewer than 1e-5
+    and 1e-6 of tokens (an ultra-low-density cluster), linear percent axis."""
+    parts = [(s, label) for s, label in ((below5, "below 1e-5"), (below6, "below 1e-6")) if s is not None]
+    records = [r for s, label in parts for r in s.records(scale=100.0, series=label)]
+    if not records:
+        return None
+    ds: dict[str, list] = {}
+    top = max(r["value"] for r in records)
+    y = alt.Y("value:Q", title="features (% of dictionary)", scale=alt.Scale(domain=[0, max(1.0, top)], nice=True))
+    color = alt.Color("series:N", title="density", scale=alt.Scale(domain=[label for _, label in parts],
+                                                                   range=["#1f77b4", "#aec7e8"][:len(parts)]),
+                      legend=alt.Legend(orient="bottom-right"))
+    layers = _decorations(tl.for_metric("dead_frac", "dead"), ds) + [_line(_data(ds, "density", records), tl, y, color)]
+    return _finish(layers, ds, "Feature density over training steps",
+                   "share of the dictionary firing on fewer than 1e-5 / 1e-6 of the tokens counted; linear axis")
+
+
+def dense_chart(dense: Series | None, tl: Timeline) -> alt.LayerChart | None:
+    """Dense latents (features firing on more than 10% of tokens) over steps, a count on a linear axis."""
+    if dense is None:
+        return None
+    records = dense.records(series="dense latents")
+    if not records:
+        return None
+    ds: dict[str, list] = {}
+    top = max(r["value"] for r in records)
+    y = alt.Y("value:Q", title="dense latents", scale=alt.Scale(domain=[0, max(1.0, top)], nice=True))
+    layers = _decorations(tl.for_metric("dead_frac", "dead"), ds) + [_line(_data(ds, "dense", records), tl, y, "#ff7f0e")]
+    return _finish(layers, ds, "Dense latents over training steps",
+                   "features firing on more than 10% of the tokens counted; linear axis")
 
 
 def schedule_chart(lr: Series | None, l1: Series | None, tl: Timeline, coefficient: str = "l1_alpha") -> alt.VConcatChart | None:
@@ -308,6 +372,33 @@ def frequency_chart(freq: np.ndarray | None) -> alt.Chart | None:
         y=alt.Y("features:Q", title="features"),
         tooltip=[alt.Tooltip("start:Q", format=".2f"), alt.Tooltip("end:Q", format=".2f"), "features:Q"],
     ).properties(width=WIDTH, height=HEIGHT, title=alt.TitleParams("Feature firing frequency", subtitle=sub, anchor="start", fontSize=14))
+    return _attach(chart, ds)
+
+
+def density_change_chart(snapshots: dict[int, np.ndarray]) -> alt.Chart | None:
+    """Histograms of log10 feature firing frequency at a few steps of training, overlaid as lines
+    (how the density distribution moved: the healthy bulk, an ultra-low cluster, dense latents)."""
+    rows: list[dict[str, Any]] = []
+    order = []
+    for step in sorted(snapshots):
+        bars, never, total = histogram_log10(snapshots[step])
+        label = f"step {step:,}" + (f" ({never:,} never fired)" if never else "")
+        order.append(label)
+        rows += [{"mid": _round((b["start"] + b["end"]) / 2), "features": b["features"], "snapshot": label} for b in bars]
+    if not rows or len(order) < 2:
+        return None
+    ds: dict[str, list] = {}
+    palette = ["#c6dbef", "#6baed6", "#2171b5", "#08306b"][-len(order):] if len(order) <= 4 else alt.Undefined
+    chart = alt.Chart(_data(ds, "density_hist", rows)).mark_line(strokeWidth=1.5, interpolate="step", point=False).encode(
+        x=alt.X("mid:Q", title="log10 firing frequency (fraction of tokens)"),
+        y=alt.Y("features:Q", title="features"),
+        color=alt.Color("snapshot:N", title="training step", sort=order,
+                        scale=alt.Scale(domain=order, range=palette) if palette is not alt.Undefined else alt.Undefined,
+                        legend=alt.Legend(orient="bottom")),
+        tooltip=[alt.Tooltip("snapshot:N"), alt.Tooltip("mid:Q", format=".2f", title="log10 frequency"), "features:Q"],
+    ).properties(width=WIDTH, height=HEIGHT, title=alt.TitleParams(
+        "Feature density over training", subtitle="log10 firing frequency per feature at recorded steps "
+        "(stats/feature_density); right of -1: dense latents, left of -5: ultra-low density", anchor="start", fontSize=14))
     return _attach(chart, ds)
 
 
