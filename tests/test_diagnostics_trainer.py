@@ -19,7 +19,7 @@ from safetensors.torch import load_file  # noqa: E402
 from sae_report.runlog import read_run  # noqa: E402
 from trainer.config import ConfigError, TrainConfig  # noqa: E402
 from trainer.data import SyntheticData  # noqa: E402
-from trainer.train import train  # noqa: E402
+from trainer.loop import train  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file  # noqa: E402
 from trainer.config import ConfigError, TrainConfig  # noqa: E402
 from trainer.data import FileData, SyntheticData  # noqa: E402
 from trainer.distributed import local_batch  # noqa: E402
-from trainer.train import _check_distributed  # noqa: E402
+from trainer.loop import _check_distributed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 50

@@ -1,5 +1,5 @@
-"""Data flows one way: runlog -> ingest -> analysis -> recommend -> compare -> report -> the
-workflows (tune, sweep, track, pipeline) -> commands, and the trainer builds on the run format only. Imports are read from the source (those
+"""Data flows one way: runlog -> ingest -> analysis -> recommend -> compare / track (the SAE-Track
+analysis) -> report (every rendering) -> the workflows (tune, sweep, pipeline) -> commands, and the trainer builds on the run format only. Imports are read from the source (those
 inside functions too), so a lazy import cannot hide a cycle."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_the_trainer_builds_on_the_run_format_only() -> None:
 
 def test_lower_layers_do_not_import_higher_ones() -> None:
     order = ["sae_report.runlog", "sae_report.ingest", "sae_report.analysis", "sae_report.recommend",
-             "sae_report.compare", "sae_report.report", "sae_report.tune", "sae_report.commands"]
+             "sae_report.compare", "sae_report.track", "sae_report.report", "sae_report.tune", "sae_report.commands"]
     edges = _graph()
     wrong = []
     for i, low in enumerate(order):
@@ -111,3 +111,10 @@ def test_lower_layers_do_not_import_higher_ones() -> None:
             if high in edges.get(low, {}):
                 wrong.append(f"{low} imports {high} ({sorted(edges[low][high])})")
     assert wrong == []
+
+
+def test_one_chart_module_and_rendering_only_in_report() -> None:
+    """Charts (altair) and templates are drawn only under ``sae_report/report/``."""
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sae_report").rglob("*.py")
+                   if "import altair" in p.read_text(encoding="utf-8") and "report" not in p.relative_to(ROOT).parts[1:2])
+    assert users == []

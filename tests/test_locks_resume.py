@@ -396,7 +396,7 @@ def test_corrupt_checkpoint_is_one_line_naming_the_file(finished_run: Path, tmp_
 def test_ctrl_c_during_set_up_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    tmod = importlib.import_module("trainer.train")  # the module (``trainer.train`` is also the function)
+    tmod = importlib.import_module("trainer.loop")  # the training loop module
     real = tmod.normalisation_scale
 
     def interrupted(data):

@@ -240,7 +240,7 @@ def test_pace_notices_a_collapse_but_not_a_checkpoint() -> None:
 
 
 def _train_module():
-    return importlib.import_module("trainer.train")
+    return importlib.import_module("trainer.loop")
 
 
 @pytest.mark.parametrize("auto", [True, False])

@@ -20,8 +20,8 @@ from sae_report.track import (
     match_by_index,
     read_manifest,
     segment_levels,
-    write_track_report,
 )
+from sae_report.report.track import write_track_report
 from sae_report.track.activations import load_sample
 from sae_report.track.fixtures import DEFAULT_BOUNDARIES, write_series
 from sae_report.track.speedup import Curve, running_median, tokens_to_reach

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from sae_report.track import analyze_series, read_manifest
-from sae_report.track.charts import CHARTS, MAX_LABELS, checkpoint_steps
+from sae_report.report.charts.track import CHARTS, MAX_LABELS, checkpoint_steps
 from sae_report.track.fixtures import write_series
 
 

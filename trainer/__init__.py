@@ -7,10 +7,12 @@
 See docs/trainer.md for every config key, the loss normalisation, resampling and the checkpoint layout.
 """
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig
-from .data import DataError
-from .train import TrainResult, config_from_run, train
+
+#: Names that need torch, loaded on first use, so that ``trainer.config`` (every key, its type, default
+#: and docstring) imports without torch: the analyzer and the command line read it.
+_LAZY = {"Checkpoint": "checkpoint", "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
+         "DataError": "data", "TrainResult": "loop", "config_from_run": "loop", "train": "loop"}
 
 __all__ = [
     "TrainConfig",
@@ -23,3 +25,13 @@ __all__ = [
     "Checkpoint",
     "load_checkpoint",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -33,6 +33,15 @@ def _bad(key: str, problem: str) -> ConfigError:
     return ConfigError(f"{key}: {problem}", key)
 
 
+#: Keys that do not change what the SAE learns: the seed, where and how often things are written,
+#: threads and devices, evaluation, the target the analyzer judges against, where to start from.
+#: ``TrainConfig.settings()`` is every other key (``compare`` reads it for confounders).
+BOOKKEEPING_KEYS = frozenset({
+    "seed", "device", "threads", "log_every", "flush_every", "flush_secs", "checkpoint_every", "keep_checkpoints",
+    "stats_sample", "init_from", "init_optimizer", "target_l0", "data_path", "density_every", "eval_every",
+    "eval_tokens", "eval_dataset", "model_device",
+})
+
 #: Variants whose sparsity coefficient is l1_alpha (an L1 penalty).
 L1_VARIANTS = frozenset({"standard", "april2024"})
 #: Variants whose L0 is set by k.
@@ -390,6 +399,12 @@ class TrainConfig:
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def settings(cls) -> list[str]:
+        """The keys that change what is learned (``BOOKKEEPING_KEYS`` left out): the only ones that
+        can confound a comparison of runs."""
+        return [k for k in cls.keys() if k not in BOOKKEEPING_KEYS]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config", ignore_unknown: bool = False) -> "TrainConfig":

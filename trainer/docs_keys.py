@@ -9,12 +9,14 @@ from the code (tests/test_trainer.py checks every key appears in the doc).
 from __future__ import annotations
 
 import ast
+import functools
 import dataclasses
 import inspect
 
 from .config import TrainConfig
 
 
+@functools.lru_cache(maxsize=1)
 def field_docs() -> dict[str, str]:
     """Docstring under each field of TrainConfig, by field name."""
     tree = ast.parse(inspect.getsource(TrainConfig))

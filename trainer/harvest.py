@@ -684,7 +684,7 @@ def write_shards(config: TrainConfig, out: str | Path, *, tokens: int, shard_tok
             raise DataError(f"{manifest_path}: unreadable; remove the folder or choose another --out") from None
     elif out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: holds other files; choose an empty or new folder")
-    from .train import resolve_device
+    from .loop import resolve_device
 
     data_seed = config.data_seed if config.data_seed is not None else config.seed
     model_device = resolve_device(config.device if config.model_device == "auto" else config.model_device)

@@ -109,7 +109,7 @@ def train_series(acts: Sequence[Path | str], out: Path | str, config: TrackConfi
                  log: Callable[[str], None] | None = None) -> TrackTraining:
     """Train (or reuse) the series and its controls; write ``OUT/track/series.json``."""
     from .config import TrainConfig
-    from .train import train
+    from .loop import train
 
     config = config or TrackConfig()
     acts = [Path(a).resolve() for a in acts]

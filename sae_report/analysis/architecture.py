@@ -1,16 +1,7 @@
 """Which SAE architecture a run trained, and what follows for the analysis and the advice.
 
-Read from the run's config, whichever tool wrote it (``sae_report.runlog.architecture``):
-
-- ours: ``sae_variant`` (``standard``, ``april2024``, ``topk``, ``batchtopk``, ``jumprelu``);
-- SAELens: ``architecture`` in ``cfg.json`` and in the W&B run config (``standard``, ``gated``,
-  ``jumprelu``, ``topk``, ``batchtopk``, ``matryoshka_batchtopk``, ...);
-- sparsify: a TopK trainer; its config has ``k`` (top level or under ``sae``) and its own keys
-  (``num_latents``, ``expansion_factor``, ``auxk_alpha``, ``dead_feature_threshold``, ...), or
-  ``activation: topk``;
-- dictionary_learning: the trainer or dictionary class name (``TopKTrainer``/``AutoEncoderTopK``,
-  ``BatchTopKTrainer``/``BatchTopKSAE``, ``JumpReluTrainer``/``JumpReluAutoEncoder``,
-  ``StandardTrainer``, ``StandardTrainerAprilUpdate``, ``GatedSAETrainer``, ...).
+Read from the run's config, whichever tool wrote it (``sae_report.runlog.architecture``: ours,
+SAELens, sparsify, dictionary_learning).
 
 What follows (``Architecture``):
 

@@ -11,7 +11,7 @@ from polars.exceptions import PolarsError
 from ..analysis.result import FindingKind
 from ..ingest import mapped_columns
 from ..runlog import RunLogError
-from .options import TARGET_L0, map_option
+from .options import TARGET_L0, config_option, map_option
 
 SOURCES = ("auto", "sae-report", "csv", "ndjson", "parquet", "wandb", "tensorboard", "mlflow")
 KINDS = tuple(k.value for k in FindingKind)
@@ -67,11 +67,11 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str | None) -> t
               help="Report formats to write (default md,html,json; with --json: json).")
 @click.option("--target-l0", type=TARGET_L0, default=None,
               help="Target L0: a fraction (0.05), a percent (5%) or a count of features (32, with d_sae).")
-@click.option("--d-sae", type=click.IntRange(min=1, max=2**31), default=None, help="Dictionary size (to report L0 as count and fraction).")
-@click.option("--l1-alpha", type=float, default=None, help="l1_alpha of the run, when the log does not say.")
-@click.option("--learning-rate", type=float, default=None, help="Learning rate of the run, when the log does not say.")
-@click.option("--resample-interval", type=click.IntRange(min=1), default=None, help="Resample interval in steps.")
-@click.option("--total-steps", type=click.IntRange(min=1), default=None, help="Planned length of the run in steps.")
+@config_option("d_sae", note="of the run, when the log does not say (L0 as count and fraction)")
+@config_option("l1_alpha", note="of the run, when the log does not say")
+@config_option("learning_rate", note="of the run, when the log does not say")
+@config_option("resample_interval", note="of the run, when the log does not say")
+@config_option("total_steps", note="planned for the run, when the log does not say")
 @click.option("--target-loss", type=float, default=None, help="Final-loss target, e.g. 0.02.")
 @click.option("--source", type=click.Choice(SOURCES), default="auto", show_default=True, help="Force the reader.")
 @click.option("--run", "run_id", default=None, help="Which run, in a store holding several (W&B, MLflow, a folder of tables).")

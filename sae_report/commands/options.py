@@ -3,6 +3,8 @@ target L0 (``analyze``, ``compare``, ``recommend``, ``tune``, ``sweep``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 MAP_HELP = ("Read the log's metric NAME as COLUMN when the built-in aliases do not know it, e.g. "
@@ -52,3 +54,44 @@ class TargetL0(click.ParamType):
 
 
 TARGET_L0 = TargetL0()
+
+
+def config_option(key: str, flag: str | None = None, *, note: str = "", **kwargs: Any):
+    """A click option for ``TrainConfig.<key>``, declared once in the trainer's config: the flag
+    (``--key-with-dashes`` unless ``flag`` is given; the parameter is named ``key``), the field's
+    type (a number type is checked positive as the config checks it), and the first sentence of the
+    field's docstring as help, plus ``note``. ``kwargs`` go to ``click.option`` (``default`` ...)."""
+    field_type, doc = _config_field(key)
+    first = doc.split(". ")[0].rstrip(".")
+    help_text = f"{first}{'; ' + note if note else ''}."
+    kwargs.setdefault("default", None)
+    return click.option(flag or "--" + key.replace("_", "-"), key, type=field_type, help=help_text, **kwargs)
+
+
+def _config_field(key: str) -> tuple[Any, str]:
+    """The click type and docstring of ``TrainConfig.<key>`` (``trainer.config`` needs no torch)."""
+    import typing
+
+    from trainer.config import TrainConfig
+    from trainer.docs_keys import field_docs
+
+    hints = typing.get_type_hints(TrainConfig)
+    if key not in hints:
+        raise KeyError(f"{key}: not a TrainConfig key")
+    args = [a for a in typing.get_args(hints[key]) if a is not type(None)] or [hints[key]]
+    base = args[0]
+    if base is bool:
+        kind: Any = click.BOOL
+    elif base is int:
+        kind = click.IntRange(min=0 if key in _ZERO_OK else 1, max=2**31)
+    elif base is float:
+        kind = click.FloatRange(min=0, min_open=key not in _ZERO_OK)
+    elif typing.get_origin(base) is typing.Literal:
+        kind = click.Choice([str(v) for v in typing.get_args(base)])
+    else:
+        kind = click.STRING
+    return kind, field_docs().get(key, key)
+
+
+#: Numeric keys for which 0 is a meaningful value (off / auto / no penalty).
+_ZERO_OK = frozenset({"threads", "seed", "l1_alpha", "resample_interval", "l0_coefficient"})

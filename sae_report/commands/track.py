@@ -17,6 +17,8 @@ class InputError(click.ClickException):
 
     exit_code = 2
 
+from .options import config_option
+
 
 @click.command(short_help="Follow SAE features across a model's training checkpoints.")
 @click.argument("acts", nargs=-1, type=click.Path(path_type=Path))
@@ -24,11 +26,12 @@ class InputError(click.ClickException):
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("runs/track"), show_default=True,
               help="Output folder: one run directory per SAE, plus track/.")
 @click.option("--fraction", type=float, default=0.05, show_default=True, help="Budget of each recurrent SAE as a fraction of the first's.")
-@click.option("--steps", type=int, default=None, help="Full budget in steps (first SAE and controls). Built-in: 2000.")
-@click.option("--batch-size", type=int, default=None, help="Tokens per step. Built-in: 1024.")
-@click.option("--d-sae", type=int, default=None, help="SAE features (default: expansion_factor x d_in).")
-@click.option("--l1-alpha", type=float, default=None, help="L1 coefficient (same for every SAE of the series).")
-@click.option("--learning-rate", "learning_rate", type=float, default=None, help="Adam learning rate.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Full budget in steps (first SAE and controls; TrainConfig's total_steps). Built-in: 2000.")
+@config_option("batch_size", note="every SAE of the series (built-in: 1024)")
+@config_option("d_sae", note="every SAE of the series")
+@config_option("l1_alpha", note="every SAE of the series")
+@config_option("learning_rate", note="every SAE of the series")
 @click.option("--control", "controls", type=int, multiple=True,
               help="Checkpoint index that also gets a from-scratch control (repeatable; default: the last).")
 @click.option("--probe-fraction", type=float, default=0.25, show_default=True,
@@ -52,8 +55,8 @@ class InputError(click.ClickException):
 @click.option("--lm-spacing", type=click.Choice(["linear", "log"]), default="linear", show_default=True, help="Built-in: checkpoint spacing.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Built-in: cache folder (default $SAE_REPORT_CACHE or ~/.cache/sae-report).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the LM and of every SAE.")
-@click.option("--threads", type=int, default=0, help="torch CPU threads (0: the SAEs use the free cores, the LM torch's default).")
+@config_option("seed", note="the LM's and every SAE's", default=0, show_default=True)
+@config_option("threads", note="the LM uses torch's default with 0", default=0, show_default=True)
 def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, learning_rate, controls, probe_fraction, init_optimizer,
           threshold, config_path, overrides, eval_tokens, tolerance, reanalyze, formats, lm_preset, lm_steps, lm_checkpoints, lm_layer,
           lm_spacing, cache_dir, seed, threads) -> None:
@@ -72,7 +75,8 @@ def track(acts, builtin, out, fraction, steps, batch_size, d_sae, l1_alpha, lear
       sae-report track --reanalyze --out runs/track --threshold 0.8
     """
     from ..runlog import RunLogError
-    from ..track import analyze_series, read_manifest, write_track_report
+    from ..report.track import write_track_report
+    from ..track import analyze_series, read_manifest
 
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
     if bad := [f for f in fmts if f not in ("md", "html", "json")]:

@@ -63,7 +63,7 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
         from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run
         from trainer import train as run_training
         from trainer.distributed import PeerLostError, env_world
-        from trainer.train import LockHeldError, ResumeChangeError, RunLogError, RunWriteError, resolve_config
+        from trainer.loop import LockHeldError, ResumeChangeError, RunLogError, RunWriteError, resolve_config
 
         if list_keys:
             click.echo(_list_keys(TrainConfig))

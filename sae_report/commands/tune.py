@@ -85,7 +85,7 @@ def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int,
     try:
         from trainer import CheckpointError, DataError
         from trainer.config import ConfigError
-        from trainer.train import RunWriteError
+        from trainer.loop import RunWriteError
     except ImportError:
         raise click.ClickException("tune needs the trainer: pip install 'sae-report[train]'") from None
     from ..runlog import LockHeldError

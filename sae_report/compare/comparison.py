@@ -14,14 +14,14 @@ from .fidelity import FaithfulChoice
 from .fidelity import choose as choose_faithful
 from .runs import RunRow, expand_paths, run_row
 
-#: Config keys that say nothing about training dynamics: never confounders.
+#: Keys other tools (and our provenance) write that say nothing about training dynamics; our own
+#: config's bookkeeping keys are ``trainer.config.BOOKKEEPING_KEYS`` (``TrainConfig.settings()``).
 IGNORED_KEYS = frozenset({
-    "run_id", "schema_version", "seed", "created", "created_at", "started_at", "provenance", "git",
+    "run_id", "schema_version", "created", "created_at", "started_at", "provenance", "git",
     "host", "hostname", "version", "sae_report_version", "torch_version", "out_dir", "run_dir",
-    "device", "log_every", "checkpoint_every", "progress", "resume", "init_from", "init_optimizer",
-    "target_l0", "name", "notes", "data_path", "wandb", "command", "python", "platform", "dtype",
+    "progress", "resume", "name", "notes", "wandb", "command", "python", "platform", "dtype",
     "scenario", "start_time", "device_requested", "dead_window_steps", "dead_window_tokens", "loss_formula",
-    "init_from_step", "input_scale", "threads", "flush_every", "flush_secs", "keep_checkpoints", "stats_sample",
+    "init_from_step", "input_scale",
 })
 #: The parameter a comparison sweeps (and its piecewise schedule, scaled with it).
 SWEPT = "l1_alpha"
@@ -37,41 +37,17 @@ def training_keys() -> frozenset[str]:
     paths) is never compared."""
     from ..runlog.aliases import CONFIG_ALIASES, TOKEN_KEYS
 
+    from trainer.config import BOOKKEEPING_KEYS
+
     # counts in tokens (training_tokens) are compared as the steps they give (total_steps)
-    return frozenset((set(_trainer_fields()) | set(CONFIG_ALIASES)) - IGNORED_KEYS - set(TOKEN_KEYS))
+    return frozenset((set(_trainer_fields()) | set(CONFIG_ALIASES)) - IGNORED_KEYS - BOOKKEEPING_KEYS - set(TOKEN_KEYS))
 
 
 def _trainer_fields() -> list[str]:
-    """``TrainConfig``'s field names; read from ``trainer/config.py`` itself unless the trainer package
-    is loaded already (the package needs torch; its config module does not), so ``analyze`` never
-    imports torch."""
-    import sys
+    """``TrainConfig``'s training settings (``trainer.config`` imports without torch)."""
+    from trainer.config import TrainConfig
 
-    try:
-        if "trainer" not in sys.modules:  # the package imports torch (~1 s): read its config module alone
-            raise ImportError
-        from trainer.config import TrainConfig
-    except Exception:  # torch missing or not loaded yet: load trainer/config.py alone
-        import importlib.util
-
-        spec = importlib.util.find_spec("trainer")
-        where = [Path(p) / "config.py" for p in (spec.submodule_search_locations or [])] if spec else []
-        path = next((p for p in where if p.is_file()), None)
-        if path is None:
-            return []
-        name = "_sae_report_trainer_config"
-        mod = sys.modules.get(name)
-        if mod is None:
-            cs = importlib.util.spec_from_file_location(name, path)
-            mod = importlib.util.module_from_spec(cs)
-            sys.modules[name] = mod
-            try:
-                cs.loader.exec_module(mod)
-            except Exception:
-                sys.modules.pop(name, None)
-                return []
-        TrainConfig = mod.TrainConfig
-    return list(TrainConfig.keys())
+    return TrainConfig.settings()
 
 
 @dataclass(frozen=True)

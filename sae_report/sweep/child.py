@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run, train
-        from trainer.train import LockHeldError, RunLogError, RunWriteError
+        from trainer.loop import LockHeldError, RunLogError, RunWriteError
     except ImportError as exc:
         print(f"Error: the trainer needs torch: pip install 'sae-report[train]' ({exc})", file=sys.stderr)
         return 1

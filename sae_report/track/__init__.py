@@ -1,7 +1,8 @@
 """SAE-Track analysis (arXiv 2412.17626): a series of SAEs, one per model checkpoint, each
 initialised from the previous one. Numpy only (checkpoints read with ``safetensors.numpy``).
 
-    from sae_report.track import read_manifest, analyze_series, write_track_report
+    from sae_report.track import read_manifest, analyze_series
+    from sae_report.report.track import write_track_report
     analysis = analyze_series(read_manifest("out/track/series.json"))
     write_track_report(analysis, "out/track")
 """
@@ -20,9 +21,3 @@ __all__ = [
     "segment_levels", "tokens_to_reach", "write_manifest", "write_track_json",
 ]
 
-
-def write_track_report(analysis, out_dir, formats=("md", "html", "json"), command: str = ""):
-    """Write ``track.json``, ``report.md``, ``report.html`` and charts (see ``render``)."""
-    from .render import write_track_report as _write
-
-    return _write(analysis, out_dir, formats, command)

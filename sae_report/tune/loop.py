@@ -234,7 +234,7 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
     from trainer.config import TrainConfig
 
     if target_l0 >= 1:  # a count of features: the config's dictionary size makes it a fraction
-        from trainer.train import resolve_config
+        from trainer.loop import resolve_config
 
         d_sae = int(resolve_config(TrainConfig.from_yaml(config_path, list(overrides))).d_sae)  # type: ignore[arg-type]
         if target_l0 >= d_sae:

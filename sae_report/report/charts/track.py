@@ -13,8 +13,8 @@ import re
 import altair as alt
 import numpy as np
 
-from ..report.charts.style import BASELINE_COLOR, RUN_COLOR, SECOND_COLOR, THIRD_COLOR
-from .study import TrackAnalysis
+from .style import BASELINE_COLOR, RUN_COLOR, SECOND_COLOR, THIRD_COLOR
+from ...track.study import TrackAnalysis
 
 WIDTH, HEIGHT = 520, 220
 

@@ -19,10 +19,10 @@ from typing import Any, Sequence
 from markupsafe import Markup
 
 from .. import __version__
-from ..report.render import Verbatim, chart_image, csp, render, template_source
+from .render import Verbatim, chart_image, csp, render, template_source
 from ..runlog import atomic_write_text
-from .charts import CHARTS
-from .study import TRACK_JSON, TrackAnalysis, write_track_json
+from .charts.track import CHARTS
+from ..track.study import TRACK_JSON, TrackAnalysis, write_track_json
 
 CHART_TITLES = {"speedup": "Speed-up", "drift": "Decoder drift", "matched": "Feature matching", "l0_dead": "L0 and dead features"}
 
