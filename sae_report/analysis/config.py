@@ -126,6 +126,10 @@ class AnalyzerConfig:
     tokens (``dense_features``) gets a finding (info) ..."""
     dense_warn: float = 10.0
     """... a warning from this many on."""
+    dense_mean_ratio: float = 10.0
+    """... and only when a tenth of the tokens is at least this many times the average feature's firing
+    rate (the settled L0 as a share of the dictionary): with d_sae 512 and L0 20 (3.9%) features above
+    a tenth are the data's busy features, with d_sae 16,384 and L0 50 (0.3%) they are dense latents."""
     dense_onset_share: float = 0.5
     """"Since when": the first step, after the count's low point, with the count above this share of
     its final value."""

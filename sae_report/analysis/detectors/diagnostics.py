@@ -66,7 +66,7 @@ def dense_latents(ctx: Context) -> list[Finding]:
         share = " ({share} of the dictionary)"
     parts = [f"{{final:count}} features fire on more than a tenth of the tokens at step {{final.step}}{share}"]
     if claims["since"].value is not None:
-        parts.append("the count has been above {since.threshold:features} since step {since} (after a low of "
+        parts.append("it has been above half that count since step {since} (after a low of "
                      "{low:count} at step {low.step})")
     if early is not None and late is not None:
         if growing:
@@ -75,10 +75,21 @@ def dense_latents(ctx: Context) -> list[Finding]:
         else:
             parts.append("it is not growing over the second half (median {early:features} early in it, "
                          "{late:features} at the end)")
-    severe = final >= cfg.dense_warn
+    # A tenth of the tokens is dense only where the average feature fires far less often: in a small
+    # dictionary with a high L0 the data's busy features pass it without being dense latents.
+    l0 = _column(ctx, "l0_frac")
+    busy = False
+    if l0 is not None:
+        claims["mean"] = l0.stat("median", ctx.half, ctx.t1)
+        mean = claims["mean"].value
+        busy = mean is not None and mean > 0 and 0.1 / mean < cfg.dense_mean_ratio
+    severe = final >= cfg.dense_warn and not busy
     advice = (" Dense latents carry little meaning each and take reconstruction from the sparse features: check "
               "whether they fire on the same tokens (a beginning-of-sequence or position direction), and whether "
               "the input is centred." if severe else "")
+    if busy:
+        advice = (" An average feature fires on {mean} of the tokens here (the settled L0 as a share of the "
+                  "dictionary), so features above a tenth are this data's busy features rather than dense latents.")
     template = "; ".join(parts) + "." + advice
     step = claims["since"].value if claims["since"].value is not None else (claims["low"].step or ctx.t0)
     e = ev.DenseLatentsEvidence(final=final, low=claims["low"].value, since=claims["since"].value, early=early,
