@@ -87,15 +87,28 @@ def test_l2_ratio_equals_the_ratio_from_a_checkpoints_weights(tmp_path: Path, va
 def test_a_strong_l1_penalty_shrinks_the_reconstruction(tmp_path: Path) -> None:
     """Synthetic data without the constant offset (b_dec would reconstruct it unshrunk, and the ratio
     of a collapsed SAE would stay at ||mean|| / ||x||)."""
-    ratios = {}
+    ratios, runs = {}, {}
     for alpha in (0.001, 0.2):
         res = train(TrainConfig(l1_alpha=alpha, total_steps=300, checkpoint_every=0, density_every=0, synth_mean_norm=0.0,
                                 d_in=32, d_sae=128, batch_size=256, device="cpu", threads=1, seed=0),
                     tmp_path / str(alpha))
         m = read_run(res.run_dir).metrics
         ratios[alpha] = float(m["l2_ratio"].tail(20).mean())
+        runs[alpha] = res.run_dir
     assert ratios[0.001] > 0.95
     assert ratios[0.2] < 0.7
+    # ... and the analysis of the trained runs says so: a shrinkage finding for the strong penalty only,
+    # quoting the second-half median of the logged l2_ratio
+    from sae_report.analysis import analyze
+    from sae_report.analysis.result import FindingKind
+
+    strong = analyze(read_run(runs[0.2]))
+    (f,) = [f for f in strong.findings if f.kind == FindingKind.SHRINKAGE]
+    m = read_run(runs[0.2]).metrics
+    first, last = int(m["step"].min()), int(m["step"].max())
+    median = float(m.filter(m["step"] >= first + (last - first) / 2)["l2_ratio"].median())
+    assert f"a median of {median:.4g} over the second half" in f.explanation and median < 0.9
+    assert not [f for f in analyze(read_run(runs[0.001])).findings if f.kind == FindingKind.SHRINKAGE]
 
 
 # ------------------------------------------------------------------------------------------------
