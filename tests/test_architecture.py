@@ -96,6 +96,23 @@ def test_topk_advice_follows_the_dead_latents_and_reconstruction(fx, tmp_path) -
     assert rules_for(analyze(read_run(fx["topk"]))) == []
 
 
+def test_a_topk_run_whose_latents_stay_dead_is_worth_acting_on(fx) -> None:
+    """The dead_latents finding (TopK only): its median over the last fifth of the second half is the
+    raw log's, the verdict warns; a TopK run whose AuxK revives the dead gets none."""
+    a = analyze(read_run(fx["topk_dead"]))
+    (f,) = [f for f in a.findings if f.kind.value == "dead_latents"]
+    assert f.severity == "warn" and a.verdict.status == "warn"
+    df = read_run(fx["topk_dead"]).metrics
+    first, last = int(df["step"].min()), int(df["step"].max())
+    half = first + (last - first) / 2
+    fifth = (last - half) / 5
+    late = float(df.filter((pl.col("step") >= last - fifth) & (pl.col("step") <= last))["dead_frac"].median())
+    assert f"A median of {100 * late:.3g}% of the latents were dead" in f.explanation
+    assert "AuxK is off" in f.explanation
+    assert not [f for f in analyze(read_run(fx["topk"])).findings if f.kind.value == "dead_latents"]
+    assert not [f for f in analyze(read_run(fx["clean"])).findings if f.kind.value == "dead_latents"]
+
+
 def test_a_topk_run_beside_a_jumprelu_sweep_gets_no_fit_from_it(fx, tmp_path) -> None:
     """Sibling runs of another architecture are not points on the run's curve."""
     folder = tmp_path / "mixed"

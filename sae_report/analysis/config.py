@@ -121,6 +121,12 @@ class AnalyzerConfig:
     """An intervention (resample, lr/l1 change, resume) at most this fraction of the run before a
     finding's start is named in ``coincides_with``."""
 
+    topk_dead_warn: float = 0.1
+    """Dead latents (TopK / BatchTopK): at least this share of the dictionary dead over the last fifth of
+    the second half (median) ..."""
+    topk_dead_falling: float = 0.1
+    """... and not falling by this share of itself since the first fifth of the second half (falling:
+    AuxK is reviving them, no finding)."""
     dense_report: float = 1.0
     """Dense latents: a run ending with at least this many features firing on more than 10% of
     tokens (``dense_features``) gets a finding (info) ..."""

@@ -181,6 +181,16 @@ class ResampleThrashEvidence:
 
 
 @dataclass(frozen=True)
+class DeadLatentsEvidence:
+    dead_late: float | None
+    """Median dead fraction over the last fifth of the second half."""
+    dead_early: float | None
+    """Median dead fraction over the first fifth of the second half."""
+    aux_off: bool
+    """True when the config says AuxK is off (``aux_loss_coefficient`` 0)."""
+
+
+@dataclass(frozen=True)
 class DenseLatentsEvidence:
     final: float | None
     """Features firing on more than 10% of tokens at the last logged step."""

@@ -58,6 +58,10 @@ class FindingKind(str, Enum):
     """``l2_ratio`` (||x_hat|| / ||x||) well below 1 over the second half: the L1 penalty shrinks the
     reconstructions; whether it tracks l1_alpha across a schedule change (or that l1_alpha is
     constant). Reported for the record only (info) when no L1 penalty sets L0 (TopK, JumpReLU)."""
+    DEAD_LATENTS = "dead_latents"
+    """TopK / BatchTopK (L0 is set by k, so dead latents are their failure mode): a large share of the
+    latents dead over the end of the run and not falling through the second half: AuxK is off, or on
+    and not reviving them."""
     POOR_SPLICED_LOSS = "poor_spliced_loss"
     """The language model's loss with the SAE spliced in recovers little of the zero-ablation gap
     (``ce_loss_score`` low), with L0 beside it (on target or not)."""

@@ -14,9 +14,10 @@ The sparsity coefficient is the architecture's (``analysis.architecture``): ``l1
 ``l0_coefficient`` for JumpReLU. A TopK / BatchTopK SAE has none: its L0 is ``k``. Its rules
 (``topk_rules``) read dead latents and reconstruction, with their numbers as claims:
 
-- dead latents: at least ``DEAD_ADVICE`` of the dictionary dead over the end of the run and not
-  falling through the second half -> AuxK on (``aux_loss_coefficient`` from 0) or stronger (x
-  ``AUX_FACTOR``); while they fall, AuxK is reviving them (no change, the sentence says so);
+- dead latents: the analysis' ``dead_latents`` finding (many latents dead over the end of the run
+  and not falling through the second half; thresholds ``AnalyzerConfig.topk_dead_*``) -> AuxK on
+  (``aux_loss_coefficient`` from 0) or stronger (x ``AUX_FACTOR``); while they fall, AuxK is reviving
+  them (no finding, no change);
 - reconstruction: explained variance below ``EV_ADVICE`` over the second half -> raise ``k``
   (x ``K_FACTOR``: more latents per token reconstruct more, at a higher L0 = k).
 """
@@ -41,10 +42,6 @@ EARLY_FRACTION = 0.3
 LR_FACTOR = 0.3
 #: l1_alpha is divided by this after an SAE ended collapsed (interval /30 to /3).
 BROKEN_L1_FACTOR = 10.0
-#: TopK: a dead fraction at least this high over the end of the run is worth acting on ...
-DEAD_ADVICE = 0.1
-#: ... unless it fell by at least this share through the second half (AuxK is reviving latents).
-DEAD_FALLING = 0.1
 #: The AuxK coefficient is multiplied by this (interval x2 to x10) when dead latents stay dead.
 AUX_FACTOR = 4.0
 #: TopK: explained variance below this over the second half -> raise k ...
@@ -217,13 +214,11 @@ def topk_rules(analysis: Analysis) -> list[Recommendation]:
     claims = _claims(analysis)
     cfg = analysis.run.config
     out: list[Recommendation] = []
-    late, early = claims.get("dead_late"), claims.get("dead_early")
-    if late is not None and late.value is not None and late.value >= DEAD_ADVICE:
-        falling = early is not None and early.value and late.value <= (1 - DEAD_FALLING) * early.value
+    late = claims.get("dead_late")
+    # the dead_latents finding decides (many dead over the end, not falling: AuxK is not reviving them)
+    if late is not None and any(f.kind == FindingKind.DEAD_LATENTS for f in analysis.findings):
         aux = _num(cfg.get("aux_loss_coefficient"))
-        if falling:
-            pass  # AuxK is reviving them: the dead fraction falls through the second half
-        elif aux == 0:
+        if aux == 0:
             proposed = 1 / 32 if "auxk_alpha" in {str(k).lower() for k in _leaf_keys(cfg)} else 1.0
             out.append(_rec(
                 "aux_loss_coefficient", 0.0, proposed, proposed / 4, proposed * 4,

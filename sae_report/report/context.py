@@ -39,6 +39,7 @@ KIND_TITLES = {
     "dense_latents": "Dense latents",
     "ultra_low_density": "Ultra-low-density cluster",
     "shrinkage": "Shrinkage",
+    "dead_latents": "Dead latents",
     "poor_spliced_loss": "Poor spliced-in loss",
 }
 

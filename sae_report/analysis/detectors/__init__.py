@@ -186,6 +186,7 @@ def _registry() -> dict[FindingKind, Detector]:
         FindingKind.LATE_SPIKE: spikes.late_spike,
         FindingKind.DIVERGED: divergence.diverged,
         FindingKind.RESAMPLE_THRASH: resampling.resample_thrash,
+        FindingKind.DEAD_LATENTS: diagnostics.dead_latents,
         FindingKind.DENSE_LATENTS: diagnostics.dense_latents,
         FindingKind.ULTRA_LOW_DENSITY: diagnostics.ultra_low_density,
         FindingKind.SHRINKAGE: diagnostics.shrinkage,

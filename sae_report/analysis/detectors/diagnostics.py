@@ -287,3 +287,38 @@ def poor_spliced_loss(ctx: Context) -> list[Finding]:
     first = int(c.step[0])
     step = max(ctx.t0, min(int(ctx.half + 0.5), ctx.t1)) if claims["score"].stat == "median" else (last.step or first)
     return [finding(FindingKind.POOR_SPLICED_LOSS, "ce_loss_score", step, ctx.t1, "warn", e, text, claims)]
+
+
+def dead_latents(ctx: Context) -> list[Finding]:
+    """TopK / BatchTopK only: many latents dead over the end of the run and not falling (the numbers
+    are those ``architecture_summary`` and the AuxK advice quote: medians of the dead fraction over the
+    first and the last fifth of the second half)."""
+    if not ctx.architecture.fixed_l0:
+        return []
+    dead = _column(ctx, "dead_frac")
+    if dead is None:
+        return []
+    cfg = ctx.cfg
+    a, b = ctx.half, float(ctx.t1)
+    fifth = (b - a) / 5
+    claims: dict[str, Claim] = {"dead_early": dead.stat("median", a, a + fifth),
+                                "dead_late": dead.stat("median", b - fifth, b)}
+    late, early = claims["dead_late"].value, claims["dead_early"].value
+    if late is None or late < cfg.topk_dead_warn:
+        return []
+    if early is not None and early > 0 and late <= (1 - cfg.topk_dead_falling) * early:
+        return []  # AuxK is reviving them
+    aux = config_claim("aux_loss_coefficient", ctx.config, unit="sig")
+    aux_off = aux.value == 0
+    template = ("A median of {dead_late} of the latents were dead over the end of the run (steps {dead_late.start_step} "
+                "to {dead_late.end_step}), no fewer than the {dead_early} early in the second half: ")
+    if aux_off:
+        claims["aux_loss_coefficient"] = aux
+        template += ("AuxK is off (aux_loss_coefficient {aux_loss_coefficient}), so nothing trains the dead latents; "
+                     "with k set, they are this architecture's failure mode.")
+    else:
+        template += ("AuxK is not reviving them; either it is too weak or the dictionary is larger than the data "
+                     "needs.")
+    e = ev.DeadLatentsEvidence(dead_late=late, dead_early=early, aux_off=aux_off)
+    start = int(claims["dead_late"].start_step or a)
+    return [finding(FindingKind.DEAD_LATENTS, "dead_frac", start, ctx.t1, "warn", e, template, claims)]
