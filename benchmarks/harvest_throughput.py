@@ -51,6 +51,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rounds import interleaved  # noqa: E402 (benchmarks/rounds.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SAELENS_SCRIPT = r"""
@@ -265,16 +268,7 @@ def main() -> None:
         modes = {"bare": h.bare, "ours": h.ours}
         if saelens:
             modes["saelens"] = lambda: measure_saelens(saelens, model, texts, args)
-        results: dict[str, list[float]] = {m: [] for m in modes}
-        for r in range(args.repeats):
-            for name, fn in modes.items():
-                try:
-                    results[name].append(fn())
-                except RuntimeError as exc:
-                    print(f"  {name}: failed ({exc})")
-                    continue
-                print(f"  round {r + 1}: {name:8s} {results[name][-1]:>10,.0f} tokens/s", flush=True)
-        med = {m: statistics.median(v) for m, v in results.items() if v}
+        med = interleaved(modes, args.repeats, width=8)
         print("\nmedian tokens/s:")
         for m, v in med.items():
             print(f"  {m:8s} {v:>10,.0f}")

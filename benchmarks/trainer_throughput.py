@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rounds import interleaved  # noqa: E402 (benchmarks/rounds.py)
 
 SAELENS_SCRIPT = r"""
 import json, sys, time, torch
@@ -262,16 +264,7 @@ def main() -> None:
                 modes["limit"] = lambda: measure_limit(data, args)
             if saelens:
                 modes["saelens" if v == "standard" else f"saelens-{v}"] = (lambda v=v: measure_saelens(saelens, npy, args, v))
-        results: dict[str, list[float]] = {m: [] for m in modes}
-        for r in range(args.repeats):
-            for name, fn in modes.items():
-                try:
-                    results[name].append(fn())
-                except RuntimeError as exc:
-                    print(f"  {name}: failed ({exc})")
-                    continue
-                print(f"  round {r + 1}: {name:17s} {results[name][-1]:>12,.0f} tokens/s", flush=True)
-        med = {m: statistics.median(v) for m, v in results.items() if v}
+        med = interleaved(modes, args.repeats, width=17)
         print("\nmedian tokens/s (steps/s):")
         for m, v in med.items():
             print(f"  {m:17s} {v:>12,.0f}  ({v / args.batch:.3f} steps/s)")
