@@ -30,6 +30,7 @@ import polars as pl
 from ..runlog import LOCK_FILE, RunData, RunLogError, RunLogWriter, lock_folder, read_run
 from . import load_run
 from ..runlog.aliases import canonical_config
+from ..runlog.safeio import remove_entry
 
 
 class OutputExistsError(Exception):
@@ -148,17 +149,14 @@ def sweep_stale_imports(out: Path) -> list[Path]:
         m = _STALE_RE.match(p.name)
         if not m or m.group("name") != out.name or _alive(int(m.group("pid"))):
             continue
-        try:
-            if m.group("what") == "replaced" and not out.exists():
+        if m.group("what") == "replaced" and not out.exists():
+            try:
                 os.replace(p, out)
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+            except OSError:
+                pass
+            continue
+        if remove_entry(p):
             removed.append(p)
-        except OSError:
-            pass
     return removed
 
 

@@ -14,6 +14,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -327,3 +328,16 @@ def bound_config(data: Any, path: str | os.PathLike[str]) -> Any:
         raise InputRefused(f"{path}: config {exc}") from None
     except RecursionError:
         raise InputRefused(f"{path}: config nested more than {MAX_CONFIG_DEPTH} levels deep; refused") from None
+
+
+def remove_entry(path: Path) -> bool:
+    """Remove a leftover file or folder (a link is removed, never followed); True when it is gone,
+    False when it could not be removed (the caller leaves it for next time)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError:
+        return False
+    return True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -14,6 +13,7 @@ import polars as pl
 import yaml
 
 from .reader import read_config, read_events, read_metrics_csv, read_metrics_dir
+from .safeio import remove_entry
 from .schema import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -181,14 +181,8 @@ def sweep_temp_files(folder: Path) -> list[Path]:
         for p in entries:
             if not pattern.match(p.name):
                 continue
-            try:
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
+            if remove_entry(p):
                 removed.append(p)
-            except OSError:
-                pass
     return removed
 
 
