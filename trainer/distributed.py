@@ -86,7 +86,7 @@ class Single:
     def broadcast_state(self, sae: Any, optimizer: Any, step: int | None = None) -> None:
         return None
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         return None
 
 
@@ -189,8 +189,18 @@ class Distributed(Single):
         where = f"at step {step}" if step is not None else "during the set-up"
         return PeerLostError(f"rank {self.rank} lost a peer {where} ({type(exc).__name__}: {text})")
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Leave the group. ``wait``: the run ended normally on this rank, so first wait for every
+        rank to get here (rank 0 writes the final checkpoint and summary while the others are
+        done): the ranks tear gloo down together, never one while its peer still holds the
+        connection, which can abort the early rank at exit ("terminate called without an active
+        exception"). After an error the barrier is skipped (a lost peer fails it anyway)."""
         if self._owned and self.dist.is_initialized():
+            if wait:
+                try:
+                    self.dist.barrier()
+                except Exception:  # a peer that failed while this rank waited: nothing to wait for
+                    pass
             try:
                 self.dist.destroy_process_group()
             except Exception:  # a broken group: nothing left to tidy

@@ -224,13 +224,16 @@ def train(config: TrainConfig, out_dir: str | Path = "runs", *, run_dir: str | P
     held: list[Any] = []  # the run directory's lock, once taken
     threads_before = torch.get_num_threads()  # torch's default, or what the caller set; restored at the end
     group: list[Any] = []  # the torch.distributed context under torchrun (trainer/distributed.py)
+    ended = False  # returned normally: the ranks leave the group together (Distributed.close)
     try:
-        return _train(config, Path(out_dir), run_dir, resume, progress, stop, held, group)
+        result = _train(config, Path(out_dir), run_dir, resume, progress, stop, held, group)
+        ended = True
+        return result
     finally:
         for lock in held:
             lock.release()
         for ctx in group:
-            ctx.close()
+            ctx.close(wait=ended)
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
         note_run_end()
