@@ -56,6 +56,16 @@ class TargetL0(click.ParamType):
 TARGET_L0 = TargetL0()
 
 
+def slot_options(f):
+    """``--devices DEV,DEV,...`` and ``--parallel N``: trainings at once in child processes, one per
+    device slot (``sweep``, ``tune``); the parameters ``devices`` (str) and ``parallel`` (int or None)."""
+    f = click.option("--parallel", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Runs trained at once (default: the number of --devices; 1 for cpu). On a CPU each gets "
+                          "cores/N threads unless threads is set (N > 1).")(f)
+    return click.option("--devices", default="", metavar="DEV,DEV,...",
+                        help="Devices to train on, e.g. cuda:0,cuda:1 or cpu (default: the config's device).")(f)
+
+
 def config_option(key: str, flag: str | None = None, *, note: str = "", **kwargs: Any):
     """A click option for ``TrainConfig.<key>``, declared once in the trainer's config: the flag
     (``--key-with-dashes`` unless ``flag`` is given; the parameter is named ``key``), the field's

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import TARGET_L0
+from .options import TARGET_L0, slot_options
 from .compare import InputError
 
 
@@ -24,11 +24,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key for every run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Sweep folder: one run directory per grid point, sweep.json, the comparison.")
-@click.option("--devices", default="", metavar="DEV,DEV,...",
-              help="Devices to train on, e.g. cuda:0,cuda:1 or cpu (default: the config's device).")
-@click.option("--parallel", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Runs trained at once (default: the number of --devices; 1 for cpu). On a CPU each gets "
-                   "cores/N threads unless threads is set (N > 1).")
+@slot_options
 @click.option("--target-l0", type=TARGET_L0, default=None,
               help="Target L0 for the comparison (default: the runs' common target_l0).")
 def sweep(config: Path | None, grid: tuple[str, ...], overrides: tuple[str, ...], out_dir: Path, devices: str,

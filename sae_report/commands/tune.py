@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import TARGET_L0
+from .options import TARGET_L0, slot_options
 from .compare import InputError
 
 
@@ -20,7 +20,9 @@ def _progress(event: str, camp, it) -> None:
         click.echo(f"[{it.index}/{camp.max_runs}] {camp.coefficient} {it.l1_alpha:.3g}: {why}")
     elif event == "start" and it is not None:
         verb = "resuming" if (camp.out_dir / it.run_id / "checkpoints").exists() else "training"
-        click.echo(f"[{it.index}/{camp.max_runs}] {verb} {camp.out_dir / it.run_id} ...")
+        where = f" on {it.device}" if it.device else ""
+        log = f" (log: {camp.out_dir / it.run_id / 'train.log'})" if camp.parallel > 1 else ""
+        click.echo(f"[{it.index}/{camp.max_runs}] {verb} {camp.out_dir / it.run_id}{where} ...{log}")
     elif event == "lengthen" and it is not None:
         x = it.lengthened[-1]
         how = "resuming from its checkpoint" if x.get("resumed", True) else "training it afresh"
@@ -62,23 +64,28 @@ def _raise_interrupt(signum: int, frame: object) -> None:
               help="Longest a run may be lengthened to when its L0 has not settled (default: 4x total_steps; "
                    "total_steps itself: never lengthen, stop and say how many steps are needed).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@slot_options
 @click.option("--progress/--no-progress", "show_progress", default=False,
-              help="Show the trainer's progress bar inside each run.")
+              help="Show the trainer's progress bar inside each run (one run at a time only).")
 def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int, out_dir: Path,
-         max_steps: int | None, overrides: tuple[str, ...], show_progress: bool) -> None:
+         max_steps: int | None, overrides: tuple[str, ...], devices: str, parallel: int | None,
+         show_progress: bool) -> None:
     """Tune the sparsity coefficient until the settled L0 is within tolerance.
 
     CONFIG is a training config YAML (default: the trainer's defaults). Each iteration trains a run
     in --out, reads its settled L0 (second-half median), and fits the next l1_alpha (a JumpReLU
     SAE's l0_coefficient; a TopK SAE has none: k sets its L0). A run whose L0
     still trends through its second half is not settled: it is lengthened (up to --max-steps) and
-    never taken as the answer. Stop it any time (Ctrl-C); the same command resumes from what is on
-    disk.
+    never taken as the answer. With --devices / --parallel, each round trains several runs at once
+    in child processes (output in RUN/train.log): the recommendation and points across its
+    interval, so a round brackets the target. Stop it any time (Ctrl-C); the same command resumes
+    from what is on disk.
 
     \b
-    Example:
+    Examples:
       sae-report tune --target-l0 0.05 --out runs/tune5   # synthetic data
       sae-report tune my.yaml --target-l0 5% --set total_steps=1000 --max-runs 6
+      sae-report tune my.yaml --target-l0 32 --devices cuda:0,cuda:1,cuda:2 --max-runs 9
     """
     if config is not None and not config.exists():
         raise InputError(f"{config}: no such config file")
@@ -98,7 +105,7 @@ def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int,
     try:
         camp = run_tune(config, target_l0, tolerance=tolerance, max_runs=max_runs, out_dir=out_dir,
                         overrides=overrides, progress=_progress, trainer_progress=show_progress,
-                        max_steps=max_steps)
+                        max_steps=max_steps, devices=devices.split(",") if devices else (), parallel=parallel)
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     except (TuneError, LockHeldError, RunWriteError, CheckpointError, DataError) as exc:

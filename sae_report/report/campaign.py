@@ -118,7 +118,18 @@ def _iteration_view(camp: Any, idx: int, chart_file: str | None) -> dict[str, An
         "rec_after": recommendation_view(rec_after.to_dict()) if rec_after and not it.within and nxt is None else None,
         "chart_file": chart_file,
         "train_time": fm.duration(it.train_seconds) if it.train_seconds is not None else "reused from disk",
+        "round": _round_note(camp, it),
     }
+
+
+def _round_note(camp: Any, it: Any) -> str:
+    """"round 2 of the campaign, at once with #4 iter_04_..." ("" when it trained alone)."""
+    r = getattr(it, "round", 0)
+    mates = [o for o in camp.iterations if r and getattr(o, "round", 0) == r and o is not it]
+    if not mates:
+        return ""
+    return (f"round {r} of the campaign, at once with " + ", ".join(f"#{o.index} {o.run_id}" for o in mates)
+            + (f" (on {it.device})" if getattr(it, "device", None) else ""))
 
 
 def _chart(camp: Any, k: int) -> Any:
@@ -140,6 +151,7 @@ def context(camp: Any, chart_files: list[str | None], charts: list[dict[str, Any
         "status": STATUS_TEXT.get(camp.status, camp.status), "message": camp.message,
         "target": fm.pct(camp.target_l0), "tolerance": f"{100 * camp.tolerance:.3g}%",
         "runs": len(camp.iterations), "max_runs": camp.max_runs, "folder": str(camp.out_dir),
+        "trained": getattr(camp, "where", "") if getattr(camp, "parallel", 1) > 1 else "",
         "rows": rows,
         "coef": _coef(camp),
         "iterations": [_iteration_view(camp, i, chart_files[i] if i < len(chart_files) else None)

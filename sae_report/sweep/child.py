@@ -4,7 +4,9 @@ CONFIG] [--set KEY=VALUE]...``.
 What ``sae-report train CONFIG --set ... -q`` does, into the named run directory ``RUN_DIR`` (not
 ``train_<8 hex>``); a run directory that holds a checkpoint is resumed from it, as ``sae-report
 train --resume RUN_DIR --set ...`` (only the ``--set`` items device and threads are applied then:
-the rest is in its config.yaml). Plain lines only; errors are one ``Error: ...`` line.
+the rest is in its config.yaml); with ``--resume-with-config`` it is resumed with CONFIG and every
+``--set`` instead (what ``tune`` does for a run it lengthens: ``trainer.train(config, resume=RUN_DIR)``).
+Plain lines only; errors are one ``Error: ...`` line.
 
 Exit codes: 0 completed, 1 diverged or failed, 2 unusable config or data, 130 interrupted (the
 trainer checkpointed on SIGINT / SIGTERM).
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--resume-with-config", action="store_true")
     args = ap.parse_args(argv)
     try:
         from trainer import CheckpointError, ConfigError, DataError, TrainConfig, config_from_run, train
@@ -37,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path = args.run_dir
     try:
         if has_checkpoint(run_dir):
-            sets = [s for s in args.sets if s.partition("=")[0].strip() in RESUME_KEYS]
             print(f"resuming {run_dir} from its newest checkpoint", flush=True)
-            result = train(config_from_run(run_dir, sets), run_dir=run_dir, resume=run_dir, progress=False)
+            if args.resume_with_config:
+                config = TrainConfig.from_yaml(args.config, args.sets)
+            else:
+                config = config_from_run(run_dir, [s for s in args.sets if s.partition("=")[0].strip() in RESUME_KEYS])
+            result = train(config, run_dir=run_dir, resume=run_dir, progress=False)
         else:
             result = train(TrainConfig.from_yaml(args.config, args.sets), run_dir=run_dir, progress=False)
     except (ConfigError, DataError, CheckpointError, RunLogError) as exc:

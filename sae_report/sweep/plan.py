@@ -10,13 +10,14 @@ letters, digits, ``.``, ``_``, ``-`` replaced by ``-``), so the same grid always
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+from .pool import SlotError, Slots, device_slots
 
 #: Keys that may differ between invocations of the same sweep (where and how fast it trains, how
 #: often it writes), and are never part of the comparison of two sweeps' configs.
@@ -70,10 +71,7 @@ class SweepPlan:
 
     def child_sets(self, run: PlannedRun, slot: str | None) -> list[str]:
         """The ``--set`` items of ``run``'s child on ``slot``: the sweep's, the run's, device, threads."""
-        extra = [] if slot is None else [f"device={slot}"]
-        if self.threads is not None and (slot is None or not slot.startswith("cuda")):
-            extra.append(f"threads={self.threads}")
-        return [*self.overrides, *run.sets, *extra]
+        return [*self.overrides, *run.sets, *Slots(self.slots, self.threads).sets(slot)]
 
 
 def _parse_value(raw: str) -> Any:
@@ -123,14 +121,6 @@ def has_checkpoint(run_dir: Path) -> bool:
     return ckpts.is_dir() and any(ckpts.iterdir())
 
 
-def free_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def make_plan(config: str | Path | None, grid: Sequence[str], *, out_dir: str | Path, overrides: Sequence[str] = (),
               devices: Sequence[str] = (), parallel: int | None = None, target_l0: float | None = None) -> SweepPlan:
     """Check the grid against the trainer's config (each value, then every point) and plan
@@ -164,19 +154,15 @@ def make_plan(config: str | Path | None, grid: Sequence[str], *, out_dir: str | 
     if dup is not None:
         raise SweepError(f"--grid: two points are both named {dup} (their values read the same); drop one")
     swept = varying | {k for k, _ in parsed}
-    devices = tuple(d.strip() for d in devices if d.strip())
-    for d in devices:
-        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", d):
-            raise SweepError(f"--devices {d}: expected cpu, cuda, cuda:N, mps or auto")
-    if parallel is None:
-        parallel = 1 if not devices or devices == ("cpu",) else len(devices)
-    slots = tuple(devices[i % len(devices)] for i in range(parallel)) if devices else (None,) * parallel
-    threads = None if base.threads or parallel == 1 else max(1, free_cores() // parallel)
+    try:
+        slots = device_slots(devices, parallel, base.threads)
+    except SlotError as exc:
+        raise SweepError(str(exc)) from None
     return SweepPlan(config=Path(config) if config is not None else None, overrides=tuple(overrides),
                      grid=tuple((k, tuple(v for _, v in values)) for k, values in parsed),
                      runs=tuple(runs), base_config={k: v for k, v in base_dict.items()
                                                      if k not in FREE_KEYS and k not in swept},
-                     out_dir=Path(out_dir), slots=slots, threads=threads, target_l0=target_l0)
+                     out_dir=Path(out_dir), slots=slots.devices, threads=slots.threads, target_l0=target_l0)
 
 
 def _read_as(cfg: Any, key: str, value: Any, known: set[str]) -> Any:

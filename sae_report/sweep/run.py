@@ -7,19 +7,16 @@ resumes the others from their newest checkpoint, and trains those never started;
 or config in the same folder is refused. A run stopped before its first checkpoint is set aside as
 ``<name>.partial-N`` and trained afresh (nothing is deleted).
 
-Children run in their own session, so a Ctrl-C at the terminal reaches the sweep only; it sends
-each child one SIGINT (the trainer finishes its step, checkpoints and exits 130), waits for them,
-records them as interrupted and raises ``KeyboardInterrupt``.
+The children and Ctrl-C are ``pool.run_pool``'s: each child gets one SIGINT (the trainer finishes
+its step, checkpoints and exits 130); they are recorded as interrupted and ``KeyboardInterrupt`` is
+raised.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import signal
 import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,11 +24,9 @@ from typing import Any, Callable
 from ..runlog import LockHeldError, atomic_write_text, lock_folder, to_jsonable
 from ..runlog.writer import sweep_temp_files
 from .plan import PlannedRun, SweepError, SweepPlan, has_checkpoint
+from .pool import LOG_FILE, Slots, last_error, run_pool, start_child
 
 STATE_FILE = "sweep.json"
-LOG_FILE = "train.log"
-#: How often the scheduler looks at its children (seconds).
-POLL_S = 0.05
 
 
 @dataclass
@@ -146,28 +141,26 @@ def _train_all(plan: SweepPlan, runs: list[RunOutcome], notify: ProgressFn) -> N
         else:
             todo.append((planned, out))
     save_state(plan, runs)
-    running: dict[int, tuple[RunOutcome, subprocess.Popen, float]] = {}
+
+    def start(job: tuple[PlannedRun, RunOutcome], device: str | None) -> subprocess.Popen | None:
+        proc = _start(plan, *job, device, notify)
+        if proc is None:  # its folder is in use (a child of a sweep killed with -9)
+            notify("done", job[1], "")
+        save_state(plan, runs)
+        return proc
+
+    def done(job: tuple[PlannedRun, RunOutcome], code: int, seconds: float, interrupted: bool) -> None:
+        out = job[1]
+        _finished(plan, out, code, seconds)
+        if interrupted and out.status == "failed" and code in (-signal.SIGKILL, 130):
+            out.status = "interrupted"
+        notify("done", out, "")
+        save_state(plan, runs)
+
     try:
-        while todo or running:
-            for slot, device in enumerate(plan.slots):
-                if slot not in running and todo:
-                    planned, out = todo.pop(0)
-                    proc = _start(plan, planned, out, device, notify)
-                    if proc is None:  # its folder is in use (a child of a sweep killed with -9)
-                        notify("done", out, "")
-                    else:
-                        running[slot] = (out, proc, time.monotonic())
-                    save_state(plan, runs)
-            for slot, (out, proc, t0) in list(running.items()):
-                if proc.poll() is not None:
-                    del running[slot]
-                    _finished(plan, out, proc.returncode, time.monotonic() - t0)
-                    notify("done", out, "")
-                    save_state(plan, runs)
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        _stop(plan, runs, running, notify)
-        raise
+        run_pool(todo, Slots(plan.slots, plan.threads), start, done)
+    finally:
+        save_state(plan, runs)
 
 
 def _start(plan: SweepPlan, planned: PlannedRun, out: RunOutcome, device: str | None,
@@ -187,18 +180,8 @@ def _start(plan: SweepPlan, planned: PlannedRun, out: RunOutcome, device: str | 
         run_dir.rename(aside)
     out.resumed = has_checkpoint(run_dir)
     out.status, out.device, out.error = "running", device, ""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "sae_report.sweep.child", str(run_dir)]
-    if plan.config is not None:
-        cmd += ["--config", str(plan.config)]
-    for item in plan.child_sets(planned, device):
-        cmd += ["--set", item]
     notify("start", out, str(run_dir / LOG_FILE))
-    with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
-        log.write(f"$ {shlex.join(cmd)}\n")
-        log.flush()
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    return start_child(run_dir, plan.config, plan.child_sets(planned, device))
 
 
 def _finished(plan: SweepPlan, out: RunOutcome, code: int, seconds: float) -> None:
@@ -214,38 +197,7 @@ def _finished(plan: SweepPlan, out: RunOutcome, code: int, seconds: float) -> No
         out.status = "interrupted"
     else:
         out.status = "failed"
-        out.error = _last_error(run_dir / LOG_FILE) or f"exit code {code}"
-
-
-def _last_error(log: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    errors = [ln for ln in lines if ln.startswith("Error:") or "Error" in ln.split(":")[0]]
-    line = (errors or lines or [""])[-1]
-    return line.removeprefix("Error: ")[:300]
-
-
-def _stop(plan: SweepPlan, runs: list[RunOutcome], running: dict[int, tuple[RunOutcome, subprocess.Popen, float]],
-          notify: ProgressFn) -> None:
-    """One SIGINT to each child (the trainer checkpoints), then wait; a second Ctrl-C kills them."""
-    for _, proc, _ in running.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    for out, proc, t0 in running.values():
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            for _, p, _ in running.values():
-                if p.poll() is None:
-                    p.kill()
-            code = proc.wait()
-        _finished(plan, out, code, time.monotonic() - t0)
-        if out.status == "failed" and code in (-signal.SIGKILL, 130):
-            out.status = "interrupted"
-        notify("done", out, "")
-    save_state(plan, runs)
+        out.error = last_error(run_dir) or f"exit code {code}"
 
 
 def _compare(plan: SweepPlan, result: SweepResult, command: str) -> None:

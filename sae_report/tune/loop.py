@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence
 
 from ..runlog import LockHeldError, RunLogError, atomic_write_text, is_run_dir, lock_folder, read_run, to_jsonable
 from ..runlog.writer import sweep_temp_files
+from .plan import config_for, plan_round
+from .runner import Children, InProcess, Job
 
 STATE_FILE = "campaign.json"
 #: Default limit on lengthening: a run may grow to this many times the configured total_steps.
@@ -81,6 +83,13 @@ class Iteration:
     """True when ``unsettled`` is a trend that more steps can fix (a swing is not)."""
     lengthened: list[dict[str, Any]] = field(default_factory=list)
     """Each time it was lengthened: ``{"from", "to", "why", "resumed"}``."""
+    round: int = 0
+    """The round it was planned in (1-based; 0 in a campaign.json from before rounds): the runs of
+    one round are trained at once, one per device slot (``--devices`` / ``--parallel``)."""
+    device: str | None = None
+    """The device slot it last trained on (None: in this process, on the config's device)."""
+    error: str = ""
+    """Why its last training failed, in one line ("" when it did not)."""
 
 
 @dataclass
@@ -117,6 +126,11 @@ class Campaign:
     coefficient: str = "l1_alpha"
     """The coefficient the campaign varies: ``l1_alpha``, or ``l0_coefficient`` for a JumpReLU SAE
     (the same direction rule: raise it -> lower L0)."""
+    parallel: int = 1
+    """Runs trained at once (a round plans this many: the recommendation and points across its
+    interval)."""
+    where: str = ""
+    """Where this invocation trains, in words ("" in this process, one run at a time)."""
 
     def best_iteration(self) -> Iteration | None:
         """The iteration of the final choice."""
@@ -130,10 +144,6 @@ class Campaign:
 
 
 ProgressFn = Callable[[str, Campaign, "Iteration | None"], None]
-
-
-def _run_name(index: int, l1: float, coefficient: str = "l1_alpha") -> str:
-    return f"iter_{index:02d}_{'l0' if coefficient == 'l0_coefficient' else 'l1'}_{l1:.3g}"
 
 
 def coefficient_of(base_cfg: Any) -> str:
@@ -226,12 +236,17 @@ def _analyze(data: Any, target: float) -> tuple[list[dict[str, Any]], list[dict[
 def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float = 0.1, max_runs: int = 5,
          out_dir: str | Path = "runs/tune", overrides: Sequence[str] = (), progress: ProgressFn | None = None,
          train_fn: Callable[..., Any] | None = None, trainer_progress: bool = False, analyze: bool = True,
-         max_steps: int | None = None) -> Campaign:
+         max_steps: int | None = None, devices: Sequence[str] = (), parallel: int | None = None) -> Campaign:
     """Run (or resume) a campaign; returns it with ``status`` set. Writes the campaign report after
     every run. ``train_fn`` defaults to ``trainer.train``. ``max_steps``: the most steps a run whose
     L0 still trends may be lengthened to (default ``MAX_STEPS_FACTOR`` x total_steps; equal to
-    total_steps: never lengthen, stop and say how many steps are needed)."""
+    total_steps: never lengthen, stop and say how many steps are needed). ``devices`` /
+    ``parallel``: train that many runs at once in child processes, one per device slot, as
+    ``sae-report sweep`` does (each round: the recommendation and points across its interval);
+    without them, one run at a time in this process."""
     from trainer.config import TrainConfig
+
+    from ..sweep.pool import SlotError, device_slots
 
     if target_l0 >= 1:  # a count of features: the config's dictionary size makes it a fraction
         from trainer.loop import resolve_config
@@ -246,10 +261,17 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
         raise TuneError(f"tolerance must be between 0 and 1 (relative), got {tolerance}")
     if max_runs < 1:
         raise TuneError(f"max runs must be at least 1, got {max_runs}")
-    if train_fn is None:
-        from trainer import train as train_fn  # noqa: PLW0127 - the real trainer
     base_cfg = TrainConfig.from_yaml(config_path, [*overrides, f"target_l0={target_l0}"])
     coefficient_of(base_cfg)  # TopK / BatchTopK: refused here, before anything is written
+    if devices or (parallel or 1) > 1:
+        try:
+            runner: InProcess | Children = Children(device_slots(devices, parallel, base_cfg.threads))
+        except SlotError as exc:
+            raise TuneError(str(exc)) from None
+    else:
+        if train_fn is None:
+            from trainer import train as train_fn  # noqa: PLW0127 - the real trainer
+        runner = InProcess(train_fn, trainer_progress)
     base = base_cfg.to_dict()
     if max_steps is None:
         max_steps = MAX_STEPS_FACTOR * base_cfg.total_steps
@@ -264,31 +286,32 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
         raise TuneError(str(exc)) from None
     try:
         sweep_temp_files(out)  # campaign.json temp files a killed campaign left
-        return _tune_locked(out, base_cfg, base, target_l0, tolerance, max_runs, progress, train_fn,
-                            trainer_progress, analyze, max_steps)
+        return _tune_locked(out, base_cfg, base, target_l0, tolerance, max_runs, progress, runner, analyze,
+                            max_steps)
     finally:
         lock.release()
 
 
 def _tune_locked(out: Path, base_cfg: Any, base: dict[str, Any], target_l0: float, tolerance: float, max_runs: int,
-                 progress: ProgressFn | None, train_fn: Callable[..., Any], trainer_progress: bool,
-                 analyze: bool, max_steps: int) -> Campaign:
+                 progress: ProgressFn | None, runner: "InProcess | Children", analyze: bool,
+                 max_steps: int) -> Campaign:
     state = _load_state(out)
     _check_same_campaign(out, state, base, target_l0)
     camp = Campaign(out_dir=out, target_l0=target_l0, tolerance=tolerance, max_runs=max_runs, base_config=base,
-                    total_steps=int(base_cfg.total_steps), max_steps=int(max_steps), coefficient=coefficient_of(base_cfg))
+                    total_steps=int(base_cfg.total_steps), max_steps=int(max_steps), coefficient=coefficient_of(base_cfg),
+                    parallel=runner.parallel, where=runner.where)
     # a campaign that lengthened its runs goes on at that length
     camp.total_steps = max(camp.total_steps, _steps((state or {}).get("total_steps")))
     notify = progress or (lambda *_: None)
     _restore(camp, state)
     try:
         while True:
-            _finish_pending(camp, base_cfg, train_fn, trainer_progress, notify, analyze)
+            _finish_pending(camp, base_cfg, runner, notify, analyze)
             if camp.status != "running":
                 break
             if _decide(camp, notify):
                 break
-            _plan_next(camp, base_cfg, notify)
+            plan_round(camp, float(getattr(base_cfg, camp.coefficient)), notify)
             save_state(camp)
     except KeyboardInterrupt:
         camp.status = "interrupted"
@@ -340,43 +363,66 @@ def _restore(camp: Campaign, state: dict[str, Any] | None) -> None:
     camp.iterations = sorted(known, key=lambda i: i.index)
 
 
-def _finish_pending(camp: Campaign, base_cfg: Any, train_fn: Callable[..., Any], trainer_progress: bool,
-                    notify: ProgressFn, analyze: bool) -> None:
-    """Train every planned, interrupted or lengthened iteration (resuming from disk), read its
-    results, and lengthen a run whose L0 still trends (up to ``camp.max_steps``)."""
-    for it in camp.iterations:
-        run_dir = camp.out_dir / it.run_id
-        if not it.total_steps:
-            it.total_steps = camp.total_steps
-        while True:
-            if it.status in ("planned", "interrupted", "failed", "running", "lengthening"):
-                cfg = config_for(base_cfg, it.l1_alpha, it.total_steps, camp.coefficient)
-                resume = run_dir if run_dir.exists() and any((run_dir / "checkpoints").glob("*")) else None
-                if resume is not None and it.status == "lengthening" and not resumable_longer(cfg):
-                    _set_aside(run_dir, "short")  # a schedule tied to total_steps: a longer run starts afresh
-                    resume = None
-                if resume is None and (run_dir / "metrics").exists():
-                    _set_aside(run_dir)  # stopped before its first checkpoint: keep it, start the run afresh
-                notify("start", camp, it)
-                t0 = time.time()
-                result = train_fn(cfg, camp.out_dir, run_dir=run_dir, resume=resume, progress=trainer_progress)
-                it.train_seconds = (it.train_seconds or 0.0) + time.time() - t0
-                it.status = str(getattr(result, "status", "completed"))
-                it.reused = False
-                if it.status == "interrupted":  # the checkpoint holds the longer run too: resumed as is
-                    camp.status = "interrupted"
-                    camp.message = "Interrupted: run the same command again to resume from the last checkpoint."
-                    save_state(camp)
-                    return
+#: Iteration statuses that still need training.
+PENDING = ("planned", "interrupted", "failed", "running", "lengthening")
+
+
+def _finish_pending(camp: Campaign, base_cfg: Any, runner: "InProcess | Children", notify: ProgressFn,
+                    analyze: bool) -> None:
+    """Train every planned, interrupted or lengthened iteration (resuming from disk; ``runner``
+    trains them one at a time or one per device slot at once), read their results, and lengthen a
+    run whose L0 still trends (up to ``camp.max_steps``), until none is pending."""
+    while True:
+        jobs = [_job(camp, base_cfg, it) for it in camp.iterations if it.status in PENDING]
+        failed: list[Iteration] = []
+        if jobs:
+            try:
+                runner.train(jobs, camp.out_dir, lambda job: _started(camp, job.it, notify))
+            finally:
+                save_state(camp)
+            if any(job.it.status == "interrupted" for job in jobs):  # the checkpoints hold the runs: resumed as is
+                camp.status = "interrupted"
+                camp.message = "Interrupted: run the same command again to resume from the last checkpoint."
+                save_state(camp)
+                return
+            failed = [job.it for job in jobs if job.it.status == "failed"]
+            for job in jobs:
+                job.it.reused = False
+        for it in camp.iterations:
             if it.row is None or not it.reused or "drifting" not in it.row:
-                _read_results(camp, it, run_dir, analyze)
+                if it.status == "failed":
+                    continue
+                _read_results(camp, it, camp.out_dir / it.run_id, analyze)
                 notify("done", camp, it)
                 it.reused = True
                 save_state(camp)
                 _write_report(camp)  # readable mid-campaign; charts already drawn are reused
-            if not _lengthen(camp, it, notify):
-                break
-        save_state(camp)
+        if failed:
+            it = failed[0]
+            raise TuneError(f"{it.run_id}: training failed: {it.error}; run the same command again to retry it")
+        if not [it for it in camp.iterations if _lengthen(camp, it, notify)]:
+            return
+
+
+def _job(camp: Campaign, base_cfg: Any, it: Iteration) -> Job:
+    """What training ``it`` means now: its config, and its checkpoint to resume (a run stopped before
+    its first checkpoint, or one whose schedules cannot be lengthened, is set aside, trained afresh)."""
+    run_dir = camp.out_dir / it.run_id
+    if not it.total_steps:
+        it.total_steps = camp.total_steps
+    cfg = config_for(base_cfg, it.l1_alpha, it.total_steps, camp.coefficient)
+    resume = run_dir if run_dir.exists() and any((run_dir / "checkpoints").glob("*")) else None
+    if resume is not None and it.status == "lengthening" and not resumable_longer(cfg):
+        _set_aside(run_dir, "short")  # a schedule tied to total_steps: a longer run starts afresh
+        resume = None
+    if resume is None and (run_dir / "metrics").exists():
+        _set_aside(run_dir)  # stopped before its first checkpoint: keep it, start the run afresh
+    return Job(it, cfg, run_dir, resume)
+
+
+def _started(camp: Campaign, it: Iteration, notify: ProgressFn) -> None:
+    notify("start", camp, it)
+    save_state(camp)
 
 
 def _read_results(camp: Campaign, it: Iteration, run_dir: Path, analyze: bool) -> None:
@@ -389,21 +435,32 @@ def _read_results(camp: Campaign, it: Iteration, run_dir: Path, analyze: bool) -
             it.status = "diverged"
         if analyze and data is not None:
             it.findings, it.advice = _analyze(data, camp.target_l0)
-    it.unsettled, it.lengthen = unsettled(row, it.findings)
+    it.unsettled, it.lengthen = unsettled(row, it.findings, camp.target_l0, camp.tolerance)
     it.within = (row is not None and row.get("excluded") is None and not it.unsettled
                  and _within(row.get("settled_l0"), camp.target_l0, camp.tolerance))
 
 
-def unsettled(row: dict[str, Any] | None, findings: Sequence[dict[str, Any]] = ()) -> tuple[str, bool]:
-    """Why a run's L0 has not settled ("" when it has), and whether more steps can fix it (a trend:
-    ``settled_level``'s drift or the analyzer's ``not_converged`` on L0) or not (a swing)."""
+def unsettled(row: dict[str, Any] | None, findings: Sequence[dict[str, Any]] = (), target: float | None = None,
+              tolerance: float = 0.0) -> tuple[str, bool]:
+    """Why a run's L0 has not settled ("" when it has), and whether lengthening it is worth it (a
+    trend: ``settled_level``'s drift or the analyzer's ``not_converged`` on L0) or not (a swing; or,
+    given the ``target`` and ``tolerance``, a trend that starts and ends on one side of the target's
+    band and moves away from it: more steps cannot bring it to the target, and its side is known)."""
     if not row or row.get("excluded") is not None or not row.get("settled_l0"):
         return "", False
     trend = row.get("second_half_trend") or [None, None]
     if row.get("drifting") and trend[0] and trend[1]:
         word = "falling" if trend[1] < trend[0] else "rising"
-        return (f"L0 still {word} through the second half ({100 * trend[0]:.3g}% -> {100 * trend[1]:.3g}%, "
-                "medians of its first and last fifth)"), True
+        why = (f"L0 still {word} through the second half ({100 * trend[0]:.3g}% -> {100 * trend[1]:.3g}%, "
+               "medians of its first and last fifth)")
+        if target:
+            low, high = target * (1 - tolerance), target * (1 + tolerance)
+            below = word == "falling" and trend[0] < low and trend[1] < low
+            above = word == "rising" and trend[0] > high and trend[1] > high
+            if below or above:
+                return (f"{why}, already {'below' if below else 'above'} the target and moving away from it, so "
+                        "more steps would not reach it (not lengthened)"), False
+        return why, True
     if row.get("drifting"):
         return "L0 still drifting through the second half", True
     for f in findings:
@@ -516,33 +573,6 @@ def _length_note(camp: Campaign) -> str:
         return (f" total_steps was raised from {configured:,} to {camp.total_steps:,}: {configured:,} steps were too "
                 "short for L0 to settle.")
     return ""
-
-
-def config_for(base_cfg: Any, l1: float, total_steps: int | None = None, coefficient: str = "l1_alpha") -> Any:
-    """The base config with ``l1_alpha`` (a piecewise l1 schedule is scaled with it; a JumpReLU
-    SAE's ``l0_coefficient`` with ``coefficient="l0_coefficient"``) and, when given, ``total_steps``
-    set."""
-    extra = {"total_steps": int(total_steps)} if total_steps else {}
-    if coefficient != "l1_alpha":
-        return base_cfg.replace(**{coefficient: l1, **extra})
-    sched = getattr(base_cfg, "l1_alpha_schedule", None)
-    if sched and base_cfg.l1_alpha > 0:
-        ratio = l1 / base_cfg.l1_alpha
-        return base_cfg.replace(l1_alpha=l1, l1_alpha_schedule={k: v * ratio for k, v in sched.items()}, **extra)
-    return base_cfg.replace(l1_alpha=l1, **extra)
-
-
-def _plan_next(camp: Campaign, base_cfg: Any, notify: ProgressFn) -> None:
-    index = len(camp.iterations) + 1
-    rec = camp.next_recommendation
-    if rec is None:
-        l1, why = float(getattr(base_cfg, camp.coefficient)), "Starting config."
-    else:
-        l1, why = float(rec["l1_alpha"]), str(rec["explanation"])
-    it = Iteration(index=index, run_id=_run_name(index, l1, camp.coefficient), l1_alpha=l1, why=why, recommendation=rec,
-                   total_steps=camp.total_steps)
-    camp.iterations.append(it)
-    notify("plan", camp, it)
 
 
 def _choose_best(camp: Campaign) -> None:
