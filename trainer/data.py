@@ -150,7 +150,14 @@ class FileData:
             buf = torch.cat(parts) if len(parts) > 1 else parts[0]
             perm = torch.from_numpy(np.random.default_rng(_seed(self.seed, 5, epoch, index)).permutation(len(buf)))
             # The shuffled buffer moves to the device once; batches are then slices of it.
-            self._buffer_cache = ((epoch, index), buf[perm].contiguous().to(self.device))
+            host = buf[perm].contiguous()
+            if self.device.type == "cuda":
+                # From pinned memory the copy is a DMA the host does not wait for; it is queued on
+                # the current stream, so the step's kernels that read the buffer run after it.
+                dev = host.pin_memory().to(self.device, non_blocking=True)
+            else:
+                dev = host.to(self.device)
+            self._buffer_cache = ((epoch, index), dev)
         return self._buffer_cache[1]
 
     def rows(self, start: int, n: int) -> torch.Tensor:
