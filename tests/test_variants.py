@@ -104,14 +104,16 @@ def _sae(variant: str, d_in: int = 12, d_sae: int = 40, **kw) -> SparseAutoencod
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("with_dead", [False, True])
-@pytest.mark.parametrize("path", ["dense", "sparse"])
+@pytest.mark.parametrize("path", ["dense", "sparse", "syncfree-dense", "syncfree-sparse"])
 def test_gradients_match_autograd_in_float64(variant: str, with_dead: bool, path: str, monkeypatch) -> None:
-    """TopK/BatchTopK both ways: dense GEMMs (small SAEs) and the sparse kernels (large ones)."""
-    if variant == "jumprelu" and (with_dead or path == "sparse"):
-        pytest.skip("JumpReLU has no AuxK and one (dense) path")
+    """TopK/BatchTopK both ways: dense GEMMs (small SAEs) and the sparse kernels (large ones), each
+    in the CPU's forms and in the sync-free forms a GPU uses (``variants.SYNC_FREE``)."""
+    if variant == "jumprelu" and (with_dead or path != "dense"):
+        pytest.skip("JumpReLU has no AuxK and one (dense, sync-free) path")
     import trainer.variants
 
-    monkeypatch.setattr(trainer.variants, "DENSE_BELOW", 1 << 40 if path == "dense" else 0)
+    monkeypatch.setattr(trainer.variants, "DENSE_BELOW", 1 << 40 if path.endswith("dense") else 0)
+    monkeypatch.setattr(trainer.variants, "SYNC_FREE", path.startswith("syncfree"))
     # wide bandwidth for jumprelu, so that many entries fall inside the kernel and test its terms
     sae = _sae(variant, jumprelu_bandwidth=0.4, aux_k=5)
     x = torch.randn(24, 12, dtype=torch.float64)
@@ -161,7 +163,11 @@ def test_fire_counts_and_l0() -> None:
             assert float(stats.loss) == pytest.approx(mse + 0.01 * float(stats.fire_count.sum()) / 24, rel=1e-12)
 
 
-def test_batchtopk_selection_is_the_batch_top_including_the_fallback() -> None:
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_batchtopk_selection_is_the_batch_top_including_the_fallback(sync_free: bool, monkeypatch) -> None:
+    import trainer.variants
+
+    monkeypatch.setattr(trainer.variants, "SYNC_FREE", sync_free)  # True: the batch's top taken directly
     g = torch.Generator().manual_seed(1)
     for trial in range(20):
         pre = torch.randn(64, 200, generator=g, dtype=torch.float64)
@@ -174,7 +180,8 @@ def test_batchtopk_selection_is_the_batch_top_including_the_fallback() -> None:
         want = {(int(i) // 200, int(i) % 200) for i in top}
         assert got == want
         assert torch.equal(val, pre[rows, col])
-        assert bool((col.diff()[crow[1:-1][crow[1:-1] < len(col)] - 1] != 0).all()) or True  # row-major
+        # row-major: rows ascending, columns ascending within a row
+        assert bool((rows.diff() >= 0).all()) and bool((col.diff()[rows.diff() == 0] > 0).all())
     crow, col, val = select_topk(pre, 7)
     assert torch.equal(crow, torch.arange(0, 64 * 7 + 1, 7)) and bool((col.view(64, 7).diff(dim=1) > 0).all())
 

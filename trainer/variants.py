@@ -35,6 +35,7 @@ Five GEMMs as in the standard step; the kernel adds three passes over the [B, d_
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import TYPE_CHECKING
 
@@ -82,15 +83,17 @@ def select_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, 
 def select_batchtopk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``B * k`` largest entries of the whole batch as CSR arrays (row-major order).
 
-    A full sort of the ``B * d_sae`` entries is the slow part (280 ms on the benchmark's batch), so
-    the batch's top is taken among each row's ``4 k`` largest: exact unless a row holds positive
-    entries of the batch's top beyond its own ``4 k`` (its smallest candidate is positive and not
-    below the selection's smallest value), in which case the whole batch is sorted after all."""
+    On a CPU a full sort of the ``B * d_sae`` entries is the slow part (280 ms on the benchmark's
+    batch), so the batch's top is taken among each row's ``4 k`` largest: exact unless a row holds
+    positive entries of the batch's top beyond its own ``4 k`` (its smallest candidate is positive
+    and not below the selection's smallest value), in which case the whole batch is sorted after
+    all. That check is a host decision, so where the step must not synchronise (``sync_free``) the
+    batch's top is taken directly."""
     B, s = pre.shape
     n = min(B * k, B * s)
     kr = min(s, 4 * k)
     flat = None
-    if kr < s:
+    if kr < s and not sync_free(pre):
         cv, ci = pre.topk(kr, dim=1, sorted=False)
         top, pos = cv.reshape(-1).topk(n, sorted=False)
         theta = top.min()
@@ -104,10 +107,26 @@ def select_batchtopk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     vals = top[order]
     rows = torch.div(flat, s, rounding_mode="floor")
     col = flat - rows * s
-    counts = torch.bincount(rows, minlength=B)
     crow = torch.zeros(B + 1, dtype=torch.int64, device=pre.device)
-    torch.cumsum(counts, 0, out=crow[1:])
+    torch.cumsum(_count(rows, B), 0, out=crow[1:])
     return crow, col, vals
+
+
+#: Whether the TopK / BatchTopK step avoids every host synchronisation (data-dependent shapes,
+#: host-side decisions): None = on CUDA only, where the host must run ahead of the GPU; the CPU
+#: keeps its faster data-dependent forms. Tests set it to check both forms' gradients on a CPU.
+SYNC_FREE: bool | None = None
+
+
+def sync_free(t: torch.Tensor) -> bool:
+    """Whether the step on ``t``'s device uses the sync-free forms (``SYNC_FREE``)."""
+    return SYNC_FREE if SYNC_FREE is not None else t.device.type == "cuda"
+
+
+def _count(index: torch.Tensor, n: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """How often each of ``0..n-1`` occurs in ``index`` (``bincount`` without its host sync)."""
+    out = torch.zeros(n, dtype=dtype, device=index.device)
+    return out.index_add_(0, index, torch.ones(index.shape, dtype=dtype, device=index.device))
 
 
 #: Below this many multiply-adds in one dense [B, d_sae] x [d_sae, d_in] product, the TopK step runs
@@ -136,9 +155,14 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
     else:
         crow, col, raw = select_topk(pre, k)
     val = raw.relu()
-    if sae.variant == "batchtopk" and bool((val > 0).any()):
-        lr = sae.topk_threshold_lr  # the inference threshold: EMA of the smallest selected activation
-        sae.threshold.mul_(1.0 - lr).add_(val[val > 0].min().to(sae.threshold.dtype), alpha=lr)
+    if sae.variant == "batchtopk":
+        # the inference threshold: EMA of the smallest positive selected activation (kept when none
+        # is positive), without a host round trip
+        lr = sae.topk_threshold_lr
+        pos = val > 0
+        smallest = torch.where(pos, val, torch.full_like(val, math.inf)).min().to(sae.threshold.dtype)
+        moved = sae.threshold * (1.0 - lr) + smallest * lr
+        sae.threshold.copy_(torch.where(pos.any(), moved, sae.threshold))
     c = 2.0 / (B * d)
     ones = sae._ones(B, x)
     if dense:
@@ -147,7 +171,7 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
         if crow is None:
             f.scatter_(1, col, val)
         else:
-            f.view(-1).index_put_((_rows(crow, B) * s + col,), val)
+            f.view(-1).index_put_((_rows(crow, B, col.numel()) * s + col,), val)
         err = sae._buffer("err", (B, d))
         sae._mm(err, f, W_dec, bias=b_dec)                              # GEMM 2
         err.sub_(x)
@@ -168,7 +192,7 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
         err = fs.decode(W_dec).add_(b_dec).sub_(x)
         sse = torch.dot(err.view(-1), err.view(-1))
         ratio = l2_ratio_sum(err, x) if l2_ratio else None
-        fire_count = torch.bincount(col[active], minlength=s).to(x.dtype)
+        fire_count = torch.zeros(s, dtype=x.dtype, device=x.device).index_add_(0, col, active.to(x.dtype))
         g = err * c
         W_dec.grad.copy_(fs.t_matmul(val, g))                           # f^T @ g, sparse
         torch.mv(g.t(), ones, out=b_dec.grad)
@@ -179,7 +203,10 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
 
     aux = torch.zeros((), dtype=x.dtype, device=x.device)
     loss = mse
-    if dead is not None and coef > 0:
+    if dead is not None and coef > 0 and sync_free(x):
+        aux = _auxk_sync_free(sae, x, xc, pre, err, dead, coef * c, ones)
+        loss = mse + coef * aux
+    elif dead is not None and coef > 0:
         di = torch.nonzero(dead).flatten()
         n_dead = int(di.numel())
         if n_dead:
@@ -220,8 +247,38 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
                      l2_ratio_sum=ratio)
 
 
-def _rows(crow: torch.Tensor, B: int) -> torch.Tensor:
-    return torch.repeat_interleave(torch.arange(B, device=crow.device), crow.diff())
+def _auxk_sync_free(sae: "SparseAutoencoder", x: torch.Tensor, xc: torch.Tensor, pre: torch.Tensor,
+                    err: torch.Tensor, dead: torch.Tensor, w: float, ones: torch.Tensor) -> torch.Tensor:
+    """AuxK with no host synchronisation: the dead latents' count stays on the device. Each row's
+    ``aux_k`` largest pre-activations among the dead latents, taken from the whole row with the
+    live latents masked to -inf (with fewer dead latents than ``aux_k`` the extra picks are masked
+    entries, which the ReLU makes 0: every dead latent takes part, as in the host form); the loss
+    and its gradients are scaled by min(n_dead / aux_k, 1), which is 0 with no dead latent. Adds
+    the gradients to ``.grad``; returns the aux loss (before the coefficient). ``w``: coef * 2/(B d)."""
+    B, d = x.shape
+    s = sae.d_sae
+    W_enc, b_enc, W_dec = sae.W_enc, sae.b_enc, sae.W_dec
+    k_aux = min(sae.aux_k, s)
+    scale = (dead.sum().to(x.dtype) / sae.aux_k).clamp_(max=1.0)
+    masked = pre.masked_fill(~dead[None, :], -math.inf)
+    av, ai = masked.topk(k_aux, dim=1, sorted=False)
+    ai, order = ai.sort(dim=1)
+    av = av.gather(1, order).reshape(-1).relu_()
+    acol = ai.reshape(-1)
+    fa = _Csr(torch.arange(0, B * k_aux + 1, k_aux, device=x.device, dtype=torch.int64), acol, av, (B, s))
+    r = fa.decode(W_dec).add_(err)                                   # e_hat - e (e = x - x_hat = -err)
+    aux = scale * torch.dot(r.view(-1), r.view(-1)) / (B * d)
+    ga = r.mul_(scale * w)
+    W_dec.grad.add_(fa.t_matmul(av, ga))
+    dav = fa.sampled(ga, W_dec) * (av > 0)
+    W_enc.grad.add_(fa.t_matmul(dav, xc).t())
+    b_enc.grad.index_add_(0, acol, dav)
+    return aux
+
+
+def _rows(crow: torch.Tensor, B: int, nnz: int) -> torch.Tensor:
+    """The row of each of the ``nnz`` entries (``output_size`` given: no host synchronisation)."""
+    return torch.repeat_interleave(torch.arange(B, device=crow.device), crow.diff(), output_size=nnz)
 
 
 class _Csr:
@@ -244,8 +301,8 @@ class _Csr:
             B, s = self.shape
             perm = torch.argsort(self.col, stable=True)  # by latent, tokens ascending within each
             tcrow = torch.zeros(s + 1, dtype=torch.int64, device=self.col.device)
-            torch.cumsum(torch.bincount(self.col, minlength=s), 0, out=tcrow[1:])
-            self._t = (perm, tcrow, _rows(self.crow, B)[perm])
+            torch.cumsum(_count(self.col, s), 0, out=tcrow[1:])
+            self._t = (perm, tcrow, _rows(self.crow, B, self.col.numel())[perm])
         perm, tcrow, trow = self._t
         return _csr(tcrow, trow, val[perm], (self.shape[1], self.shape[0])) @ g
 

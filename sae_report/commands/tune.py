@@ -85,7 +85,7 @@ def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int,
     Examples:
       sae-report tune --target-l0 0.05 --out runs/tune5   # synthetic data
       sae-report tune my.yaml --target-l0 5% --set total_steps=1000 --max-runs 6
-      sae-report tune my.yaml --target-l0 32 --devices cuda:0,cuda:1,cuda:2 --max-runs 9
+      sae-report tune my.yaml --target-l0 32 --devices cuda:0,cuda:1
     """
     if config is not None and not config.exists():
         raise InputError(f"{config}: no such config file")
