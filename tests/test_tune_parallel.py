@@ -51,6 +51,22 @@ def test_a_round_is_the_recommendation_then_its_interval_ends_farthest_first() -
     assert round_values(rec, 1, taken=[0.03]) == [(0.114, "Raise l1_alpha to 0.114.")]
 
 
+def test_an_extrapolated_step_gets_a_point_as_far_again_beyond_it() -> None:
+    # every run below the target (L0 too low at 0.3 and 0.6): the recommender steps down 10x, capped
+    from sae_report.recommend.curve import RunPoint
+    from sae_report.recommend.fit import recommend_l1
+
+    rec = recommend_l1([RunPoint("a", 0.3, 0.004, 0.03), RunPoint("b", 0.6, 0.002, 0.03)], 0.05).to_dict()
+    assert rec["bracket"] is None and rec["l1_alpha"] == pytest.approx(0.03)
+    picks = round_values(rec, 2, taken=[0.3, 0.6])
+    assert [v for v, _ in picks] == pytest.approx([0.03, 0.003])
+    assert picks[1][1].startswith("As far again beyond l1_alpha 0.03 (from 0.3, the run nearest the target)")
+    # bracketed: no such point, the interval's ends as before
+    rec = recommend_l1([RunPoint("a", 0.01, 0.09, 0.03), RunPoint("b", 0.1, 0.02, 0.03)], 0.05).to_dict()
+    assert rec["bracket"] is not None
+    assert all(not why.startswith("As far again") for _, why in round_values(rec, 4, taken=[0.01, 0.1]))
+
+
 def test_a_narrow_interval_is_widened_and_says_so_and_runs_are_not_repeated() -> None:
     rec = {"l1_alpha": 0.0851, "low": 0.0812, "high": 0.114, "explanation": "E", "coefficient": "l1_alpha"}
     picks = round_values(rec, 5, taken=[0.03, 0.06, 0.114, 0.323])
@@ -70,10 +86,11 @@ def test_a_narrow_interval_is_widened_and_says_so_and_runs_are_not_repeated() ->
 def test_a_parallel_campaign_trains_each_round_at_once_and_reaches_the_target(tmp_path: Path) -> None:
     out = tmp_path / "camp"
     res = CliRunner().invoke(main, ["tune", str(_config(tmp_path)), "--target-l0", "0.05", "--tolerance", "0.15",
-                                    "--max-runs", "6", "--out", str(out), "--devices", "cpu", "--parallel", "2"])
+                                    "--out", str(out), "--devices", "cpu", "--parallel", "2"])
     assert res.exit_code == 0, res.output
     state = json.loads((out / "campaign.json").read_text())
     its = state["iterations"]
+    assert state["max_runs"] == 6  # the default budget with two at once: three rounds' worth
     assert state["status"] == "reached" and state["parallel"] == 2 and len(its) % 2 == 0
     assert [it["round"] for it in its] == [1 + i // 2 for i in range(len(its))]
     assert its[0]["l1_alpha"] == 0.03 and its[1]["l1_alpha"] == pytest.approx(0.03 * SPREAD)

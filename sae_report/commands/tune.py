@@ -56,8 +56,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @click.option("--target-l0", type=TARGET_L0, required=True, help="Target L0: a fraction (0.05), a percent (5%) or a count of features (32).")
 @click.option("--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Relative tolerance on the settled L0 (0.1 = within 10% of the target).")
-@click.option("--max-runs", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Run budget, counting runs already in --out.")
+@click.option("--max-runs", type=click.IntRange(min=1), default=None,
+              help="Run budget, counting runs already in --out (default: 5; with N runs at once, 3 rounds' "
+                   "worth: 3 x N, at least 5).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/tune"),
               show_default=True, help="Campaign folder: one run per iteration, campaign.json, campaign.md/.html.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, metavar="N",
@@ -67,7 +68,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @slot_options
 @click.option("--progress/--no-progress", "show_progress", default=False,
               help="Show the trainer's progress bar inside each run (one run at a time only).")
-def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int, out_dir: Path,
+def tune(config: Path | None, target_l0: float, tolerance: float, max_runs: int | None, out_dir: Path,
          max_steps: int | None, overrides: tuple[str, ...], devices: str, parallel: int | None,
          show_progress: bool) -> None:
     """Tune the sparsity coefficient until the settled L0 is within tolerance.

@@ -233,7 +233,12 @@ def _analyze(data: Any, target: float) -> tuple[list[dict[str, Any]], list[dict[
     return findings, advice
 
 
-def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float = 0.1, max_runs: int = 5,
+#: Default run budget one run at a time; with N at once, ROUNDS_BUDGET rounds' worth (at least this).
+DEFAULT_MAX_RUNS = 5
+ROUNDS_BUDGET = 3
+
+
+def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float = 0.1, max_runs: int | None = None,
          out_dir: str | Path = "runs/tune", overrides: Sequence[str] = (), progress: ProgressFn | None = None,
          train_fn: Callable[..., Any] | None = None, trainer_progress: bool = False, analyze: bool = True,
          max_steps: int | None = None, devices: Sequence[str] = (), parallel: int | None = None) -> Campaign:
@@ -243,7 +248,8 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
     total_steps: never lengthen, stop and say how many steps are needed). ``devices`` /
     ``parallel``: train that many runs at once in child processes, one per device slot, as
     ``sae-report sweep`` does (each round: the recommendation and points across its interval);
-    without them, one run at a time in this process."""
+    without them, one run at a time in this process. ``max_runs``: the run budget (default
+    ``DEFAULT_MAX_RUNS``; with N at once, ``ROUNDS_BUDGET`` x N, at least that)."""
     from trainer.config import TrainConfig
 
     from ..sweep.pool import SlotError, device_slots
@@ -259,7 +265,7 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
         raise TuneError(f"target L0 must be a fraction between 0 and 1, got {target_l0}")
     if not 0 < tolerance < 1:
         raise TuneError(f"tolerance must be between 0 and 1 (relative), got {tolerance}")
-    if max_runs < 1:
+    if max_runs is not None and max_runs < 1:
         raise TuneError(f"max runs must be at least 1, got {max_runs}")
     base_cfg = TrainConfig.from_yaml(config_path, [*overrides, f"target_l0={target_l0}"])
     coefficient_of(base_cfg)  # TopK / BatchTopK: refused here, before anything is written
@@ -272,6 +278,8 @@ def tune(config_path: str | Path | None, target_l0: float, *, tolerance: float =
         if train_fn is None:
             from trainer import train as train_fn  # noqa: PLW0127 - the real trainer
         runner = InProcess(train_fn, trainer_progress)
+    if max_runs is None:  # several at once: enough for ROUNDS_BUDGET rounds
+        max_runs = max(DEFAULT_MAX_RUNS, ROUNDS_BUDGET * runner.parallel)
     base = base_cfg.to_dict()
     if max_steps is None:
         max_steps = MAX_STEPS_FACTOR * base_cfg.total_steps

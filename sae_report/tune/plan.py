@@ -2,8 +2,9 @@
 
 One run at a time (the default), a round is the recommendation alone, as before. With ``parallel``
 slots, a round spends them where the answer can be: the recommended coefficient first, then points
-across the recommendation's interval (its ends first, then log-spaced between), so that even when
-the fit is off, the round brackets the target and the next fit interpolates. The first round, with
+across the recommendation's interval (its ends first, then log-spaced between; while every run is on one side
+of the target, first a step as large again beyond the recommendation, whose step is capped), so
+that even when the fit is off, the round brackets the target and the next fit interpolates. The first round, with
 no run to fit yet, is the starting config's coefficient and its neighbours a factor ``SPREAD``
 away on either side (above first: a starting L0 is more often too high). A value within
 ``SAME_REL`` of a run already planned is not trained again.
@@ -59,7 +60,8 @@ def first_round(start: float, n: int) -> list[float]:
 
 def round_values(rec: dict[str, Any], n: int, taken: list[float]) -> list[tuple[float, str]]:
     """Up to ``n`` values for a round planned from recommendation ``rec`` (its dict), each with why:
-    the recommendation; then its interval's ends (a factor ``MIN_HALF_WIDTH`` from it where the
+    the recommendation; when no run is on the far side of the target yet (``bracket`` None), a step
+    as large again beyond it; then its interval's ends (a factor ``MIN_HALF_WIDTH`` from it where the
     interval is narrower), the end farther from every run so far first; then points log-spaced
     between the ends. Added points within ``SAME_REL`` of ``taken`` or of each other are skipped."""
     best, low, high = float(rec["l1_alpha"]), float(rec["low"]), float(rec["high"])
@@ -80,6 +82,14 @@ def round_values(rec: dict[str, Any], n: int, taken: list[float]) -> list[tuple[
 
     ends.sort(key=lambda e: -distance(e[0]))
     lo_end, hi_end = min(e[0] for e in ends), max(e[0] for e in ends)
+    ref = float(rec.get("reference_l1_alpha") or 0.0)
+    if rec.get("bracket") is None and ref > 0 and not _same(ref, best):
+        # no run on the far side of the target yet, and the recommender's step is capped: the first
+        # extra point goes as far again beyond it
+        far = best * (best / ref)
+        ends.insert(0, (far, f"As far again beyond {coef} {best:.3g} (from {ref:.3g}, the run nearest the target): "
+                             "no run is on the far side of the target yet and the recommended step is capped; "
+                             f"trained at once with {coef} {best:.3g}."))
     m = max(n - 3, 0)
     inner = [(math.exp(math.log(lo_end) + (math.log(hi_end) - math.log(lo_end)) * i / (m + 1)),
               f"Between {lo_end:.3g} and {hi_end:.3g} (point {i} of {m}, log-spaced), trained at once with "
