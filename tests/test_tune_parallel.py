@@ -75,7 +75,7 @@ def test_a_narrow_interval_is_widened_and_says_so_and_runs_are_not_repeated() ->
     assert values[1] == pytest.approx(0.0851 / MIN_HALF_WIDTH)
     assert picks[1][1].startswith("Lower side, l1_alpha 0.0851 x 0.8 (the recommendation's interval (0.0812-0.114) "
                                   "is narrower than a factor 1.25 on this side)")
-    assert len(values) == 4 and all(0.0851 / MIN_HALF_WIDTH <= v <= 0.114 for v in values)
+    assert len(values) == 5 and all(0.0851 / MIN_HALF_WIDTH <= v <= 0.114 for v in values)  # every slot used
     for i, a in enumerate(values):  # no two alike, none a repeat of a run on disk
         assert all(not math.isclose(a, b, rel_tol=0.02) for b in values[i + 1:] + [0.03, 0.06, 0.114, 0.323])
 
@@ -172,3 +172,24 @@ def test_bad_devices_are_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["tune", "--target-l0", "0.05", "--out", str(tmp_path / "c"), "--devices", "gpu0"])
     assert res.exit_code == 1 and res.output.strip() == "Error: --devices gpu0: expected cpu, cuda, cuda:N, mps or auto"
     assert not (tmp_path / "c").exists()
+
+
+def test_a_run_folder_another_process_writes_is_left_alone(tmp_path: Path) -> None:
+    """A child of a campaign killed with -9 may still be training: the campaign says so and touches
+    nothing (no set-aside, no second writer)."""
+    import os
+
+    from sae_report.runlog import lock_folder
+
+    out = tmp_path / "camp"
+    run = out / "iter_01_l1_0.03"
+    (run / "metrics").mkdir(parents=True)
+    with lock_folder(run):
+        res = CliRunner().invoke(main, ["tune", str(_config(tmp_path)), "--target-l0", "0.05", "--out", str(out),
+                                        "--devices", "cpu", "--parallel", "2"])
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: iter_01_l1_0.03: {run}: in use by pid {os.getpid()} ")
+    assert last.endswith("; wait for it to finish (or stop it), then run the same command again")
+    assert sorted(p.name for p in run.iterdir()) == ["metrics"]
+    assert not any(p.name.startswith("iter_01_l1_0.03.partial") for p in out.iterdir())

@@ -113,6 +113,8 @@ def train(config: Path | None, overrides: tuple[str, ...], out_dir: Path, resume
         click.echo(f"run already completed at step {result.steps}{rebuilt}; nothing {'else ' if rebuilt else ''}to do{note}")
         if report:
             _report_or_interrupt(result.run_dir)
+        if env_world()[0] > 1:
+            _leave_group_process(0)
         return
     click.echo(f"{result.status}: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.1f} s "
                f"({result.tokens_per_s:,.0f} tokens/s)")

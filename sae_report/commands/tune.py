@@ -21,7 +21,7 @@ def _progress(event: str, camp, it) -> None:
     elif event == "start" and it is not None:
         verb = "resuming" if (camp.out_dir / it.run_id / "checkpoints").exists() else "training"
         where = f" on {it.device}" if it.device else ""
-        log = f" (log: {camp.out_dir / it.run_id / 'train.log'})" if camp.parallel > 1 else ""
+        log = f" (log: {camp.out_dir / it.run_id / 'train.log'})" if camp.where else ""  # a child's output
         click.echo(f"[{it.index}/{camp.max_runs}] {verb} {camp.out_dir / it.run_id}{where} ...{log}")
     elif event == "lengthen" and it is not None:
         x = it.lengthened[-1]

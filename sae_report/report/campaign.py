@@ -151,7 +151,7 @@ def context(camp: Any, chart_files: list[str | None], charts: list[dict[str, Any
         "status": STATUS_TEXT.get(camp.status, camp.status), "message": camp.message,
         "target": fm.pct(camp.target_l0), "tolerance": f"{100 * camp.tolerance:.3g}%",
         "runs": len(camp.iterations), "max_runs": camp.max_runs, "folder": str(camp.out_dir),
-        "trained": getattr(camp, "where", "") if getattr(camp, "parallel", 1) > 1 else "",
+        "trained": getattr(camp, "where", ""),
         "rows": rows,
         "coef": _coef(camp),
         "iterations": [_iteration_view(camp, i, chart_files[i] if i < len(chart_files) else None)

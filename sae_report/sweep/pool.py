@@ -9,7 +9,7 @@ starts ``python -m sae_report.sweep.child RUN_DIR`` with its output appended to 
 Children run in their own session, so a Ctrl-C at the terminal reaches the parent only; the pool
 sends each child one SIGINT (the trainer finishes its step, checkpoints and exits 130), waits for
 them (a second Ctrl-C kills them), reports each as done with ``interrupted=True`` and re-raises
-``KeyboardInterrupt``.
+``KeyboardInterrupt``; any other exception in the pool stops the children the same way.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def run_pool(jobs: Sequence[J], slots: Slots, start: StartFn, done: DoneFn) -> N
                     del running[slot]
                     done(r.job, r.proc.returncode, time.monotonic() - r.t0, False)
             time.sleep(POLL_S)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or a failure of our own (a full disk): no child is left unattended
         _stop(list(running.values()), done)
         raise
 

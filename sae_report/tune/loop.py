@@ -385,7 +385,8 @@ def _finish_pending(camp: Campaign, base_cfg: Any, runner: "InProcess | Children
         failed: list[Iteration] = []
         if jobs:
             try:
-                runner.train(jobs, camp.out_dir, lambda job: _started(camp, job.it, notify))
+                runner.train(jobs, camp.out_dir, lambda job: _started(camp, job.it, notify),
+                             lambda job: save_state(camp))
             finally:
                 save_state(camp)
             if any(job.it.status == "interrupted" for job in jobs):  # the checkpoints hold the runs: resumed as is
@@ -406,8 +407,13 @@ def _finish_pending(camp: Campaign, base_cfg: Any, runner: "InProcess | Children
                 save_state(camp)
                 _write_report(camp)  # readable mid-campaign; charts already drawn are reused
         if failed:
+            camp.status = "failed"
+            camp.message = "Training failed: " + "; ".join(f"{it.run_id}: {it.error}" for it in failed) + \
+                ". Run the same command again to retry."
+            save_state(camp)
             it = failed[0]
-            raise TuneError(f"{it.run_id}: training failed: {it.error}; run the same command again to retry it")
+            more = f" (and {len(failed) - 1} more: see campaign.md)" if len(failed) > 1 else ""
+            raise TuneError(f"{it.run_id}: training failed: {it.error}{more}; run the same command again to retry it")
         if not [it for it in camp.iterations if _lengthen(camp, it, notify)]:
             return
 
@@ -416,6 +422,12 @@ def _job(camp: Campaign, base_cfg: Any, it: Iteration) -> Job:
     """What training ``it`` means now: its config, and its checkpoint to resume (a run stopped before
     its first checkpoint, or one whose schedules cannot be lengthened, is set aside, trained afresh)."""
     run_dir = camp.out_dir / it.run_id
+    if run_dir.exists():
+        try:  # a writer still at work there (a child of a campaign killed with -9): not touched
+            lock_folder(run_dir).release()
+        except LockHeldError as exc:
+            raise TuneError(f"{it.run_id}: {exc}; wait for it to finish (or stop it), then run the same command "
+                            "again") from None
     if not it.total_steps:
         it.total_steps = camp.total_steps
     cfg = config_for(base_cfg, it.l1_alpha, it.total_steps, camp.coefficient)

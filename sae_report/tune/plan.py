@@ -91,9 +91,11 @@ def round_values(rec: dict[str, Any], n: int, taken: list[float]) -> list[tuple[
                              "no run is on the far side of the target yet and the recommended step is capped; "
                              f"trained at once with {coef} {best:.3g}."))
     m = max(n - 3, 0)
-    inner = [(math.exp(math.log(lo_end) + (math.log(hi_end) - math.log(lo_end)) * i / (m + 1)),
-              f"Between {lo_end:.3g} and {hi_end:.3g} (point {i} of {m}, log-spaced), trained at once with "
-              f"{coef} {best:.3g}.") for i in range(1, m + 1)]
+    inner: list[tuple[float, str]] = []
+    for k in (m, m + 1, m + 2):  # a spacing's middle point can be the recommendation itself: the next fills in
+        inner += [(math.exp(math.log(lo_end) + (math.log(hi_end) - math.log(lo_end)) * i / (k + 1)),
+                   f"Between {lo_end:.3g} and {hi_end:.3g} (log-spaced), trained at once with {coef} {best:.3g}.")
+                  for i in range(1, k + 1)]
     chosen: list[tuple[float, str]] = [(best, str(rec["explanation"]))]  # a repeat is _decide's to stop
     for v, why in [*ends, *inner]:
         if len(chosen) >= n:

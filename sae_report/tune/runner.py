@@ -54,9 +54,9 @@ class InProcess:
         self.parallel = 1
         self.where = ""
 
-    def train(self, jobs: Sequence[Job], out_dir: Path, started: Notify) -> None:
-        """Train ``jobs`` in order; stops after a run that was interrupted (Ctrl-C: its checkpoint
-        is on disk)."""
+    def train(self, jobs: Sequence[Job], out_dir: Path, started: Notify, finished: Notify) -> None:
+        """Train ``jobs`` in order (``started`` / ``finished`` called around each); stops after a
+        run that was interrupted (Ctrl-C: its checkpoint is on disk)."""
         for job in jobs:
             started(job)
             t0 = time.time()
@@ -65,6 +65,7 @@ class InProcess:
             job.it.train_seconds = (job.it.train_seconds or 0.0) + time.time() - t0
             job.it.status = str(getattr(result, "status", "completed"))
             job.it.error = ""
+            finished(job)
             if job.it.status == "interrupted":
                 return
 
@@ -80,9 +81,10 @@ class Children:
         self.where = (f"{self.parallel} at a time on {', '.join(dict.fromkeys(names))}"
                       + (f", {slots.threads} thread(s) each" if slots.threads else ""))
 
-    def train(self, jobs: Sequence[Job], out_dir: Path, started: Notify) -> None:
-        """Train ``jobs``, ``parallel`` at once; a Ctrl-C stops every child at a checkpoint (their
-        iterations are left ``interrupted``) and is re-raised."""
+    def train(self, jobs: Sequence[Job], out_dir: Path, started: Notify, finished: Notify) -> None:
+        """Train ``jobs``, ``parallel`` at once (``started`` / ``finished`` called around each); a
+        Ctrl-C stops every child at a checkpoint (their iterations are left ``interrupted``) and is
+        re-raised."""
         folder = out_dir / CONFIG_DIR
         folder.mkdir(exist_ok=True)
 
@@ -101,12 +103,14 @@ class Children:
                 job.it.status = "completed"
             elif status == "diverged":
                 job.it.status = "diverged"
-            elif interrupted or code in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+            elif code in (130, -signal.SIGINT, -signal.SIGTERM) or (interrupted and code == -signal.SIGKILL):
                 job.it.status = "interrupted"
-            else:
+            else:  # a SIGKILL nobody asked for is the kernel's out-of-memory killer, most likely
                 job.it.status = "failed"
-                job.it.error = (f"{last_error(job.run_dir) or f'exit code {code}'} "
-                                f"(log: {job.run_dir / LOG_FILE})")
+                why = ("killed by SIGKILL (out of memory?)" if code == -signal.SIGKILL
+                       else last_error(job.run_dir) or f"exit code {code}")
+                job.it.error = f"{why} (log: {job.run_dir / LOG_FILE})"
+            finished(job)
 
         run_pool(list(jobs), self.slots, start, done)
 
