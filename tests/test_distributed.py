@@ -186,6 +186,28 @@ def test_what_several_ranks_refuse() -> None:
         _check_distributed(TrainConfig.from_dict({"batch_size": 255}), 2)
     with pytest.raises(ConfigError, match=r"^data_source: model harvests in one process"):
         _check_distributed(SimpleNamespace(batch_size=256, data_source="model", sae_variant="standard"), 2)
-    with pytest.raises(ConfigError, match=r"^sae_variant: batchtopk selects over the whole batch"):
-        _check_distributed(TrainConfig.from_dict({"sae_variant": "batchtopk", "k": 8}), 2)
     _check_distributed(TrainConfig.from_dict({"batch_size": 256}), 4)
+    _check_distributed(TrainConfig.from_dict({"sae_variant": "batchtopk", "k": 8}), 2)  # global selection
+
+
+@pytest.mark.parametrize("variant", ["batchtopk", "topk"])
+def test_topk_variants_on_two_ranks_equal_one_process(variant: str, tmp_path: Path) -> None:
+    """BatchTopK selects over the global batch (an all_gather of each rank's candidates) and learns
+    its threshold from the global minimum; AuxK revives the latents dead on the global counts."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("".join(f"{k}: {v}\n" for k, v in {**CONFIG, "sae_variant": variant, "k": 2, "d_sae": 512, "l1_alpha": "null",
+                                                        "resample_interval": 0, "aux_dead_window": 3}.items()))
+    runs = {}
+    for ranks in (1, 2):
+        res = _train([str(cfg), "--out", str(tmp_path / f"r{ranks}")], ranks)
+        assert res.returncode == 0, res.stderr
+        runs[ranks] = _one_run(tmp_path / f"r{ranks}")
+    a, b = _weights(runs[2]), _weights(runs[1])
+    assert set(a) == set(b) and ("threshold" in a) == (variant == "batchtopk")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5, msg=name)
+    ma, mb = _metrics(runs[2]), _metrics(runs[1])
+    assert ma["step"].to_list() == mb["step"].to_list() == list(range(1, STEPS + 1))
+    for col in ("loss", "mse", "l0", "dead", "explained_variance", "aux_loss"):
+        np.testing.assert_allclose(ma[col].to_numpy(), mb[col].to_numpy(), atol=1e-5, rtol=1e-5, err_msg=col)
+    assert float(mb["aux_loss"].max()) > 0  # AuxK had dead latents to revive

@@ -152,6 +152,16 @@ class Distributed(Single):
         self._collective(lambda: self.dist.all_reduce(t), None)
         return bool(t.item() > 0)
 
+    def all_gather_cat(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``t`` (the same shape on each), concatenated in rank order."""
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        self._collective(lambda: self.dist.all_gather(parts, t.contiguous()), None)
+        return torch.cat(parts)
+
+    def reduce_min(self, t: torch.Tensor) -> None:
+        """``t`` (in place) becomes its minimum over the ranks."""
+        self._collective(lambda: self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN), None)
+
     # ---- the state every rank must hold identically -----------------------------------------
     def broadcast_state(self, sae: Any, optimizer: Any, step: int | None = None) -> None:
         """Rank 0's parameters, buffers and Adam moments to every rank (one flat broadcast)."""

@@ -357,6 +357,8 @@ def _train(config: TrainConfig, out_dir: Path, run_dir: str | Path | None, resum
                             jumprelu_bandwidth=config.jumprelu_bandwidth, aux_k=config.aux_k,
                             topk_threshold_lr=config.topk_threshold_lr)
     sae.bf16 = config.precision == "bf16"
+    if ctx.world > 1:  # BatchTopK selects over the global batch through the group
+        sae.group = ctx
     try:  # fused Adam: one kernel for all four tensors (CPU support needs torch >= 2.4)
         optimizer = torch.optim.Adam(sae.parameters(), lr=config.learning_rate,
                                      betas=(config.adam_beta1, config.adam_beta2), fused=True)
@@ -1050,6 +1052,3 @@ def _check_distributed(config: TrainConfig, world: int) -> None:
     if config.data_source == "model":
         raise ConfigError(f"data_source: model harvests in one process; with {world} ranks (torchrun) harvest to "
                           "files first (sae-report harvest) and train with data_source: files", "data_source")
-    if config.sae_variant == "batchtopk":
-        raise ConfigError(f"sae_variant: batchtopk selects over the whole batch, which {world} ranks do not see "
-                          "together; train it in one process (or use topk)", "sae_variant")

@@ -39,6 +39,7 @@ All three keep unit-norm decoder rows (as ``standard``) and never resample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -113,6 +114,9 @@ class SparseAutoencoder(torch.nn.Module):
             p.grad = torch.zeros_like(p)
         self._buf: dict[str, torch.Tensor] = {}
         self.bf16 = False
+        #: The torch.distributed context when several ranks train it (trainer/distributed.py): a
+        #: BatchTopK step selects over the global batch through it. None in one process.
+        self.group: Any = None
 
     # ------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,24 @@ def select_batchtopk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return crow, col, vals
 
 
+def select_batchtopk_global(pre: torch.Tensor, k: int, group: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BatchTopK over the global batch when each of ``group.world`` ranks holds ``pre`` for its own
+    rows: every rank offers its ``B k`` largest entries (``B`` the global batch: all of the global
+    top may sit in one rank's rows), one all_gather, the ``B k``-th largest of them is the global
+    threshold, and each rank keeps its entries at or above it, in row-major CSR arrays as
+    ``select_batchtopk``. Equal to one process's selection but for exact ties at the threshold."""
+    b, s = pre.shape
+    n_global = b * group.world * k
+    flat = pre.reshape(-1)
+    cand = flat.topk(min(n_global, flat.numel()), sorted=False).values
+    theta = group.all_gather_cat(cand).topk(n_global, sorted=False).values.min()
+    idx = torch.nonzero(flat >= theta).squeeze(1)  # row-major, ascending
+    rows = torch.div(idx, s, rounding_mode="floor")
+    crow = torch.zeros(b + 1, dtype=torch.int64, device=pre.device)
+    torch.cumsum(_count(rows, b), 0, out=crow[1:])
+    return crow, idx - rows * s, flat[idx]
+
+
 #: Whether the TopK / BatchTopK step avoids every host synchronisation (data-dependent shapes,
 #: host-side decisions): None = on CUDA only, where the host must run ahead of the GPU; the CPU
 #: keeps its faster data-dependent forms. Tests set it to check both forms' gradients on a CPU.
@@ -147,7 +165,9 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
     torch.sub(x, b_dec, out=xc)
     sae._mm(pre, xc, W_enc, bias=b_enc)  # GEMM 1, the one dense GEMM of the sparse path
     dense = B * s * d < DENSE_BELOW
-    if sae.variant == "batchtopk":
+    if sae.variant == "batchtopk" and sae.group is not None:
+        crow, col, raw = select_batchtopk_global(pre, k, sae.group)
+    elif sae.variant == "batchtopk":
         crow, col, raw = select_batchtopk(pre, k)
     elif dense:
         raw, col = pre.topk(min(k, s), dim=1, sorted=False)
@@ -156,13 +176,14 @@ def _topk(sae: "SparseAutoencoder", x: torch.Tensor, coef: float, k: int, dead: 
         crow, col, raw = select_topk(pre, k)
     val = raw.relu()
     if sae.variant == "batchtopk":
-        # the inference threshold: EMA of the smallest positive selected activation (kept when none
-        # is positive), without a host round trip
+        # the inference threshold: EMA of the smallest positive selected activation of the (global)
+        # batch, kept when none is positive; without a host round trip
         lr = sae.topk_threshold_lr
-        pos = val > 0
-        smallest = torch.where(pos, val, torch.full_like(val, math.inf)).min().to(sae.threshold.dtype)
+        smallest = torch.where(val > 0, val, torch.full_like(val, math.inf)).min().to(sae.threshold.dtype)
+        if sae.group is not None:
+            sae.group.reduce_min(smallest)
         moved = sae.threshold * (1.0 - lr) + smallest * lr
-        sae.threshold.copy_(torch.where(pos.any(), moved, sae.threshold))
+        sae.threshold.copy_(torch.where(torch.isfinite(smallest), moved, sae.threshold))
     c = 2.0 / (B * d)
     ones = sae._ones(B, x)
     if dense:
