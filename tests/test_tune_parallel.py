@@ -170,8 +170,23 @@ def test_a_child_that_fails_stops_the_campaign_with_its_error(tmp_path: Path) ->
 
 def test_bad_devices_are_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["tune", "--target-l0", "0.05", "--out", str(tmp_path / "c"), "--devices", "gpu0"])
-    assert res.exit_code == 1 and res.output.strip() == "Error: --devices gpu0: expected cpu, cuda, cuda:N, mps or auto"
+    assert res.exit_code == 1
+    assert res.output.strip() == "Error: --devices gpu0: expected cpu, cuda, cuda:N, mps, auto or all"
     assert not (tmp_path / "c").exists()
+
+
+def test_devices_all_is_every_cuda_device_or_the_cpu(monkeypatch) -> None:
+    import sae_report.sweep.pool as pool
+    from sae_report.sweep.pool import SlotError, device_slots
+
+    monkeypatch.setattr(pool, "cuda_devices", lambda: ("cuda:0", "cuda:1", "cuda:2"))
+    slots = device_slots(["all"], None)
+    assert slots.devices == ("cuda:0", "cuda:1", "cuda:2") and slots.sets("cuda:1") == ["device=cuda:1"]
+    assert device_slots(["all"], 6).devices == ("cuda:0", "cuda:1", "cuda:2") * 2  # two per GPU
+    monkeypatch.setattr(pool, "cuda_devices", lambda: ())
+    assert device_slots(["all"], None).devices == ("cpu",)
+    with pytest.raises(SlotError, match=r"^--devices all: give it alone"):
+        device_slots(["all", "cpu"], None)
 
 
 def test_a_run_folder_another_process_writes_is_left_alone(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def slot_options(f):
                      help="Runs trained at once (default: the number of --devices; 1 for cpu). On a CPU each gets "
                           "cores/N threads unless threads is set (N > 1).")(f)
     return click.option("--devices", default="", metavar="DEV,DEV,...",
-                        help="Devices to train on, e.g. cuda:0,cuda:1 or cpu (default: the config's device).")(f)
+                        help="Devices to train on, e.g. cuda:0,cuda:1, cpu, or all (every CUDA device; cpu "
+                             "without one). Default: the config's device.")(f)
 
 
 def config_option(key: str, flag: str | None = None, *, note: str = "", **kwargs: Any):

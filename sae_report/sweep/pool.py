@@ -62,14 +62,28 @@ def free_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cuda_devices() -> tuple[str, ...]:
+    """``cuda:0`` ... for every CUDA device torch sees here (empty without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return ()
+    return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count())) if torch.cuda.is_available() else ()
+
+
 def device_slots(devices: Sequence[str], parallel: int | None, config_threads: int = 0) -> Slots:
     """Slots for ``--devices a,b`` and ``--parallel N`` (default: one per device; 1 with no devices
-    or ``cpu``); devices are used round-robin. ``config_threads``: the config's ``threads`` (0 = auto,
-    then each of N > 1 children gets cores / N)."""
+    or ``cpu``); devices are used round-robin. ``--devices all``: every CUDA device torch sees
+    (``cpu`` without one). ``config_threads``: the config's ``threads`` (0 = auto, then each of N > 1
+    children gets cores / N)."""
     names = tuple(d.strip() for d in devices if d.strip())
+    if "all" in names:
+        if names != ("all",):
+            raise SlotError("--devices all: give it alone (it means every CUDA device torch sees)")
+        names = cuda_devices() or ("cpu",)
     for d in names:
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", d):
-            raise SlotError(f"--devices {d}: expected cpu, cuda, cuda:N, mps or auto")
+            raise SlotError(f"--devices {d}: expected cpu, cuda, cuda:N, mps, auto or all")
     if parallel is None:
         parallel = 1 if not names or names == ("cpu",) else len(names)
     if parallel < 1:
@@ -161,4 +175,4 @@ def _stop(running: list[_Running[J]], done: DoneFn) -> None:
         done(r.job, code, time.monotonic() - r.t0, True)
 
 
-__all__ = ["LOG_FILE", "SlotError", "Slots", "device_slots", "free_cores", "last_error", "run_pool", "start_child"]
+__all__ = ["LOG_FILE", "SlotError", "Slots", "cuda_devices", "device_slots", "free_cores", "last_error", "run_pool", "start_child"]
