@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -184,8 +183,6 @@ def test_rank_slices_make_the_global_batch(tmp_path: Path) -> None:
 def test_what_several_ranks_refuse() -> None:
     with pytest.raises(ConfigError, match=r"^batch_size: 255 is the global batch and must be divisible by the 2 ranks"):
         _check_distributed(TrainConfig.from_dict({"batch_size": 255}), 2)
-    with pytest.raises(ConfigError, match=r"^data_source: model harvests in one process"):
-        _check_distributed(SimpleNamespace(batch_size=256, data_source="model", sae_variant="standard"), 2)
     _check_distributed(TrainConfig.from_dict({"batch_size": 256}), 4)
     _check_distributed(TrainConfig.from_dict({"sae_variant": "batchtopk", "k": 8}), 2)  # global selection
 

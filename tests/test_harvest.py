@@ -236,6 +236,34 @@ def test_a_killed_run_resumes_with_the_same_data_order(models, corpus, tmp_path:
                                   "activations are read); train a new run instead")
 
 
+def test_two_torchrun_ranks_harvesting_equal_one_process(models, corpus, tmp_path: Path) -> None:
+    """Every rank harvests the whole stream (one process's order) and trains on its slice of each
+    global batch: the SAE and every logged metric equal one process's."""
+    pytest.importorskip("torch.distributed")
+    common = _sets(models["gpt2"], corpus, "total_steps=40", "checkpoint_every=20", "resample_interval=0")
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SAE_REPORT_DIST_TIMEOUT_S": "60"})
+    runs = {}
+    for ranks in (1, 2):
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] \
+            if ranks == 2 else [sys.executable]
+        res = subprocess.run([*launch, "-m", "sae_report", "train", "-q", *common, "--out", str(tmp_path / f"r{ranks}")],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        (runs[ranks],) = (tmp_path / f"r{ranks}").iterdir()
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(runs[r] / "checkpoints" / "final" / "sae.safetensors")) for r in (2, 1))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5, msg=name)
+    ma, mb = read_run(runs[2]).metrics, read_run(runs[1]).metrics
+    assert ma["step"].to_list() == mb["step"].to_list() == list(range(1, 41))
+    for col in ("loss", "mse", "l0", "explained_variance"):
+        assert np.allclose(ma[col].to_numpy(), mb[col].to_numpy(), atol=1e-5, rtol=1e-5), col
+    assert "world_size: 2\n" in (runs[2] / "config.yaml").read_text()
+
+
 # ------------------------------------------------------------------------------------------------
 # errors: one line
 # ------------------------------------------------------------------------------------------------

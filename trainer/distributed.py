@@ -239,8 +239,9 @@ def context(device: torch.device) -> Single:
 
 def local_batch(data: Any, step: int, rank: int, world: int) -> torch.Tensor:
     """Rank ``rank``'s rows of the global batch of ``step``: activation files read only those rows;
-    synthetic data (a pure function of the step, cheap next to the step) makes the global batch and
-    slices it."""
+    synthetic data (a pure function of the step, cheap next to the step) and a model's activations
+    harvested while training (every rank runs the whole harvest, so the order is one process's; the
+    model's forward is not split) make the global batch and slice it."""
     B = data.batch_size
     n = B // world
     if data.kind == "files":

@@ -1049,6 +1049,3 @@ def _check_distributed(config: TrainConfig, world: int) -> None:
     if config.batch_size % world:
         raise ConfigError(f"batch_size: {config.batch_size} is the global batch and must be divisible by the "
                           f"{world} ranks (WORLD_SIZE={world})", "batch_size")
-    if config.data_source == "model":
-        raise ConfigError(f"data_source: model harvests in one process; with {world} ranks (torchrun) harvest to "
-                          "files first (sae-report harvest) and train with data_source: files", "data_source")
