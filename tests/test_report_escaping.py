@@ -217,7 +217,7 @@ def comparison_files(tmp_path_factory) -> dict[str, str]:
 def write_hostile_campaign(out) -> None:
     """A two-iteration campaign report (as ``tune`` leaves it) whose run id, texts and config hold
     hostile strings, written into ``out`` without training anything."""
-    from sae_report.tune.loop import Campaign, Iteration
+    from sae_report.tune.campaign import Campaign, Iteration
     from sae_report.report.campaign import write_campaign_report
 
     def row(rid: str, l1: float, settled: float) -> dict:

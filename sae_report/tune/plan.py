@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from .campaign import Iteration
+
 #: Factor between the first round's values (1, SPREAD, 1/SPREAD, SPREAD^2, ...) x the starting value.
 SPREAD = 2.0
 #: Relative difference under which two coefficients count as the same run.
@@ -109,8 +111,6 @@ def round_values(rec: dict[str, Any], n: int, taken: list[float]) -> list[tuple[
 def plan_round(camp: Any, start: float, notify: Callable[..., None]) -> None:
     """Append the next round's iterations to ``camp`` (``camp.parallel`` of them, fewer when the run
     budget or the distinct values run out; always at least one)."""
-    from .loop import Iteration
-
     n = max(1, min(camp.parallel, camp.max_runs - len(camp.iterations)))
     rnd = max((it.round for it in camp.iterations), default=0) + 1
     rec = camp.next_recommendation
