@@ -2,7 +2,7 @@
 
 Every ``eval_every`` steps and at the last step, on the same ``eval_tokens`` tokens of text each
 time (whole rows of ``context_size``: the first rows of ``eval_dataset``, else of ``dataset``,
-built as training builds them: ``trainer.harvest.TokenRows``), the whole causal LM runs three ways:
+built as training builds them: ``trainer.tokens.TokenRows``), the whole causal LM runs three ways:
 
 - ``ce_loss_clean``: unchanged;
 - ``ce_loss_with_sae``: the hooked module's output replaced by the SAE's reconstruction, in the
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .config import ConfigError, TrainConfig
-from .harvest import Cursor, TokenRows
+from .tokens import Cursor, TokenRows
 from .models import DTYPES, _first_line, _transformers
 from .texts import TextDataset
 

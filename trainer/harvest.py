@@ -2,7 +2,7 @@
 
 The pipeline, each stage a pure function of the config (so a resumed run sees the same data):
 
-1. **Token rows** (``TokenRows``). Documents (``trainer.texts``) are tokenised without the
+1. **Token rows** (``trainer/tokens.py``). Documents (``trainer.texts``) are tokenised without the
    tokenizer's special tokens and cut into rows of ``context_size`` tokens:
    - a causal language model (GPT-2, Llama, Pythia, ...) gets *packed* rows, as SAELens and
      sparsify make them: the documents are concatenated, each starting with the BOS token when
@@ -26,31 +26,28 @@ The pipeline, each stage a pure function of the config (so a resumed run sees th
    buffer ``k + 1`` (on a CUDA device on a stream of its own). When the model forward costs less
    than the SAE steps of a buffer, training runs at the speed of training from memory.
 
-``sae-report harvest`` (``write_shards``) writes the same stream to safetensors shards for
+``sae-report harvest`` (``trainer/shards.py``) writes the same stream to safetensors shards for
 ``data_source: files``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import os
 import queue
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig
-from .data import DataError, _seed
+from .data import _seed
 from .models import HookedForward, LoadedModel, ModelSource, load_model, locate_model, resolve_hookpoint, versions
 from .texts import TextDataset
+from .tokens import Batch, Cursor, TokenRows
 
 #: Keys of the model source a resume cannot change (the model itself may move: ``check_resume``).
 FIXED_MODEL_KEYS: dict[str, str] = {
@@ -61,210 +58,6 @@ FIXED_MODEL_KEYS: dict[str, str] = {
     "model_dtype": "it fixes the activations' precision", "prepend_bos": "it fixes the token rows",
     "exclude_special_tokens": "it fixes which tokens are kept",
 }
-
-_DOC_CHUNK = 64  # documents tokenised per tokenizer call
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a model batch starts: the epoch over the dataset, the document index, and the offset
-    in that document (a token offset for packed rows, a piece index for padded ones)."""
-
-    epoch: int
-    doc: int
-    offset: int
-
-    def to_list(self) -> list[int]:
-        return [self.epoch, self.doc, self.offset]
-
-
-@dataclass
-class Batch:
-    cursor: Cursor
-    ids: torch.Tensor
-    """[rows, tokens] int64 (CPU)."""
-    mask: torch.Tensor | None
-    """[rows, tokens] attention mask; None when there is no padding (packed rows)."""
-    keep: torch.Tensor
-    """[rows, tokens] bool: the tokens whose activations are kept."""
-    n_keep: int
-    docs: torch.Tensor | None = None
-    """[rows, tokens] the document index of each token (only with ``TokenRows(track_docs=True)``)."""
-
-
-class TokenRows:
-    """The dataset as model batches of token rows (see the module docstring, step 1)."""
-
-    def __init__(self, dataset: TextDataset, tokenizer: Any, *, causal: bool, context_size: int,
-                 model_batch_size: int, prepend_bos: bool | None, exclude_special_tokens: bool,
-                 track_docs: bool = False) -> None:
-        self.dataset, self.tok = dataset, tokenizer
-        self.track_docs = track_docs
-        self.ctx, self.mbs = context_size, model_batch_size
-        self.layout = "packed" if causal else "padded"
-        bos = tokenizer.bos_token_id
-        if self.layout == "packed":
-            if prepend_bos and bos is None:
-                raise ConfigError("prepend_bos: the tokenizer has no BOS token; set prepend_bos: false", "prepend_bos")
-            self.prepend_bos = bool(bos is not None) if prepend_bos is None else bool(prepend_bos)
-            if self.prepend_bos and context_size < 2:
-                raise ConfigError("context_size: must be >= 2 with prepend_bos (a BOS and one token)", "context_size")
-        else:
-            self.prepend_bos = True if prepend_bos is None else bool(prepend_bos)
-            n_special = tokenizer.num_special_tokens_to_add() if self.prepend_bos else 0
-            if context_size <= n_special:
-                raise ConfigError(f"context_size: must be above the {n_special} special tokens of a row", "context_size")
-        self.bos = bos
-        self.eos = tokenizer.eos_token_id
-        self.pad = next((t for t in (tokenizer.pad_token_id, self.eos, bos, 0) if t is not None), 0)
-        special = {getattr(tokenizer, a, None) for a in ("bos_token_id", "eos_token_id", "pad_token_id",
-                                                         "sep_token_id", "cls_token_id")}
-        self.special_ids = sorted(int(t) for t in special if t is not None)
-        self.exclude_special = exclude_special_tokens
-        self._special = torch.tensor(self.special_ids or [-1], dtype=torch.long)
-
-    def describe(self) -> dict[str, Any]:
-        tok = self.tok
-        return {"layout": self.layout, "prepend_bos": self.prepend_bos,
-                "bos_token": tok.bos_token if self.prepend_bos and self.layout == "packed" else None,
-                "separator": ("bos" if self.prepend_bos else ("eos" if self.eos is not None else None))
-                if self.layout == "packed" else None,
-                "special_token_ids": self.special_ids, "exclude_special_tokens": self.exclude_special,
-                "tokenizer": type(tok).__name__}
-
-    # -- documents as token lists -----------------------------------------------------------------
-    def _docs(self, start: Cursor) -> Iterator[tuple[int, int, Any]]:
-        """``(epoch, doc, tokenised)`` from ``start`` on, forever (epoch after epoch); ``tokenised``
-        is a token list (packed) or a list of pieces (padded). Documents without tokens are left out."""
-        epoch, doc = start.epoch, start.doc
-        while True:
-            full_pass, any_tokens = doc == 0, False
-            chunk: list[tuple[int, str]] = []
-            for item in self.dataset.documents(doc):
-                chunk.append(item)
-                if len(chunk) == _DOC_CHUNK:
-                    for i, toks in self._tokenise(chunk):
-                        any_tokens = True
-                        yield epoch, i, toks
-                    chunk = []
-            for i, toks in self._tokenise(chunk):
-                any_tokens = True
-                yield epoch, i, toks
-            if full_pass and not any_tokens:
-                raise DataError(f"dataset: {self.dataset.spec}: no text to tokenise")
-            epoch, doc = epoch + 1, 0
-
-    def _tokenise(self, chunk: list[tuple[int, str]]) -> list[tuple[int, Any]]:
-        if not chunk:
-            return []
-        texts = [t for _, t in chunk]
-        if self.layout == "packed":
-            ids = self.tok(texts, add_special_tokens=False)["input_ids"]
-            out = []
-            for (i, _), seq in zip(chunk, ids):
-                if not seq:
-                    continue
-                if self.prepend_bos:
-                    seq = [self.bos, *seq]
-                elif self.eos is not None:
-                    seq = [*seq, self.eos]
-                out.append((i, seq))
-            return out
-        if getattr(self.tok, "is_fast", False):
-            enc = self.tok(texts, add_special_tokens=self.prepend_bos, truncation=True, max_length=self.ctx,
-                           return_overflowing_tokens=True)
-            pieces: dict[int, list[list[int]]] = {}
-            for row, j in zip(enc["input_ids"], enc["overflow_to_sample_mapping"]):
-                pieces.setdefault(int(j), []).append(list(row))
-        else:  # a slow tokenizer: cut by hand, special tokens around each piece
-            ids = self.tok(texts, add_special_tokens=False)["input_ids"]
-            head = [t for t in (self.tok.cls_token_id or self.bos,) if t is not None] if self.prepend_bos else []
-            tail = [t for t in (self.tok.sep_token_id or self.eos,) if t is not None] if self.prepend_bos else []
-            n = self.ctx - len(head) - len(tail)
-            pieces = {j: [head + seq[a:a + n] + tail for a in range(0, len(seq), n)] for j, seq in enumerate(ids)}
-        out = []
-        for j, (i, text) in enumerate(chunk):
-            ps = [p for p in pieces.get(j, []) if p]
-            real = [p for p in ps if any(t not in self.special_ids for t in p)]
-            if real:
-                out.append((i, ps))
-        return out
-
-    # -- rows and model batches -------------------------------------------------------------------
-    def rows(self, start: Cursor) -> Iterator[tuple[Cursor, list[int], list[int] | None]]:
-        """``(cursor at the row's start, token ids, document of each token or None)`` from ``start`` on."""
-        first = True
-        track = self.track_docs
-        if self.layout == "padded":
-            for epoch, doc, pieces in self._docs(start):
-                k0 = start.offset if first else 0
-                first = False
-                for k in range(k0, len(pieces)):
-                    yield Cursor(epoch, doc, k), pieces[k], [doc] * len(pieces[k]) if track else None
-            return
-        row: list[int] = []
-        docs: list[int] = []
-        at = start
-        for epoch, doc, seq in self._docs(start):
-            pos = start.offset if first else 0
-            first = False
-            while pos < len(seq):
-                if not row:
-                    at = Cursor(epoch, doc, pos)
-                    if self.prepend_bos and seq[pos] != self.bos:
-                        row.append(self.bos)
-                        docs.append(doc)
-                take = min(self.ctx - len(row), len(seq) - pos)
-                row.extend(seq[pos:pos + take])
-                if track:
-                    docs.extend([doc] * take)
-                pos += take
-                if len(row) == self.ctx:
-                    yield at, row, (docs if track else None)
-                    row, docs = [], []
-
-    def batches(self, start: Cursor) -> Iterator[Batch]:
-        """Model batches of ``model_batch_size`` rows, the first starting at ``start`` (a batch
-        start: a cursor this generator gave)."""
-        rows: list[list[int]] = []
-        docs: list[list[int] | None] = []
-        at = start
-        for cursor, row, row_docs in self.rows(start):
-            if not rows:
-                at = cursor
-            rows.append(row)
-            docs.append(row_docs)
-            if len(rows) == self.mbs:
-                yield self._batch(at, rows, docs)
-                rows, docs = [], []
-
-    def _batch(self, at: Cursor, rows: list[list[int]], docs: list[list[int] | None]) -> Batch:
-        width = max(len(r) for r in rows)
-        doc_ids = None
-        if self.track_docs:
-            doc_ids = torch.full((len(rows), width), -1, dtype=torch.long)
-            for i, d in enumerate(docs):
-                doc_ids[i, :len(d or [])] = torch.tensor(d or [], dtype=torch.long)
-        if self.layout == "packed":
-            ids = torch.tensor(rows, dtype=torch.long)
-            mask = None
-            keep = torch.ones_like(ids, dtype=torch.bool)
-        else:
-            ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, r in enumerate(rows):
-                ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-                mask[i, :len(r)] = 1
-            keep = mask.bool()
-        if self.exclude_special:
-            keep &= ~torch.isin(ids, self._special)
-        return Batch(at, ids, mask, keep, int(keep.sum()), doc_ids)
-
-
-# ------------------------------------------------------------------------------------------------
-# the activation stream and its shuffle buffers
-# ------------------------------------------------------------------------------------------------
-
 
 class _Cancelled(Exception):
     pass
@@ -630,120 +423,6 @@ def _resume_error(key: str, text: str) -> ConfigError:
     return ResumeChangeError(f"{key}: {text}", key)
 
 
-# ------------------------------------------------------------------------------------------------
-# sae-report harvest: the stream written to shards for data_source: files
-# ------------------------------------------------------------------------------------------------
-
-MANIFEST = "harvest.json"
-SHARD_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: What must match for a second ``harvest`` into the same folder to continue the first.
-_SAME_HARVEST = ("model_config_sha256", "model_weights", "hookpoint_module", "d_in", "model_dtype", "context_size",
-                 "model_batch_size", "layout", "prepend_bos", "exclude_special_tokens", "dataset_fingerprint",
-                 "text_column", "shuffle_buffer_tokens", "seed")
-
-
-@dataclass
-class HarvestResult:
-    out: Path
-    tokens: int
-    """Tokens in the folder's shards."""
-    shards: int
-    written: int
-    """Shards written by this call (the others were there from an earlier call)."""
-    d_in: int
-    seconds: float
-    tokens_per_s: float
-    """Harvest throughput of this call."""
-
-
-def shard_name(i: int) -> str:
-    return f"acts_{i:06d}.safetensors"
-
-
-def write_shards(config: TrainConfig, out: str | Path, *, tokens: int, shard_tokens: int = 262_144,
-                 dtype: str = "float32", on_shard: Callable[[int, int, int, float], None] | None = None) -> HarvestResult:
-    """Harvest ``tokens`` activations of ``config``'s model source into ``out/acts_NNNNNN.safetensors``
-    (tensor ``activations`` [n, d_in], shuffled as the trainer would read them, not normalised) and
-    ``out/harvest.json``. A folder already holding shards of the same settings is continued (its
-    complete shards are kept). ``on_shard(i, n_shards, tokens_done, tokens_per_s)`` after each shard."""
-    from safetensors.torch import save_file
-
-    from sae_report.runlog import atomic_write_text
-
-    if config.data_source != "model":
-        raise ConfigError("data_source: must be model to harvest (with model, hookpoint and dataset)", "data_source")
-    if tokens <= 0 or shard_tokens <= 0:
-        raise ConfigError("tokens: must be > 0")
-    out = Path(out)
-    manifest_path = out / MANIFEST
-    previous: dict[str, Any] | None = None
-    if manifest_path.is_file():
-        try:
-            previous = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise DataError(f"{manifest_path}: unreadable; remove the folder or choose another --out") from None
-    elif out.exists() and any(out.iterdir()):
-        raise DataError(f"{out}: holds other files; choose an empty or new folder")
-    from .loop import resolve_device
-
-    data_seed = config.data_seed if config.data_seed is not None else config.seed
-    model_device = resolve_device(config.device if config.model_device == "auto" else config.model_device)
-    data = ModelData(config, seed=data_seed, batch_size=shard_tokens, device=torch.device("cpu"),
-                     total_tokens=tokens, model_device=model_device,
-                     harvest_threads=torch.get_num_threads() if model_device.type == "cpu" else None)
-    try:
-        desc = {k: v for k, v in data.describe().items() if k != "normalisation"}
-        settings = {k: desc.get(k) for k in _SAME_HARVEST}
-        settings.update(shard_tokens=shard_tokens, dtype=dtype)
-        done: list[str] = []
-        if previous is not None:
-            before = previous.get("settings") or {}
-            diff = [k for k in settings if json.dumps(before.get(k)) != json.dumps(settings[k])]
-            if diff:
-                k = diff[0]
-                raise DataError(f"{out}: holds a harvest with other settings ({k}: {before.get(k)!r} there, "
-                                f"{settings[k]!r} now); choose another --out")
-            done = [n for n in previous.get("shards", []) if (out / n).is_file()]
-        out.mkdir(parents=True, exist_ok=True)
-        n_shards = -(-tokens // shard_tokens)
-        start_i = len(done)
-        t0 = time.perf_counter()
-        written = 0
-
-        def manifest(shards: list[str], complete: bool) -> None:
-            total = min(tokens, len(shards) * shard_tokens) if complete else len(shards) * shard_tokens
-            body = {"format": "sae-report harvest", "version": 1, "tokens": total, "shards": shards,
-                    "shard_tokens": shard_tokens, "dtype": dtype, "d_in": data.d_in, "complete": complete,
-                    "settings": settings, "data": desc, "tensor": "activations",
-                    "train_with": {"data_source": "files", "data_path": str(out)}}
-            atomic_write_text(manifest_path, json.dumps(body, indent=2) + "\n")
-
-        shards = list(done[:n_shards])
-        for i in range(start_i, n_shards):
-            n = min(shard_tokens, tokens - i * shard_tokens)
-            x = data.rows(i * shard_tokens, n).to(SHARD_DTYPES[dtype]).contiguous()
-            name = shard_name(i)
-            tmp = out / f".{name}.tmp"
-            save_file({"activations": x}, str(tmp), metadata={"model": str(desc["model"]),
-                                                             "hookpoint": str(desc["hookpoint"]),
-                                                             "first_token": str(i * shard_tokens)})
-            os.replace(tmp, out / name)
-            shards.append(name)
-            written += 1
-            manifest(shards, complete=i == n_shards - 1)
-            if on_shard is not None:
-                el = time.perf_counter() - t0
-                on_shard(i, n_shards, min(tokens, (i + 1) * shard_tokens), (written * shard_tokens) / el if el else 0.0)
-        if not written:
-            manifest(shards, complete=True)
-        el = time.perf_counter() - t0
-        n_written = sum(min(shard_tokens, tokens - i * shard_tokens) for i in range(start_i, n_shards))
-        return HarvestResult(out, min(tokens, len(shards) * shard_tokens), len(shards), written, data.d_in, el,
-                             n_written / el if el > 0 else 0.0)
-    finally:
-        data.close()
-
-
 def model_width(config: TrainConfig) -> int:
     """``d_in`` of ``config``'s hookpoint (loads the model; runs two tokens)."""
     source = locate_model(config.model or "", config.model_revision)
@@ -756,5 +435,5 @@ def model_width(config: TrainConfig) -> int:
         forward.close()
 
 
-__all__ = ["Cursor", "TokenRows", "Harvester", "ModelData", "FIXED_MODEL_KEYS", "check_model_keys", "model_width",
-           "write_shards", "HarvestResult", "MANIFEST"]
+__all__ = ["Batch", "Cursor", "TokenRows", "Harvester", "ModelData", "FIXED_MODEL_KEYS", "check_model_keys",
+           "model_width"]

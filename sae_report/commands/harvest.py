@@ -67,7 +67,7 @@ def harvest(config: Path | None, overrides: tuple[str, ...], out: Path, tokens: 
             click.echo("Error: harvesting needs torch: pip install 'sae-report[train,models]'", err=True)
             raise click.exceptions.Exit(1)
         from trainer import ConfigError, DataError, TrainConfig
-        from trainer.harvest import write_shards
+        from trainer.shards import write_shards
 
         try:
             n_shard = _count(shard_tokens)
