@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from sae_report.cli import main
-from sae_report.runlog import reader, safeio
+from sae_report.runlog import extras, reader, safeio
 
 INGEST = Path(__file__).parent / "fixtures" / "ingest"
 
@@ -225,7 +225,7 @@ def test_directories_where_files_belong(tmp_path: Path) -> None:
 
 def test_files_read_whole_have_a_size_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "MAX_EVENTS_BYTES", 1000)
-    monkeypatch.setattr(reader, "MAX_SUMMARY_BYTES", 1000)
+    monkeypatch.setattr(extras, "MAX_SUMMARY_BYTES", 1000)
     run = _run_dir(tmp_path, "events")
     (run / "events.ndjson").write_text('{"step": 1, "kind": "start"}\n' * 100)
     _error(_analyze(run, tmp_path),

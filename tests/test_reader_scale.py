@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 
 from sae_report.ingest import tables
 from sae_report.runlog.aliases import _to_float, canonicalize
-from sae_report.runlog import reader
+from sae_report.runlog import columns
 from sae_report.runlog import read_metrics_dir, read_run, supersede_and_dedup
 
 METRICS = ("loss", "l0")
@@ -84,7 +84,7 @@ _part = st.tuples(st.sampled_from(["parquet", "csv"]), st.lists(st.sampled_from(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(parts=st.lists(_part, min_size=1, max_size=5), eager_rows=st.sampled_from([reader.EAGER_ROWS, 3]))
+@given(parts=st.lists(_part, min_size=1, max_size=5), eager_rows=st.sampled_from([columns.EAGER_ROWS, 3]))
 def test_random_parts_follow_the_run_format_rules(parts, eager_rows: int) -> None:
     # a CSV part with no rows among several is a tail just opened: skipped, as the reader does
     # (a CSV part always has a metric column: a row of one empty step cell would be a blank line)
@@ -92,15 +92,15 @@ def test_random_parts_follow_the_run_format_rules(parts, eager_rows: int) -> Non
     parts = [(k, cols, [{c: v for c, v in r.items() if c == "step" or c in cols} for r in rows])
              for k, cols, rows in parts]
     parts = [p for p in parts if not (p[0] == "csv" and not p[2] and len(parts) > 1)] or parts[:1]
-    old = reader.EAGER_ROWS
-    reader.EAGER_ROWS = eager_rows
+    old = columns.EAGER_ROWS
+    columns.EAGER_ROWS = eager_rows
     try:
         with tempfile.TemporaryDirectory() as d:
             _write_parts(Path(d) / "metrics", parts)
             notes: list[str] = []
             frame = read_metrics_dir(Path(d) / "metrics", notes)
     finally:
-        reader.EAGER_ROWS = old
+        columns.EAGER_ROWS = old
     steps, cols, no_step, superseded = _reference(parts)
     assert frame["step"].to_list() == steps
     assert frame["step"].null_count() == 0 and frame["step"].flags["SORTED_ASC"]
@@ -117,11 +117,11 @@ def _contiguous(s: pl.Series) -> bool:
     return s.n_chunks() == 1 and (s.null_count() > 0 or np.shares_memory(s.to_numpy(), s.to_numpy()))
 
 
-@pytest.mark.parametrize("eager_rows", [reader.EAGER_ROWS, 5_000])
+@pytest.mark.parametrize("eager_rows", [columns.EAGER_ROWS, 5_000])
 def test_many_parts_with_a_resume_and_repeats_at_scale(tmp_path: Path, eager_rows: int, monkeypatch) -> None:
     """20 parquet parts of 20K rows and a CSV tail; a resume at part 12 rewinds 30K steps; part 5
     repeats a stretch of steps (the later rows win); the grad_norm column was never logged."""
-    monkeypatch.setattr(reader, "EAGER_ROWS", eager_rows)
+    monkeypatch.setattr(columns, "EAGER_ROWS", eager_rows)
     rng = np.random.default_rng(0)
     metrics = tmp_path / "metrics"
     metrics.mkdir()
@@ -186,11 +186,11 @@ def _rule(cells: list[str]) -> list[float | None]:
 
 
 @pytest.mark.parametrize("pad", ["", " ", "\t", "\r"], ids=["plain", "space", "tab", "lone-cr"])
-@pytest.mark.parametrize("eager_rows", [reader.EAGER_ROWS, 7])
+@pytest.mark.parametrize("eager_rows", [columns.EAGER_ROWS, 7])
 def test_csv_numbers_read_as_text_then_cast_would(tmp_path: Path, pad: str, eager_rows: int, monkeypatch) -> None:
     """Plain files are parsed by polars directly; any whitespace around a value sends the file
     through text + strip + cast; both give what the text rule gives."""
-    monkeypatch.setattr(reader, "EAGER_ROWS", eager_rows)
+    monkeypatch.setattr(columns, "EAGER_ROWS", eager_rows)
     cells = [f"{t}{pad}" if i % 2 and t else t for i, t in enumerate(TOKENS)]
     lines = [f"{i},{c},{i * 2}" for i, c in enumerate(cells)]
     f = tmp_path / "m.csv"
@@ -204,7 +204,7 @@ def test_csv_numbers_read_as_text_then_cast_would(tmp_path: Path, pad: str, eage
 def test_large_csv_equals_the_text_reading(tmp_path: Path, monkeypatch) -> None:
     """Gaps, nan/inf, an unknown text column, a bucketed __MIN column and CRLF line ends: the same
     frame as reading all text and canonicalizing it."""
-    monkeypatch.setattr(reader, "EAGER_ROWS", 1_000)
+    monkeypatch.setattr(columns, "EAGER_ROWS", 1_000)
     rng = np.random.default_rng(1)
     n = 20_000
     loss = rng.normal(size=n).astype(object)
@@ -245,7 +245,7 @@ def test_csv_appended_while_parsed_reads_the_lines_seen_first(tmp_path: Path, mo
 def test_parquet_column_types_convert_as_to_float(tmp_path: Path, monkeypatch) -> None:
     """Numbers and booleans become Float64 as numpy copies them; text, dates and nested values
     go through the same rule as ``aliases._to_float``; either way the result is ``_to_float``'s."""
-    monkeypatch.setattr(reader, "EAGER_ROWS", 2)
+    monkeypatch.setattr(columns, "EAGER_ROWS", 2)
     frame = pl.DataFrame({
         "step": pl.Series([3, 1, 2, None], dtype=pl.Int64),
         "loss": pl.Series([1.5, None, 2.5, 3.0], dtype=pl.Float32),

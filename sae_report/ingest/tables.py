@@ -33,8 +33,8 @@ import polars as pl
 from polars.exceptions import PanicException
 
 from ..runlog import RunData, RunLogError, read_config, read_events
-from ..runlog.reader import (ROW_INDEX, ColumnBuffers, _dtype_words, _zero_copy_series, fill_from_scan, parquet_footer,
-                              split_nulls)
+from ..runlog.columns import ROW_INDEX, ColumnBuffers, dtype_words, fill_from_scan, split_nulls, zero_copy_series
+from ..runlog.reader import parquet_footer
 from ..runlog.safeio import InputRefused, check_regular, clean_text, open_regular
 from ..runlog.aliases import _to_float, canonical_config, canonicalize, match_column
 
@@ -481,7 +481,7 @@ def _nd_series(name: str, col: _NdColumn, n: int) -> pl.Series:
     values[rows] = np.frombuffer(col.values, dtype=np.float64) if len(col.values) else 0.0
     mask = np.ones(n, dtype=bool)
     mask[rows] = False
-    return _zero_copy_series(name, values, mask)
+    return zero_copy_series(name, values, mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,7 +504,7 @@ def read_parquet(path: Path, notes: list[str] | None = None) -> pl.DataFrame:
         for n in wanted:
             dtype = schema[n]
             if match_column(n)[0] == "step" and not (dtype.is_numeric() or dtype in (pl.String, pl.Null)):
-                raise RunLogError(f"{path}: the step column {n!r} holds {_dtype_words(dtype)} values, not step numbers "
+                raise RunLogError(f"{path}: the step column {n!r} holds {dtype_words(dtype)} values, not step numbers "
                                   "(whole numbers of optimizer updates)")
         # Numbers and booleans come as they are and become Float64 as numpy copies them into the
         # buffers (what a cast does, without the streaming engine holding cast copies); text is

@@ -22,7 +22,7 @@ Rules the reader applies (and other writers may rely on):
 - ``nan``/``inf`` in any float column are kept: they are signals, not missing values.
 - A row without a step (an empty ``step`` cell) cannot be placed: it is dropped with a note.
 
-The metrics come back with each column in one contiguous buffer (``reader.ColumnBuffers``), so
+The metrics come back with each column in one contiguous buffer (``columns.ColumnBuffers``), so
 the analyzer's numpy views of them cost no copy.
 
 This module imports no torch: the analyzer uses it without the training extra.

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import mmap
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -17,17 +15,16 @@ from polars.exceptions import PanicException
 
 from .safeio import (
     MAX_EVENTS_BYTES,
-    MAX_STATS_BYTES,
-    MAX_STATS_VALUES,
-    MAX_SUMMARY_BYTES,
     check_regular,
     clean_text,
+    first_line,
     load_config_file,
     open_regular,
-    parse_config_text,
     read_regular,
     too_large,
 )
+from .columns import NUMPY_DTYPES, ROW_INDEX, ColumnBuffers, dtype_words, fill_from_scan
+from .extras import in_progress_note, load_npy, read_feature_density, read_input_dims, read_summary
 from .schema import (
     CONFIG_FILE,
     EVENTS_FILE,
@@ -157,209 +154,8 @@ def read_metrics_csv(path: Path) -> CsvRead:
     try:
         frame = pl.read_csv(io.BytesIO(raw), schema_overrides=overrides, infer_schema_length=0 if not overrides else 100)
     except (Exception, PanicException) as exc:  # polars raises several types; the message is what matters
-        raise RunLogError(f"{path}: not a readable metrics CSV ({_first_line(exc)})") from None
+        raise RunLogError(f"{path}: not a readable metrics CSV ({first_line(exc)})") from None
     return CsvRead(frame=frame, dropped_partial_line=dropped)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------
-# Contiguous columns
-# --------------------------------------------------------------------------------------------
-
-#: Name of the row-number column added to scans (no real column is called this).
-ROW_INDEX = "\x00row"
-#: Suffix of the Boolean column ``split_nulls`` adds beside a column.
-NULLS = "\x00null"
-#: numpy dtype of each metric column.
-_NUMPY = {c: (np.int64 if c == "step" else np.float64) for c in METRIC_COLUMNS}
-
-
-def _anonymous(n: int, dtype: Any) -> np.ndarray:
-    """An array of ``n`` items in its own anonymous memory map. Pages cost memory only once
-    written (a capacity may be an upper bound), read as zero until then, and go back to the
-    system as soon as the last array using them is dropped: no allocator keeps them, and no
-    transparent-huge-page compaction runs on first touch (which numpy's large allocations ask
-    for, and which makes first touch several times slower on this kind of VM)."""
-    dt = np.dtype(dtype)
-    return np.frombuffer(mmap.mmap(-1, max(1, n * dt.itemsize)), dtype=dt, count=n)
-
-
-def split_nulls(columns: Mapping[str, pl.Expr]) -> list[pl.Expr]:
-    """Each column as its values with nulls filled (0) and a Boolean ``name + NULLS`` column:
-    what ``ColumnBuffers.put`` copies with no polars call per batch (a scan computes both as it
-    reads)."""
-    out: list[pl.Expr] = []
-    for name, expr in columns.items():
-        out += [expr.fill_null(0).alias(name), expr.is_null().alias(name + NULLS)]
-    return out
-
-
-class ColumnBuffers:
-    """Columns built batch by batch into one contiguous buffer each, handed to polars without a
-    copy.
-
-    polars readers return a column in many chunks (one per file, row group or batch), and
-    ``rechunk`` copies every column while the chunks are still held (twice the data at the peak,
-    and the allocator keeps the freed chunks for seconds); the analyzer turns columns into numpy
-    arrays, which is free only for a single chunk. Here each batch is copied once into its place.
-    Nulls are kept in a byte mask, only for columns that have one, and become the validity
-    bitmap of the final column (through pyarrow, also without copying the values)."""
-
-    def __init__(self, dtypes: Mapping[str, Any], capacity: int) -> None:
-        self.dtypes = {name: np.dtype(dt) for name, dt in dtypes.items()}
-        self.capacity = max(0, int(capacity))
-        self.values: dict[str, np.ndarray] = {}
-        self.nulls: dict[str, np.ndarray] = {}
-        self.rows = 0
-        """One past the last row written."""
-
-    def _reserve(self, end: int) -> None:
-        if end <= self.capacity:
-            return
-        cap = max(end, self.capacity + self.capacity // 2, 1024)  # only when a source outgrew its count
-        for store in (self.values, self.nulls):
-            for name, arr in list(store.items()):
-                grown = _anonymous(cap, arr.dtype)
-                grown[: self.rows] = arr[: self.rows]
-                store[name] = grown
-        self.capacity = cap
-
-    def _mask(self, name: str) -> np.ndarray:
-        mask = self.nulls.get(name)
-        if mask is None:
-            mask = self.nulls[name] = _anonymous(self.capacity, np.bool_)
-        return mask
-
-    def declare(self, names: Iterable[str]) -> None:
-        """Make sure these columns exist (null in the rows written before they first appear)."""
-        for name in names:
-            if name in self.values:
-                continue
-            self.values[name] = _anonymous(self.capacity, self.dtypes[name])
-            if self.rows:
-                self._mask(name)[: self.rows] = True
-
-    def put(self, frame: pl.DataFrame, at: int | np.ndarray) -> None:
-        """Write ``frame``'s rows from row ``at`` on (or at one index per row). Its declared
-        columns must already have their declared dtype; other columns are ignored; declared
-        columns it lacks are null in these rows. A column may come split by ``split_nulls``
-        (nulls filled, plus a Boolean ``name + NULLS`` column), which costs no polars call here."""
-        n = frame.height
-        if isinstance(at, np.ndarray):
-            where: slice | np.ndarray = at
-            end = int(at.max()) + 1 if n else 0
-        else:
-            where, end = slice(at, at + n), at + n
-        if not n:
-            return
-        self._reserve(end)
-        names = set(frame.columns)
-        present = [c for c in frame.columns if c in self.dtypes]
-        self.declare(present)
-        for name in present:
-            s = frame.get_column(name)
-            if name + NULLS in names:
-                self.values[name][where] = s.to_numpy()
-                isnull = frame.get_column(name + NULLS).to_numpy()
-                if isnull.any():
-                    self._mask(name)[where] = isnull
-                elif name in self.nulls:
-                    self.nulls[name][where] = False
-                continue
-            nulls = s.null_count()
-            if nulls < n:
-                self.values[name][where] = (s.fill_null(0) if nulls else s).to_numpy()
-            if nulls:
-                self._mask(name)[where] = True if nulls == n else s.is_null().to_numpy()
-            elif name in self.nulls:
-                self.nulls[name][where] = False
-        for name in self.values.keys() - set(present):
-            self._mask(name)[where] = True
-        self.rows = max(self.rows, end)
-
-    def take(self, order: np.ndarray) -> None:
-        """Keep only rows ``order`` (indices of rows written), in that order."""
-        k = len(order)
-        increasing = k < 2 or bool(np.all(order[1:] > order[:-1]))
-        block = 1 << 20
-        for store in (self.values, self.nulls):
-            for name, arr in list(store.items()):
-                if increasing:
-                    # in place: row j comes from order[j] >= j, never from a row already overwritten
-                    for a in range(0, k, block):
-                        b = min(k, a + block)
-                        arr[a:b] = arr[order[a:b]]
-                else:
-                    moved = _anonymous(self.capacity, arr.dtype)
-                    moved[:k] = arr[order]
-                    store[name] = moved
-        self.rows = k
-
-    def frame(self, names: Iterable[str]) -> pl.DataFrame:
-        """The columns ``names`` (those that exist) as a frame of the rows written; the buffers
-        then belong to the frame."""
-        n = self.rows
-        cols = [_zero_copy_series(name, self.values[name][:n], self.nulls.get(name))
-                for name in names if name in self.values]
-        self.values, self.nulls = {}, {}
-        return pl.DataFrame(cols) if cols else pl.DataFrame()
-
-
-def _zero_copy_series(name: str, values: np.ndarray, mask: np.ndarray | None) -> pl.Series:
-    n = len(values)
-    k = int(np.count_nonzero(mask[:n])) if mask is not None else 0
-    if not k:
-        return pl.Series(name, values)  # shares the buffer
-    dtype = pl.Int64 if values.dtype.kind == "i" else pl.Float64
-    if k == n:
-        return pl.repeat(None, n, dtype=dtype, eager=True).alias(name)
-    try:
-        import pyarrow as pa
-    except ImportError:  # pyarrow is a dependency; this only keeps a broken install working
-        return pl.select(pl.when(pl.Series(mask[:n])).then(None).otherwise(pl.Series(values))).to_series().alias(name)
-    validity = np.packbits(~mask[:n], bitorder="little")
-    arr = pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), n, [pa.py_buffer(validity), pa.py_buffer(values)],
-                                null_count=k)
-    return pl.Series(name, arr)  # shares the values buffer; the validity bitmap is n/8 bytes
-
-
-#: Sources up to this many rows are collected at once; longer ones batch by batch (less in flight).
-EAGER_ROWS = 1_000_000
-
-
-def fill_from_scan(buffers: ColumnBuffers, frame: pl.LazyFrame, at: int, rows: int,
-                   convert: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> int:
-    """Run ``frame`` (a scan with its ``ROW_INDEX`` column, numbered by the scan itself) into
-    ``buffers`` from row ``at``; returns the rows written.
-
-    Up to ``EAGER_ROWS`` rows (about ``rows``) it is collected at once and each row lands where
-    its row number says, whatever order an engine delivers them in. Longer sources go batch by
-    batch (``collect_batches(maintain_order=True)``, which keeps the source's order), without
-    the row numbers, which would make the streaming engine hold far more in flight. ``convert``
-    is applied to each batch."""
-    if rows > EAGER_ROWS:
-        written = 0
-        for batch in frame.drop(ROW_INDEX).collect_batches(maintain_order=True):
-            if batch.height:
-                buffers.put(convert(batch) if convert is not None else batch, at + written)
-                written += batch.height
-        return written
-    batch = frame.collect()
-    if not batch.height:
-        return 0
-    if convert is not None:
-        batch = convert(batch)
-    index = batch.get_column(ROW_INDEX).to_numpy()
-    first = int(index[0])
-    if index[-1] - first == len(index) - 1 and (len(index) < 3 or bool(np.all(np.diff(index) == 1))):
-        buffers.put(batch, at + first)
-    else:
-        buffers.put(batch, index.astype(np.int64) + at)
-    return batch.height
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,7 +227,7 @@ def _plan_parts(metrics_dir: Path, notes: list[str]) -> list[_Part]:
             except FileNotFoundError:
                 raise
             except (Exception, PanicException) as exc:  # a corrupt file can make polars panic
-                raise RunLogError(f"{part}: not a readable parquet part ({_first_line(exc)})") from None
+                raise RunLogError(f"{part}: not a readable parquet part ({first_line(exc)})") from None
         else:
             if len(parts) > 1 and _no_complete_line(part):
                 continue  # a tail just opened by a live writer (or cut before its header): no rows yet
@@ -445,7 +241,7 @@ def _plan_parts(metrics_dir: Path, notes: list[str]) -> list[_Part]:
             try:
                 names = pl.scan_csv(raw, infer_schema=False).collect_schema().names()
             except (Exception, PanicException) as exc:
-                raise RunLogError(f"{part}: not a readable metrics CSV ({_first_line(exc)})") from None
+                raise RunLogError(f"{part}: not a readable metrics CSV ({first_line(exc)})") from None
         if "step" not in names:
             raise RunLogError(f"{part}: no 'step' column")
         plans.append(_Part(part, rows, [c for c in METRIC_COLUMNS if c in names],
@@ -458,7 +254,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
     if not plans:
         raise RunLogError(f"{metrics_dir}: no metrics parts (part-NNNNNN.parquet or .csv)")
     total = sum(p.rows for p in plans)
-    buffers = ColumnBuffers(_NUMPY, total)
+    buffers = ColumnBuffers(NUMPY_DTYPES, total)
     ranges: list[tuple[int, int]] = []  # (first row, rows) of each part
     pos = 0
     for plan in plans:
@@ -466,7 +262,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
             buffers.declare(plan.columns)
         except (MemoryError, OverflowError, OSError) as exc:  # a footer claiming more rows than memory maps
             raise RunLogError(f"{plan.path}: {total:,} rows are more than this machine can map "
-                              f"({_first_line(exc)})") from None
+                              f"({first_line(exc)})") from None
         casts = [pl.col(c).cast(_METRIC_SCHEMA[c]) for c in plan.columns if c != "step"]
         if plan.raw is None:
             scan = pl.scan_parquet(plan.path, row_index_name=ROW_INDEX, glob=False)
@@ -477,7 +273,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
             except RunLogError:
                 raise
             except (Exception, PanicException) as exc:
-                raise RunLogError(f"{plan.path}: not a readable {what} ({_first_line(exc)})") from None
+                raise RunLogError(f"{plan.path}: not a readable {what} ({first_line(exc)})") from None
             lazy = scan.select(ROW_INDEX, step, *casts)
         else:
             lazy = pl.scan_csv(plan.raw, schema_overrides={c: _METRIC_SCHEMA[c] for c in plan.columns},
@@ -489,7 +285,7 @@ def _read_parts(metrics_dir: Path, notes: list[str]) -> pl.DataFrame:
             raise
         except (Exception, PanicException) as exc:  # polars raises several types (a corrupt file can panic)
             if plan.raw is None:
-                raise RunLogError(f"{plan.path}: not a readable {what} ({_first_line(exc)})") from None
+                raise RunLogError(f"{plan.path}: not a readable {what} ({first_line(exc)})") from None
             got = _csv_text_steps(plan, buffers, pos, casts, exc)
         if plan.raw is None and got != plan.rows:
             raise RunLogError(f"{plan.path}: not a readable parquet part ({got} rows where its footer says {plan.rows})")
@@ -519,15 +315,11 @@ def _csv_text_steps(plan: _Part, buffers: ColumnBuffers, pos: int, casts: list[p
     except RunLogError:
         raise
     except (Exception, PanicException):
-        raise RunLogError(f"{plan.path}: not a readable metrics CSV ({_first_line(exc)})") from None
+        raise RunLogError(f"{plan.path}: not a readable metrics CSV ({first_line(exc)})") from None
 
 
 #: The most a step may be (steps are Int64).
 _STEP_MAX = 2**63
-
-
-def _dtype_words(dtype: Any) -> str:
-    return str(dtype).split("(", 1)[0].split("[", 1)[0].lower()
 
 
 def _step_expr(path: Path, dtype: Any, values: Callable[[], pl.Series]) -> pl.Expr:
@@ -544,7 +336,7 @@ def _step_expr(path: Path, dtype: Any, values: Callable[[], pl.Series]) -> pl.Ex
     if dtype.is_integer() and dtype != pl.UInt64:
         return col.cast(pl.Int64)
     if not (dtype.is_numeric() or dtype == pl.String):
-        raise RunLogError(f"{path}: the step column holds {_dtype_words(dtype)} values, not step numbers "
+        raise RunLogError(f"{path}: the step column holds {dtype_words(dtype)} values, not step numbers "
                           "(whole numbers of optimizer updates)")
     s = values()
     if dtype == pl.String:
@@ -822,12 +614,12 @@ def read_run(path: Path) -> RunData:
         raise RunLogError(f"{path / METRICS_DIR}: " + (f"no row has a step ({no_step[0].split(' ', 1)[0]} row(s) without one)"
                                                         if no_step else "only header lines, no rows"))
     events = read_events(path / EVENTS_FILE, notes)
-    summary = _read_summary(path / SUMMARY_FILE, notes)
+    summary = read_summary(path / SUMMARY_FILE, notes)
     stats = path / STATS_DIR
-    feature_freq = _load_npy(stats / "feature_freq.npy", notes, ndim=1)
-    input_sample = _load_npy(stats / "input_sample.npy", notes, ndim=2)
-    input_dims = _read_input_dims(stats / "input_dims.csv", notes)
-    feature_density = _read_feature_density(stats / "feature_density", notes)
+    feature_freq = load_npy(stats / "feature_freq.npy", notes, ndim=1)
+    input_sample = load_npy(stats / "input_sample.npy", notes, ndim=2)
+    input_dims = read_input_dims(stats / "input_dims.csv", notes)
+    feature_density = read_feature_density(stats / "feature_density", notes)
     # A run written by `sae-report import` keeps where its data came from (ingest/convert.py).
     imported = config.get("imported_from") if isinstance(config.get("imported_from"), dict) else {}
     carried = imported.get("notes") if isinstance(imported.get("notes"), list) else []
@@ -853,238 +645,3 @@ def read_run(path: Path) -> RunData:
 
 
 #: Most per-feature density snapshots read (``RunData.feature_density``).
-DENSITY_SNAPSHOTS = 4
-_DENSITY_FILE = re.compile(r"^step_(\d{1,18})\.npy$")
-
-
-def _read_feature_density(folder: Path, notes: list[str]) -> dict[int, np.ndarray]:
-    """Up to ``DENSITY_SNAPSHOTS`` per-feature densities by step from ``folder``, evenly spread over
-    the steps recorded (the last one always among them); unusable files are left out with a note."""
-    if not folder.is_dir():
-        return {}
-    steps = sorted(int(m.group(1)) for f in os.listdir(folder) if (m := _DENSITY_FILE.match(f)))
-    if not steps:
-        return {}
-    pick = sorted({steps[int(round(i))] for i in np.linspace(0, len(steps) - 1, min(DENSITY_SNAPSHOTS, len(steps)))})
-    out: dict[int, np.ndarray] = {}
-    for step in pick:
-        name = next(f for f in os.listdir(folder) if (m := _DENSITY_FILE.match(f)) and int(m.group(1)) == step)
-        arr = _load_npy(folder / name, notes, ndim=1)
-        if arr is not None:
-            out[step] = arr
-    return out
-
-
-def in_progress_note(path: Path, config: Mapping[str, Any], metrics: pl.DataFrame,
-                     summary: Mapping[str, Any]) -> str | None:
-    """"run in progress" when a live process holds the run's lock (``.sae-report.lock``, read, never
-    taken: its note names the writer), or, for a run of our trainer, "unfinished" when it has no
-    ``summary.json`` and nobody writes it (stopped before its end). None otherwise."""
-    from .lock import LOCK_FILE
-
-    steps = metrics["step"].drop_nulls() if "step" in metrics.columns else None
-    last = int(steps.max()) if steps is not None and steps.len() else None
-    total = config.get("total_steps")
-    upto = f"up to step {last:,}" if last is not None else "so far"
-    if isinstance(total, int) and not isinstance(total, bool) and total > 0 and last is not None:
-        upto += f" of {total:,}"
-    note = _lock_note(path / LOCK_FILE)
-    if note is not None:
-        pid, host = note.get("pid"), note.get("host")
-        who = f"pid {pid} ({_short(note.get('command'))}) since {_short(note.get('since'), 40)}"
-        import socket
-
-        if host and host != socket.gethostname():
-            return (f"run in progress? {LOCK_FILE} says {who} on host {_short(host, 60)} writes it (this machine "
-                    f"cannot check); this analysis covers the steps logged {upto}")
-        if _writer_alive(pid, note.get("since")):
-            return f"run in progress: {who} is writing it; this analysis covers the steps logged {upto}"
-    if summary or os.path.lexists(path / SUMMARY_FILE) or not config.get("sae_report_version") \
-            or config.get("imported_from"):
-        return None
-    return (f"unfinished run: no {SUMMARY_FILE} and no process is writing it (stopped before its end: killed, "
-            f"crashed, or out of disk); this analysis covers the steps logged {upto}; continue it with: "
-            f"sae-report train --resume {path}")
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = "".join(ch if ch.isprintable() else "?" for ch in str(value if value is not None else "?"))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _lock_note(path: Path) -> dict[str, Any] | None:
-    """The JSON note of a run directory's lock file (pid, command, host, since), or None."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        note = json.loads(read_regular(path, 4096, "lock note").decode("utf-8", "replace") or "{}")
-    except (RunLogError, OSError, ValueError):
-        return None
-    return note if isinstance(note, dict) and isinstance(note.get("pid"), int) else None
-
-
-def _writer_alive(pid: Any, since: Any) -> bool:
-    """The process ``pid`` of this host runs, and (where /proc says when it started) it is the one
-    that took the lock, not a later process that got the same pid after the writer died."""
-    from .lock import _pid_alive
-
-    if not _pid_alive(pid):
-        return False
-    try:
-        import datetime as _dt
-
-        taken = _dt.datetime.strptime(str(since), "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=_dt.timezone.utc).timestamp()
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return True  # no /proc (or an odd note): the live pid decides
-    return started <= taken + 2
-
-
-def _problem(path: Path, exc: BaseException) -> str:
-    """The problem part of a one-line error about ``path``."""
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else type(exc).__name__
-    return msg.removeprefix(f"{path}: ")[:200]
-
-
-def _read_summary(path: Path, notes: list[str]) -> dict[str, Any]:
-    """``summary.json`` (a JSON object, bounded like a config), or {} with a note."""
-    if not os.path.lexists(path):
-        return {}
-    try:
-        raw = read_regular(path, MAX_SUMMARY_BYTES, "summary")
-        data = parse_config_text(raw.decode("utf-8"), path, as_json=True, what="summary")
-    except FileNotFoundError:
-        return {}
-    except RunLogError as exc:
-        notes.append(f"{SUMMARY_FILE}: ignored: {_problem(path, exc)}")
-        return {}
-    except UnicodeDecodeError:
-        notes.append(f"{SUMMARY_FILE}: ignored: not UTF-8 text")
-        return {}
-    if not isinstance(data, dict):
-        notes.append(f"{SUMMARY_FILE}: ignored: a JSON {_json_kind(data)}, not an object")
-        return {}
-    return data
-
-
-def _json_kind(value: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
-            type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _load_npy(path: Path, notes: list[str], ndim: int) -> np.ndarray | None:
-    """A ``.npy`` array of real numbers with ``ndim`` dimensions, or None (with a note when the
-    file is there but unusable). The header is checked against the file's size before any data
-    is read, so a header declaring a huge shape costs nothing; pickles are never loaded."""
-    if not os.path.lexists(path):
-        return None
-    where = f"{path.parent.name}/{path.name}"
-    try:
-        arr = _read_npy(path)
-    except FileNotFoundError:
-        return None
-    except RunLogError as exc:
-        notes.append(f"{where}: ignored: {_problem(path, exc)}")
-        return None
-    except (ValueError, OSError, EOFError, TypeError, OverflowError, SyntaxError, MemoryError):
-        notes.append(f"{where}: ignored: not a .npy array file")
-        return None
-    if arr.ndim != ndim:
-        notes.append(f"{where}: ignored: a {arr.ndim}-D array, expected {ndim}-D")
-        return None
-    if arr.dtype.kind != "f":
-        return arr.astype(np.float64)
-    return arr
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    from numpy.lib import format as npy
-
-    with open_regular(path) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size > MAX_STATS_BYTES:
-            raise too_large(path, size, MAX_STATS_BYTES, "stats file")
-        if size == 0:
-            raise RunLogError(f"{path}: an empty file")
-        try:
-            version = npy.read_magic(fh)
-        except (ValueError, EOFError):
-            raise RunLogError(f"{path}: not a .npy array file") from None
-        try:
-            if version == (1, 0):
-                shape, fortran, dtype = npy.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = npy.read_array_header_2_0(fh)
-            else:
-                raise RunLogError(f"{path}: .npy format version {version[0]}.{version[1]} is not read")
-        except (ValueError, EOFError, SyntaxError, TypeError, OverflowError):
-            raise RunLogError(f"{path}: a .npy file whose header does not parse") from None
-        if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
-            raise RunLogError(f"{path}: holds {dtype} values, not real numbers")
-        count = 1
-        for d in shape:
-            count *= int(d)
-        if count > MAX_STATS_VALUES:
-            raise RunLogError(f"{path}: {count:,} values, more than the {MAX_STATS_VALUES:,} a stats array may hold")
-        need = count * dtype.itemsize
-        left = size - fh.tell()
-        if need != left:
-            raise RunLogError(f"{path}: its header promises {need:,} bytes of data, the file holds {left:,}")
-        arr = np.fromfile(fh, dtype=dtype, count=count)
-    if arr.size != count:
-        raise RunLogError(f"{path}: cut short while reading")
-    if fortran:
-        return arr.reshape(tuple(shape)[::-1]).transpose()
-    return arr.reshape(tuple(shape))
-
-
-#: Columns of ``stats/input_dims.csv`` and their types; other columns are left out.
-_INPUT_DIMS = {"dim": pl.Int64, "mean": pl.Float64, "std": pl.Float64, "absmax": pl.Float64, "outlier": pl.Boolean}
-
-
-def _read_input_dims(path: Path, notes: list[str]) -> pl.DataFrame | None:
-    """``stats/input_dims.csv`` with its known columns typed (text that is not a number is null;
-    ``dim`` missing or not a whole number everywhere: the row number), or None with a note."""
-    if not os.path.lexists(path):
-        return None
-    where = f"{STATS_DIR}/{path.name}"
-    try:
-        raw = read_regular(path, MAX_STATS_BYTES, "stats file")
-        frame = pl.read_csv(io.BytesIO(raw), infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
-    except FileNotFoundError:
-        return None
-    except RunLogError as exc:
-        notes.append(f"{where}: ignored: {_problem(path, exc)}")
-        return None
-    except (Exception, PanicException) as exc:
-        notes.append(f"{where}: ignored: not a readable CSV ({_first_line(exc)})")
-        return None
-    cols: list[pl.Series] = []
-    for name, dtype in _INPUT_DIMS.items():
-        if name not in frame.columns:
-            continue
-        text = frame.get_column(name).cast(pl.String).str.strip_chars()
-        if dtype == pl.Boolean:
-            low = text.str.to_lowercase()
-            num = low.cast(pl.Float64, strict=False)
-            col = (low.is_in(["true", "yes"]) | (num.is_not_null() & (num != 0))).fill_null(False)
-        else:
-            col = text.cast(pl.Float64, strict=False)
-            if dtype == pl.Int64:
-                whole = col.is_finite().fill_null(False) & (col == col.floor()).fill_null(False) & (col.abs() < 2**53).fill_null(False)
-                if not bool(whole.all()):
-                    notes.append(f"{where}: dim is not a whole number on every row: rows numbered instead")
-                    continue
-                col = col.cast(pl.Int64)
-        cols.append(col.alias(name))
-    if not any(c.name in ("mean", "absmax") for c in cols):
-        notes.append(f"{where}: ignored: no mean or absmax column")
-        return None
-    if "dim" not in [c.name for c in cols]:
-        cols.insert(0, pl.Series("dim", np.arange(frame.height, dtype=np.int64)))
-    return pl.DataFrame(cols)

@@ -341,3 +341,9 @@ def remove_entry(path: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (at most 200 characters), or its type's name."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
