@@ -491,10 +491,11 @@ def test_import_onto_a_full_or_read_only_disk(tmp_path: Path, monkeypatch: pytes
 # 11: clean-up after SIGTERM and kill -9
 # ------------------------------------------------------------------------------------------------
 
-SLOW_IMPORT = ("import sys, time\n"
+SLOW_IMPORT = ("import sys, time, pathlib\n"
                "import sae_report.ingest.convert as c\n"
                "real = c._same\n"
                "def slow(*a):\n"
+               "    pathlib.Path(sys.argv[3]).touch()  # the conversion is in its slow part now\n"
                "    time.sleep(120)\n"
                "    return real(*a)\n"
                "c._same = slow\n"
@@ -508,10 +509,12 @@ def test_import_stopped_by_sigterm_leaves_nothing_behind(tmp_path: Path) -> None
     out = tmp_path / "runs" / "imported"
     assert cli("import", src, "--out", out).exit_code == 0
     before = snapshot(out)
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, str(src), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    marker = tmp_path / "in_slow_part"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, str(src), str(out), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: any(p.name.startswith(".imported.import-") for p in out.parent.iterdir())
+        # the signal lands inside the conversion, not while the temporary run is being read back
+        wait_for(lambda: marker.exists() and any(p.name.startswith(".imported.import-") for p in out.parent.iterdir())
                  and (out / LOCK_FILE).exists(), proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
