@@ -247,21 +247,13 @@ def results_rows(doc: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
                      "target": str(t.get("comparison") or fm.DASH) if t and t.get("status") != "none" else fm.DASH,
                      "pct": fm.DASH,
                      **_status_cell(t, {"ok": "met", "warn": "close", "fail": "reconstructs almost nothing"})})
-    ce = summary.get("ce_loss_score")
-    if ce:
-        rows.append({"metric": "Spliced-in LM loss (ce_loss_score)", "final": _claim_text(ce, "final", "sig"),
-                     "settled": _claim_text(ce, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
-                     **_status_cell(None, {})})
-    l2 = summary.get("l2_ratio")
-    if l2:
-        rows.append({"metric": "Shrinkage (l2_ratio)", "final": _claim_text(l2, "final", "sig"),
-                     "settled": _claim_text(l2, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
-                     **_status_cell(None, {})})
-    m = summary.get("mse")
-    if m:
-        rows.append({"metric": "MSE", "final": _claim_text(m, "final", "sig"),
-                     "settled": _claim_text(m, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
-                     **_status_cell(None, {})})
+    for key, label in (("ce_loss_score", "Spliced-in LM loss (ce_loss_score)"), ("l2_ratio", "Shrinkage (l2_ratio)"),
+                       ("mse", "MSE")):  # rows with no target
+        c = summary.get(key)
+        if c:
+            rows.append({"metric": label, "final": _claim_text(c, "final", "sig"),
+                         "settled": _claim_text(c, "second_half_median", "sig"), "target": fm.DASH, "pct": fm.DASH,
+                         **_status_cell(None, {})})
     loss = summary.get("loss")
     if loss:
         t = _target_row(doc, "Final Loss")

@@ -14,6 +14,7 @@ them (a second Ctrl-C kills them), reports each as done with ``interrupted=True`
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -124,6 +125,40 @@ def last_error(run_dir: Path) -> str:
     return line.removeprefix("Error: ")[:300]
 
 
+def summary_status(run_dir: Path) -> str | None:
+    """``status`` of ``run_dir/summary.json`` (None when missing or unreadable)."""
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text()).get("status"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """How a child's training ended."""
+
+    status: str
+    """completed / diverged / interrupted / failed."""
+    error: str = ""
+    """Why, in one line, when it diverged or failed ("" otherwise)."""
+
+
+def child_outcome(run_dir: Path, code: int, interrupted: bool) -> ChildOutcome:
+    """The outcome of the child that trained ``run_dir`` and exited with ``code``; ``interrupted``:
+    the pool stopped it (a SIGKILL then is the second Ctrl-C; one nobody asked for is most likely
+    the kernel's out-of-memory killer)."""
+    status = summary_status(run_dir)
+    if code == 0 and status == "completed":
+        return ChildOutcome("completed")
+    if status == "diverged":
+        return ChildOutcome("diverged", "the loss became non-finite (see events.ndjson, 'nonfinite')")
+    if code in (130, -signal.SIGINT, -signal.SIGTERM) or (interrupted and code == -signal.SIGKILL):
+        return ChildOutcome("interrupted")
+    if code == -signal.SIGKILL:
+        return ChildOutcome("failed", "killed by SIGKILL (out of memory?)")
+    return ChildOutcome("failed", last_error(run_dir) or f"exit code {code}")
+
+
 @dataclass
 class _Running(Generic[J]):
     job: J
@@ -175,4 +210,4 @@ def _stop(running: list[_Running[J]], done: DoneFn) -> None:
         done(r.job, code, time.monotonic() - r.t0, True)
 
 
-__all__ = ["LOG_FILE", "SlotError", "Slots", "cuda_devices", "device_slots", "free_cores", "last_error", "run_pool", "start_child"]
+__all__ = ["LOG_FILE", "ChildOutcome", "SlotError", "Slots", "child_outcome", "cuda_devices", "device_slots", "free_cores", "last_error", "run_pool", "start_child", "summary_status"]

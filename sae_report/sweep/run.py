@@ -15,7 +15,6 @@ raised.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable
 from ..runlog import LockHeldError, atomic_write_text, lock_folder, to_jsonable
 from ..runlog.writer import sweep_temp_files
 from .plan import PlannedRun, SweepError, SweepPlan, has_checkpoint
-from .pool import LOG_FILE, Slots, last_error, run_pool, start_child
+from .pool import LOG_FILE, Slots, child_outcome, run_pool, start_child, summary_status
 
 STATE_FILE = "sweep.json"
 
@@ -73,14 +72,6 @@ class SweepResult:
 
 
 ProgressFn = Callable[[str, RunOutcome, str], None]
-
-
-def summary_status(run_dir: Path) -> str | None:
-    """``status`` of ``run_dir/summary.json`` (None when missing or unreadable)."""
-    try:
-        return str(json.loads((run_dir / "summary.json").read_text()).get("status"))
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def save_state(plan: SweepPlan, runs: list[RunOutcome]) -> None:
@@ -151,9 +142,8 @@ def _train_all(plan: SweepPlan, runs: list[RunOutcome], notify: ProgressFn) -> N
 
     def done(job: tuple[PlannedRun, RunOutcome], code: int, seconds: float, interrupted: bool) -> None:
         out = job[1]
-        _finished(plan, out, code, seconds)
-        if interrupted and out.status == "failed" and code in (-signal.SIGKILL, 130):
-            out.status = "interrupted"
+        end = child_outcome(plan.out_dir / out.name, code, interrupted)
+        out.status, out.error, out.seconds = end.status, end.error, seconds
         notify("done", out, "")
         save_state(plan, runs)
 
@@ -182,22 +172,6 @@ def _start(plan: SweepPlan, planned: PlannedRun, out: RunOutcome, device: str | 
     out.status, out.device, out.error = "running", device, ""
     notify("start", out, str(run_dir / LOG_FILE))
     return start_child(run_dir, plan.config, plan.child_sets(planned, device))
-
-
-def _finished(plan: SweepPlan, out: RunOutcome, code: int, seconds: float) -> None:
-    run_dir = plan.out_dir / out.name
-    out.seconds = seconds
-    status = summary_status(run_dir)
-    if code == 0 and status == "completed":
-        out.status = "completed"
-    elif status == "diverged":
-        out.status = "diverged"
-        out.error = "the loss became non-finite (see events.ndjson, 'nonfinite')"
-    elif code in (130, -signal.SIGINT, -signal.SIGTERM):
-        out.status = "interrupted"
-    else:
-        out.status = "failed"
-        out.error = last_error(run_dir) or f"exit code {code}"
 
 
 def _compare(plan: SweepPlan, result: SweepResult, command: str) -> None:

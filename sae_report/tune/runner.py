@@ -11,7 +11,6 @@ run with a checkpoint is resumed from it (with a longer ``total_steps`` when it 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from ..runlog import atomic_write_text, to_jsonable
-from ..sweep.pool import LOG_FILE, Slots, last_error, run_pool, start_child
-from ..sweep.run import summary_status
+from ..sweep.pool import LOG_FILE, Slots, child_outcome, run_pool, start_child
 
 #: The campaign's subfolder holding each child's config (``<run_id>.yaml``).
 CONFIG_DIR = ".tune"
@@ -98,18 +96,9 @@ class Children:
 
         def done(job: Job, code: int, seconds: float, interrupted: bool) -> None:
             job.it.train_seconds = (job.it.train_seconds or 0.0) + seconds
-            status = summary_status(job.run_dir)
-            if code == 0 and status == "completed":
-                job.it.status = "completed"
-            elif status == "diverged":
-                job.it.status = "diverged"
-            elif code in (130, -signal.SIGINT, -signal.SIGTERM) or (interrupted and code == -signal.SIGKILL):
-                job.it.status = "interrupted"
-            else:  # a SIGKILL nobody asked for is the kernel's out-of-memory killer, most likely
-                job.it.status = "failed"
-                why = ("killed by SIGKILL (out of memory?)" if code == -signal.SIGKILL
-                       else last_error(job.run_dir) or f"exit code {code}")
-                job.it.error = f"{why} (log: {job.run_dir / LOG_FILE})"
+            end = child_outcome(job.run_dir, code, interrupted)
+            job.it.status = end.status
+            job.it.error = f"{end.error} (log: {job.run_dir / LOG_FILE})" if end.status == "failed" else ""
             finished(job)
 
         run_pool(list(jobs), self.slots, start, done)
